@@ -1,0 +1,137 @@
+"""Kaldi-compatible log-mel filterbank in batched PyTorch.
+
+Computes what Kaldi's ``compute-fbank-feats`` (and ``torchaudio.compliance.kaldi.fbank``
+or ``kaldi-native-fbank``) compute with the options SSAST and SSAMBA use: Hanning window,
+dither 0, pre-emphasis 0.97, DC removal per frame, FFT size rounded up to a power of two,
+power spectrum, HTK-style mel triangles from ``low_freq`` to Nyquist, natural log floored
+at float32 epsilon, ``snip_edges=True``, no energy term.
+
+>>> wave = torch.randn(2, 16000)            # (B, S): two 1 s clips at 16 kHz
+>>> kaldi_fbank(wave).shape                  # (B, T, F)
+torch.Size([2, 98, 128])
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+from torch import Tensor
+
+FLOAT32_EPS = torch.finfo(torch.float32).eps  # the log floor Kaldi uses
+
+
+def num_frames(num_samples: int, frame_length: int, frame_shift: int) -> int:
+    """Frames Kaldi yields with ``snip_edges=True`` (0 if the clip is shorter than a frame)."""
+    if num_samples < frame_length:
+        return 0
+    return 1 + (num_samples - frame_length) // frame_shift
+
+
+def _mel(freq: Tensor | float) -> Tensor:
+    return 1127.0 * torch.log1p(torch.as_tensor(freq, dtype=torch.float64) / 700.0)
+
+
+@lru_cache(maxsize=16)
+def mel_banks(
+    num_mel_bins: int, fft_size: int, sample_rate: float, low_freq: float, high_freq: float
+) -> Tensor:
+    """Kaldi's triangular mel filters, ``(num_mel_bins, fft_size // 2 + 1)`` float64.
+
+    Triangles are built on the mel scale between ``num_mel_bins + 2`` equally spaced
+    edges; FFT bin ``i`` sits at ``i * sample_rate / fft_size`` Hz. As in Kaldi, the
+    Nyquist bin gets no weight. With 128 bins, 16 kHz and a 512-point FFT the lowest
+    triangle falls between two FFT bins and is empty: its energy is 0 and its log is
+    log(eps).
+    """
+    num_fft_bins = fft_size // 2
+    mel_low, mel_high = _mel(low_freq), _mel(high_freq)
+    delta = (mel_high - mel_low) / (num_mel_bins + 1)
+    edges = mel_low + delta * torch.arange(num_mel_bins + 2, dtype=torch.float64)
+    left, center, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]  # (M, 1)
+    bin_mel = _mel(torch.arange(num_fft_bins, dtype=torch.float64) * (sample_rate / fft_size))
+    up = (bin_mel - left) / (center - left)
+    down = (right - bin_mel) / (right - center)
+    weights = torch.where(bin_mel <= center, up, down)
+    weights = torch.where((bin_mel > left) & (bin_mel < right), weights, torch.zeros(()))
+    return torch.nn.functional.pad(weights, (0, 1))  # zero weight for the Nyquist bin
+
+
+@lru_cache(maxsize=8)
+def _hanning(length: int) -> Tensor:
+    n = torch.arange(length, dtype=torch.float64)
+    return 0.5 - 0.5 * torch.cos(2 * math.pi * n / (length - 1))
+
+
+def validate_waveform(waveform: Tensor, sample_rate: int, expected_rate: int = 16000) -> Tensor:
+    """Return ``waveform`` as a float ``(B, S)`` tensor, or raise ``ValueError`` saying why not."""
+    if not isinstance(waveform, Tensor):
+        raise ValueError(f"waveform must be a torch.Tensor, got {type(waveform).__name__}")
+    if sample_rate != expected_rate:
+        raise ValueError(
+            f"sample rate {sample_rate} Hz is not the expected {expected_rate} Hz; "
+            "resample first (ssamba.frontend.load_audio does this for files)"
+        )
+    if waveform.dim() == 1:
+        waveform = waveform.unsqueeze(0)
+    if waveform.dim() != 2:
+        raise ValueError(
+            f"waveform must be (samples,) or (batch, samples), got shape {tuple(waveform.shape)}"
+        )
+    if waveform.numel() == 0:
+        raise ValueError(f"waveform is empty (shape {tuple(waveform.shape)})")
+    if not waveform.is_floating_point():
+        raise ValueError(f"waveform must be floating point, got {waveform.dtype}")
+    finite = torch.isfinite(waveform)
+    if not bool(finite.all()):
+        bad = (~finite).any(dim=1).nonzero().flatten().tolist()
+        raise ValueError(f"waveform has NaN or infinite samples (batch rows {bad})")
+    return waveform
+
+
+def kaldi_fbank(
+    waveform: Tensor,
+    sample_rate: int = 16000,
+    num_mel_bins: int = 128,
+    frame_length_ms: float = 25.0,
+    frame_shift_ms: float = 10.0,
+    preemphasis: float = 0.97,
+    remove_dc_offset: bool = True,
+    low_freq: float = 20.0,
+    high_freq: float = 0.0,
+    expected_sample_rate: int = 16000,
+) -> Tensor:
+    """Log-mel filterbank features ``(B, T, num_mel_bins)`` of a ``(B, S)`` or ``(S,)`` waveform.
+
+    ``high_freq <= 0`` is an offset from Nyquist, as in Kaldi. Computation is in float32
+    on the waveform's device; the output is float32.
+    """
+    waveform = validate_waveform(waveform, sample_rate, expected_sample_rate)
+    frame_length = int(sample_rate * frame_length_ms / 1000)
+    frame_shift = int(sample_rate * frame_shift_ms / 1000)
+    n_frames = num_frames(waveform.shape[1], frame_length, frame_shift)
+    if n_frames == 0:
+        raise ValueError(
+            f"clip of {waveform.shape[1]} samples is shorter than one frame "
+            f"({frame_length} samples = {frame_length_ms} ms at {sample_rate} Hz)"
+        )
+    nyquist = sample_rate / 2
+    high = high_freq if high_freq > 0 else nyquist + high_freq
+    if not 0 <= low_freq < high <= nyquist:
+        raise ValueError(f"need 0 <= low_freq < high_freq <= {nyquist}, got {low_freq}, {high}")
+
+    fft_size = 1 << (frame_length - 1).bit_length()
+    device = waveform.device
+    frames = waveform.float().unfold(1, frame_length, frame_shift)  # (B, T, W)
+    if remove_dc_offset:
+        frames = frames - frames.mean(dim=-1, keepdim=True)
+    if preemphasis != 0.0:
+        previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
+        frames = frames - preemphasis * previous
+    frames = frames * _hanning(frame_length).to(device=device, dtype=torch.float32)
+    spectrum = torch.fft.rfft(frames, n=fft_size, dim=-1)  # (B, T, fft_size/2 + 1)
+    power = spectrum.real.square() + spectrum.imag.square()
+    banks = mel_banks(num_mel_bins, fft_size, float(sample_rate), float(low_freq), float(high))
+    mel_energy = power @ banks.to(device=device, dtype=torch.float32).T  # (B, T, F)
+    return mel_energy.clamp_min(FLOAT32_EPS).log()

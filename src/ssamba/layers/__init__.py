@@ -1,0 +1,22 @@
+"""Building blocks shared by the SSAMBA and SSAST encoders."""
+
+from .attention import Attention, Mlp, TransformerBlock
+from .heads import ClassifierHead
+from .mamba import BiMambaMixer, MambaBlock, SelectiveSSM
+from .norms import DropPath, make_norm
+from .patch_embed import PatchEmbed, grid_shape, resample_pos_embed
+
+__all__ = [
+    "Attention",
+    "BiMambaMixer",
+    "ClassifierHead",
+    "DropPath",
+    "MambaBlock",
+    "Mlp",
+    "PatchEmbed",
+    "SelectiveSSM",
+    "TransformerBlock",
+    "grid_shape",
+    "make_norm",
+    "resample_pos_embed",
+]

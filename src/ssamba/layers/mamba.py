@@ -1,0 +1,142 @@
+"""Bidirectional Mamba mixer ("bimamba v2", Vision Mamba) and its pre-norm residual block.
+
+A mixer projects tokens ``(B, L, D)`` to an inner width ``Di = expand * D`` split into a
+signal ``x`` and a gate ``z`` (one shared ``in_proj``), runs one selective SSM per
+direction, and projects back with one shared ``out_proj``. Each direction owns its
+causal depthwise conv, ``x_proj``, ``dt_proj``, ``A_log`` and ``D``. The backward
+direction runs on the time-flipped ``x`` and ``z`` and is flipped back here, in the
+layer, so that no scan backend can drop it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..ops import selective_scan
+from .norms import DropPath, make_norm
+
+
+class SelectiveSSM(nn.Module):
+    """One scan direction: ``y = SSM(SiLU(conv(x))) * SiLU(z)``, shapes ``(B, Di, L)``."""
+
+    def __init__(
+        self,
+        d_inner: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        dt_rank: int = 12,
+        dt_min: float = 1e-3,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        kw = {"device": device, "dtype": dtype}
+        self.d_state, self.dt_rank = d_state, dt_rank
+        self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1, **kw)
+        self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False, **kw)
+        self.dt_proj = nn.Linear(dt_rank, d_inner, bias=True, **kw)
+
+        # Vim / Mamba initialisation: dt_proj weight ~ U(+-dt_rank^-0.5) and a bias whose
+        # softplus is log-uniform in [dt_min, dt_max]; A = -[1..N] per channel; D = 1.
+        with torch.no_grad():
+            bound = dt_rank**-0.5
+            self.dt_proj.weight.uniform_(-bound, bound)
+            dt = torch.exp(
+                torch.rand(d_inner, **kw) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+            ).clamp(min=dt_init_floor)
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        self.dt_proj.bias._no_reinit = True
+        a = torch.arange(1, d_state + 1, dtype=torch.float32, device=device).repeat(d_inner, 1)
+        self.A_log = nn.Parameter(torch.log(a))  # (Di, N)
+        self.D = nn.Parameter(torch.ones(d_inner, device=device))
+        self.A_log._no_weight_decay = True
+        self.D._no_weight_decay = True
+
+    def forward(self, x: Tensor, z: Tensor, scan_backend: str = "auto") -> Tensor:
+        length = x.shape[-1]
+        x = F.silu(self.conv1d(x)[..., :length])  # causal: keep the first L outputs
+        dt, b, c = self.x_proj(x.transpose(1, 2)).split(
+            [self.dt_rank, self.d_state, self.d_state], dim=-1
+        )  # (B, L, r), (B, L, N), (B, L, N)
+        delta = (dt @ self.dt_proj.weight.T).transpose(1, 2)  # (B, Di, L); bias goes in the scan
+        return selective_scan(
+            x,
+            delta,
+            -torch.exp(self.A_log.float()),
+            b.transpose(1, 2),
+            c.transpose(1, 2),
+            D=self.D.float(),
+            z=z,
+            delta_bias=self.dt_proj.bias.float(),
+            delta_softplus=True,
+            backend=scan_backend,
+        )
+
+
+class BiMambaMixer(nn.Module):
+    """Token mixer ``(B, L, D) -> (B, L, D)``: shared projections, one SSM per direction.
+
+    ``bidirectional=False`` gives a causal (forward-only) Mamba mixer. With
+    ``average_directions`` (the official ``if_devide_out``) the two directions are
+    averaged before ``out_proj``, otherwise summed.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | None = None,
+        bidirectional: bool = True,
+        average_directions: bool = True,
+        scan_backend: str = "auto",
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        kw = {"device": device, "dtype": dtype}
+        d_inner = expand * d_model
+        dt_rank = dt_rank or math.ceil(d_model / 16)
+        self.bidirectional = bidirectional
+        self.average_directions = average_directions
+        self.scan_backend = scan_backend
+        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False, **kw)
+        self.forward_ssm = SelectiveSSM(d_inner, d_state, d_conv, dt_rank, **kw)
+        self.backward_ssm = SelectiveSSM(d_inner, d_state, d_conv, dt_rank, **kw) if bidirectional else None
+        self.out_proj = nn.Linear(d_inner, d_model, bias=False, **kw)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)  # (B, Di, L) each
+        y = self.forward_ssm(x, z, self.scan_backend)
+        if self.backward_ssm is not None:
+            y_back = self.backward_ssm(x.flip(-1), z.flip(-1), self.scan_backend).flip(-1)
+            y = y + y_back
+            if self.average_directions:
+                y = y / 2
+        return self.out_proj(y.transpose(1, 2))
+
+
+class MambaBlock(nn.Module):
+    """Vim's pre-norm block with a carried residual stream.
+
+    ``residual = residual + drop_path(hidden)`` (or ``hidden`` for the first block),
+    then ``hidden = mixer(norm(residual))``. Returns ``(hidden, residual)``.
+    """
+
+    def __init__(self, dim: int, mixer: nn.Module, norm: str = "layernorm", norm_eps: float = 1e-5,
+                 drop_path: float = 0.0, device=None, dtype=None):
+        super().__init__()
+        self.mixer = mixer
+        self.norm = make_norm(norm, dim, norm_eps, device=device, dtype=dtype)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, hidden: Tensor, residual: Tensor | None) -> tuple[Tensor, Tensor]:
+        residual = hidden if residual is None else residual + self.drop_path(hidden)
+        return self.mixer(self.norm(residual)), residual

@@ -1,0 +1,22 @@
+"""Encoders (SSAMBA, SSAST), their presets and registry, and model files."""
+
+from .base import EncoderConfig, SpectrogramEncoder
+from .registry import create_model, get_config, list_models, model_from_config
+from .serialization import load_model, save_model
+from .ssamba import SSAMBA, SSAMBAConfig
+from .ssast import SSAST, SSASTConfig
+
+__all__ = [
+    "EncoderConfig",
+    "SSAMBA",
+    "SSAMBAConfig",
+    "SSAST",
+    "SSASTConfig",
+    "SpectrogramEncoder",
+    "create_model",
+    "get_config",
+    "list_models",
+    "load_model",
+    "model_from_config",
+    "save_model",
+]

@@ -1,0 +1,122 @@
+"""What both encoder families share: spectrogram -> tokens -> body -> optional classifier.
+
+Every encoder maps a normalised log-mel spectrogram ``(B, T, F)`` (and an optional
+boolean patch mask) to tokens ``(B, L, D)``. It never sees a loss or a task: the
+objectives and the training loop live elsewhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..layers import ClassifierHead, PatchEmbed, resample_pos_embed
+
+
+@dataclass
+class EncoderConfig:
+    """Options every encoder family has."""
+
+    embed_dim: int = 192  # D
+    patch_size: tuple[int, int] = (16, 16)  # conv kernel (freq, time): 16x16 patch, 128x2 frame
+    patch_stride: tuple[int, int] = (16, 16)  # 16 to pretrain; 10 to fine-tune patch models
+    input_fdim: int = 128  # mel bins F the position embedding is laid out for
+    input_tdim: int = 1024  # frames T the position embedding is laid out for
+    num_classes: int = 0  # > 0 adds a classifier head (pool -> LayerNorm -> Linear)
+    pooling: str = "mean"  # "mean" of patch tokens or "cls" (mean of the class tokens)
+    drop_path_rate: float = 0.0  # stochastic depth at the last block
+
+
+class SpectrogramEncoder(nn.Module):
+    """Shared token pipeline; families implement :meth:`encode` ``(B, L, D) -> (B, L, D)``."""
+
+    family: str = ""
+
+    def __init__(self, config: EncoderConfig, num_prefix_tokens: int):
+        super().__init__()
+        self.config = config
+        dim = config.embed_dim
+        self.num_prefix_tokens = num_prefix_tokens
+        self.patch_embed = PatchEmbed(dim, config.patch_size, config.patch_stride)
+        self.grid = self.patch_embed.grid(config.input_tdim, config.input_fdim)  # (F', T')
+        self.num_patches = self.grid[0] * self.grid[1]
+        self.cls_tokens = nn.Parameter(torch.zeros(1, num_prefix_tokens, dim)) if num_prefix_tokens else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_prefix_tokens + self.num_patches, dim))
+        self.mask_embed = nn.Parameter(torch.zeros(1, 1, dim))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if self.cls_tokens is not None:
+            nn.init.trunc_normal_(self.cls_tokens, std=0.02)
+        nn.init.xavier_normal_(self.mask_embed)
+        for p in (self.pos_embed, self.cls_tokens, self.mask_embed):
+            if p is not None:
+                p._no_weight_decay = True
+        self.head = (
+            ClassifierHead(dim, config.num_classes, num_prefix_tokens, config.pooling)
+            if config.num_classes > 0
+            else None
+        )
+
+    # -- tokens -------------------------------------------------------------------
+    def patch_grid(self, num_frames: int) -> tuple[int, int]:
+        """Patch grid ``(F', T')`` for a spectrogram of ``num_frames`` frames."""
+        return self.patch_embed.grid(num_frames, self.config.input_fdim)
+
+    def embed(self, spec: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Patch tokens with masked ones replaced, class tokens prepended, positions added."""
+        if spec.dim() != 3 or spec.shape[2] != self.config.input_fdim:
+            raise ValueError(
+                f"spectrogram must be (batch, frames, {self.config.input_fdim} mel bins), "
+                f"got shape {tuple(spec.shape)}"
+            )
+        grid = self.patch_grid(spec.shape[1])  # raises if shorter than one patch
+        tokens = self.patch_embed(spec)  # (B, P, D)
+        batch, num_patches, dim = tokens.shape
+        if mask is not None:
+            if mask.dtype != torch.bool or tuple(mask.shape) != (batch, num_patches):
+                raise ValueError(
+                    f"mask must be a bool tensor of shape {(batch, num_patches)}, "
+                    f"got {mask.dtype} {tuple(mask.shape)}"
+                )
+            tokens = torch.where(mask.unsqueeze(-1), self.mask_embed.to(tokens.dtype), tokens)
+        n = self.num_prefix_tokens
+        pos_prefix, pos_patch = self.pos_embed[:, :n], self.pos_embed[:, n:]
+        pos_patch = resample_pos_embed(pos_patch, self.grid, grid)  # identity on the native grid
+        tokens = tokens + pos_patch
+        if n:
+            tokens = torch.cat([(self.cls_tokens + pos_prefix).expand(batch, -1, -1), tokens], dim=1)
+        return tokens  # (B, n + P, D)
+
+    # -- forward ------------------------------------------------------------------
+    def encode(self, tokens: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward_features(self, spec: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``(B, T, F)`` spectrogram (+ ``(B, num_patches)`` bool mask) -> ``(B, L, D)`` tokens.
+
+        ``L = num_prefix_tokens + F' * T'``: class token(s) first, then patches in
+        frequency-row-first order.
+        """
+        return self.encode(self.embed(spec, mask))
+
+    def _require_head(self) -> ClassifierHead:
+        if self.head is None:
+            raise RuntimeError(
+                "this encoder has no classifier head; build it with num_classes > 0 "
+                "or use forward_features() for embeddings"
+            )
+        return self.head
+
+    def forward_head(self, tokens: Tensor) -> Tensor:
+        """``(B, L, D)`` tokens -> ``(B, num_classes)`` logits."""
+        return self._require_head()(tokens)
+
+    def forward(self, spec: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Logits ``(B, num_classes)``; needs ``num_classes > 0``."""
+        head = self._require_head()
+        return head(self.forward_features(spec, mask))
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters tagged ``_no_weight_decay`` (positions, tokens, A_log, D)."""
+        return {name for name, p in self.named_parameters() if getattr(p, "_no_weight_decay", False)}

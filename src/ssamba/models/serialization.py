@@ -1,0 +1,69 @@
+"""Model files that carry their own config: ``model.safetensors`` + ``config.json``.
+
+Loading needs no flags (no retyped patch shapes) and never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from torch import nn
+
+from ..config import config_from_dict, config_to_dict
+from .registry import config_class_of, family_of, model_from_config
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+FORMAT = "ssamba-model"
+FORMAT_VERSION = 1
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def save_model(model: nn.Module, directory: str | Path) -> Path:
+    """Write ``model``'s weights and config into ``directory`` (created if needed)."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "family": family_of(model.config),
+        "config": config_to_dict(model.config),
+    }
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, p))
+    _atomic_write(directory / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
+    return directory
+
+
+def load_model(directory: str | Path, map_location: str = "cpu", **overrides) -> nn.Module:
+    """Rebuild a model saved by :func:`save_model`; ``overrides`` change runtime options
+    that do not affect the weights' shapes (e.g. ``scan_backend``, ``attention``)."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: not an ssamba model directory")
+    meta = json.loads(config_path.read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{config_path} is not an ssamba model config (format {meta.get('format')!r})")
+    config = config_from_dict(config_class_of(meta["family"]), {**meta["config"], **overrides})
+    model = model_from_config(config)
+    model.load_state_dict(load_file(str(weights_path), device=map_location), strict=True)
+    return model.to(map_location)

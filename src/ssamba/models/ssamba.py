@@ -1,0 +1,138 @@
+"""SSAMBA: self-supervised audio Mamba (Shams et al., 2024, arXiv 2405.11831).
+
+A Vision-Mamba encoder over spectrogram patches: one class token at position 0, learned
+absolute positions, 24 pre-norm blocks of bidirectional ("bimamba v2") Mamba mixers and
+a final norm. The presets reproduce the official code, including its quirks, each a
+named option:
+
+* ``use_layer_pairing`` - Vim's ``if_bidirectional``: layers run in pairs, the odd one
+  on the flipped sequence, and both hidden and residual streams are summed after
+  flipping back;
+* ``use_double_final_norm`` - the final norm is applied twice before any head;
+* ``use_direction_average`` - the mixer averages its two directions (``if_devide_out``);
+* ``use_cls_token`` - a class token at position 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..layers import BiMambaMixer, DropPath, MambaBlock, make_norm
+from .base import EncoderConfig, SpectrogramEncoder
+from .registry import register_family, register_preset
+
+
+@dataclass
+class SSAMBAConfig(EncoderConfig):
+    """SSAMBA encoder options; defaults are the official recipe with ``embed_dim=192`` (tiny)."""
+
+    depth: int = 24  # Mamba blocks
+    d_state: int = 16  # N, SSM state size per channel
+    d_conv: int = 4  # causal depthwise conv width
+    expand: int = 2  # inner width = expand * D
+    dt_rank: int = 0  # 0 means ceil(D / 16)
+    norm: str = "layernorm"  # or "rmsnorm"
+    norm_eps: float = 1e-5
+    drop_path_rate: float = 0.1
+    use_cls_token: bool = True  # one class token at position 0
+    use_bidirectional_mixer: bool = True  # bimamba v2; False = causal forward-only mixer
+    use_direction_average: bool = True  # quirk: out_proj((y_fwd + y_bwd) / 2)
+    use_layer_pairing: bool = True  # quirk: Vim's if_bidirectional layer pairs
+    use_double_final_norm: bool = True  # quirk: final norm applied twice
+    scan_backend: str = "auto"  # selective scan backend (ssamba.ops.available_backends())
+
+
+def vim_drop_path_rates(rate: float, depth: int) -> list[float]:
+    """Vim's schedule: linspace(0, rate, depth) shifted by one block (block 0 gets 0)."""
+    rates = torch.linspace(0, rate, depth).tolist()
+    return [0.0] + rates[:-1]
+
+
+@register_family("ssamba", SSAMBAConfig)
+class SSAMBA(SpectrogramEncoder):
+    """Bidirectional-Mamba spectrogram encoder; see the module docstring."""
+
+    def __init__(self, config: SSAMBAConfig):
+        if config.use_layer_pairing and config.depth % 2:
+            raise ValueError(f"use_layer_pairing needs an even depth, got {config.depth}")
+        super().__init__(config, num_prefix_tokens=1 if config.use_cls_token else 0)
+        dim = config.embed_dim
+        rates = vim_drop_path_rates(config.drop_path_rate, config.depth)
+        self.layers = nn.ModuleList(
+            MambaBlock(
+                dim,
+                BiMambaMixer(
+                    dim,
+                    d_state=config.d_state,
+                    d_conv=config.d_conv,
+                    expand=config.expand,
+                    dt_rank=config.dt_rank or math.ceil(dim / 16),
+                    bidirectional=config.use_bidirectional_mixer,
+                    average_directions=config.use_direction_average,
+                    scan_backend=config.scan_backend,
+                ),
+                norm=config.norm,
+                norm_eps=config.norm_eps,
+                drop_path=rates[i],
+            )
+            for i in range(config.depth)
+        )
+        self.drop_path = DropPath(config.drop_path_rate)
+        self.norm_f = make_norm(config.norm, dim, config.norm_eps)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Vim's ``_init_weights``: zero linear biases (not dt_proj's); out_proj / sqrt(depth)."""
+        for module in self.layers.modules():
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                if not getattr(module.bias, "_no_reinit", False):
+                    nn.init.zeros_(module.bias)
+        with torch.no_grad():
+            for layer in self.layers:
+                layer.mixer.out_proj.weight /= math.sqrt(self.config.depth)
+
+    def encode(self, tokens: Tensor) -> Tensor:
+        hidden, residual = tokens, None
+        if self.config.use_layer_pairing:
+            for forward_layer, backward_layer in zip(self.layers[0::2], self.layers[1::2]):
+                h_fwd, r_fwd = forward_layer(hidden, residual)
+                h_bwd, r_bwd = backward_layer(
+                    hidden.flip(1), None if residual is None else residual.flip(1)
+                )
+                hidden, residual = h_fwd + h_bwd.flip(1), r_fwd + r_bwd.flip(1)
+        else:
+            for layer in self.layers:
+                hidden, residual = layer(hidden, residual)
+        residual = hidden if residual is None else residual + self.drop_path(hidden)
+        out = self.norm_f(residual)
+        if self.config.use_double_final_norm:
+            out = self.norm_f(out)
+        return out
+
+
+@register_preset
+def ssamba_tiny() -> SSAMBAConfig:
+    """SSAMBA-tiny: D=192, 24 layers, 16x16 patches (~6.9 M encoder parameters)."""
+    return SSAMBAConfig(embed_dim=192)
+
+
+@register_preset
+def ssamba_small() -> SSAMBAConfig:
+    """SSAMBA-small: D=384, 24 layers (~25.4 M)."""
+    return SSAMBAConfig(embed_dim=384)
+
+
+@register_preset
+def ssamba_base() -> SSAMBAConfig:
+    """SSAMBA-base: D=768, 24 layers (~96.7 M)."""
+    return SSAMBAConfig(embed_dim=768)
+
+
+@register_preset
+def ssamba_test() -> SSAMBAConfig:
+    """A tiny SSAMBA for tests: D=32, 4 layers, 64 frames (8x4 patch grid)."""
+    return SSAMBAConfig(embed_dim=32, depth=4, input_tdim=64)

@@ -1,0 +1,89 @@
+"""SSAST: self-supervised audio spectrogram transformer (Gong et al., AAAI 2022).
+
+A DeiT encoder over spectrogram patches (16x16) or frames (128x2): class and
+distillation tokens at positions 0 and 1, learned absolute positions, pre-norm
+transformer blocks (LayerNorm eps 1e-6, MLP ratio 4), one final norm. Attention is
+PyTorch's SDPA by default, or the explicit ``softmax(QK^T)V`` of the official code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..layers import TransformerBlock
+from .base import EncoderConfig, SpectrogramEncoder
+from .registry import register_family, register_preset
+
+
+@dataclass
+class SSASTConfig(EncoderConfig):
+    """SSAST encoder options; defaults are SSAST-tiny with 16x16 patches."""
+
+    depth: int = 12
+    num_heads: int = 3
+    mlp_ratio: float = 4.0
+    norm_eps: float = 1e-6
+    num_prefix_tokens: int = 2  # DeiT cls + dist tokens
+    attention: str = "sdpa"  # or "explicit" (materialises the L x L matrix)
+
+
+@register_family("ssast", SSASTConfig)
+class SSAST(SpectrogramEncoder):
+    """Transformer spectrogram encoder; see the module docstring."""
+
+    def __init__(self, config: SSASTConfig):
+        super().__init__(config, num_prefix_tokens=config.num_prefix_tokens)
+        dim = config.embed_dim
+        rates = torch.linspace(0, config.drop_path_rate, config.depth).tolist()
+        self.blocks = nn.ModuleList(
+            TransformerBlock(dim, config.num_heads, config.mlp_ratio, config.attention,
+                             config.norm_eps, drop_path=rates[i])
+            for i in range(config.depth)
+        )
+        self.norm = nn.LayerNorm(dim, eps=config.norm_eps)
+        for module in self.blocks.modules():  # timm ViT init
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+
+    def encode(self, tokens: Tensor) -> Tensor:
+        for block in self.blocks:
+            tokens = block(tokens)
+        return self.norm(tokens)
+
+
+_SIZES = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}
+_KINDS = {"patch": ((16, 16), (16, 16)), "frame": ((128, 2), (128, 2))}
+
+
+def _ssast_preset(size: str, kind: str) -> None:
+    dim, heads = _SIZES[size]
+    patch_size, patch_stride = _KINDS[kind]
+
+    def preset() -> SSASTConfig:
+        return SSASTConfig(embed_dim=dim, num_heads=heads, patch_size=patch_size, patch_stride=patch_stride)
+
+    preset.__name__ = f"ssast_{size}_{kind}"
+    preset.__doc__ = f"SSAST-{size}, {kind} model: D={dim}, {heads} heads, 12 blocks, kernel {patch_size}."
+    register_preset(preset)
+
+
+for _size in _SIZES:
+    for _kind in _KINDS:
+        _ssast_preset(_size, _kind)
+
+
+@register_preset
+def ssast_test_patch() -> SSASTConfig:
+    """A tiny SSAST for tests: D=32, 2 heads, 2 blocks, 64 frames."""
+    return SSASTConfig(embed_dim=32, num_heads=2, depth=2, input_tdim=64)
+
+
+@register_preset
+def ssast_test_frame() -> SSASTConfig:
+    """A tiny frame-based SSAST for tests: kernel 128x2, D=32, 2 blocks, 64 frames."""
+    return SSASTConfig(embed_dim=32, num_heads=2, depth=2, input_tdim=64,
+                       patch_size=(128, 2), patch_stride=(128, 2))

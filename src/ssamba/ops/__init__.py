@@ -1,0 +1,110 @@
+"""Selective scan with interchangeable backends behind one signature.
+
+Every backend computes exactly what :func:`selective_scan_reference` computes and is
+tested against it (outputs and gradients). Backends register under a name with an
+availability check and a priority; ``backend="auto"`` picks the available one with the
+highest priority for the given tensors.
+
+Bidirectionality is *not* a backend concern: layers flip the sequence themselves, so
+no backend can silently drop a direction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import Tensor
+
+from .scan_reference import selective_scan_reference
+
+__all__ = [
+    "available_backends",
+    "register_backend",
+    "selective_scan",
+    "selective_scan_reference",
+]
+
+
+@dataclass(frozen=True)
+class ScanBackend:
+    name: str
+    fn: Callable[..., Tensor]
+    is_available: Callable[[Tensor], bool]  # called with ``u``
+    priority: int  # higher wins under backend="auto"
+
+
+_BACKENDS: dict[str, ScanBackend] = {}
+
+
+def register_backend(
+    name: str,
+    fn: Callable[..., Tensor],
+    is_available: Callable[[Tensor], bool] = lambda u: True,
+    priority: int = 0,
+) -> None:
+    """Register ``fn`` (same signature as :func:`selective_scan_reference`) as ``name``."""
+    _BACKENDS[name] = ScanBackend(name, fn, is_available, priority)
+
+
+def available_backends(u: Tensor | None = None) -> list[str]:
+    """Names of the registered backends usable for ``u`` (all, if ``u`` is None), best first."""
+    ordered = sorted(_BACKENDS.values(), key=lambda b: -b.priority)
+    return [b.name for b in ordered if u is None or b.is_available(u)]
+
+
+def _check_shapes(u, delta, A, B, C, D, z, delta_bias) -> None:
+    if u.dim() != 3:
+        raise ValueError(f"u must be (batch, channels, length), got shape {tuple(u.shape)}")
+    batch, channels, length = u.shape
+    if delta.shape != u.shape:
+        raise ValueError(f"delta must have u's shape {tuple(u.shape)}, got {tuple(delta.shape)}")
+    if A.dim() != 2 or A.shape[0] != channels:
+        raise ValueError(f"A must be (channels={channels}, d_state), got {tuple(A.shape)}")
+    d_state = A.shape[1]
+    for name, t in (("B", B), ("C", C)):
+        if tuple(t.shape) != (batch, d_state, length):
+            raise ValueError(
+                f"{name} must be (batch, d_state, length) = {(batch, d_state, length)}, "
+                f"got {tuple(t.shape)}"
+            )
+    if z is not None and z.shape != u.shape:
+        raise ValueError(f"z must have u's shape {tuple(u.shape)}, got {tuple(z.shape)}")
+    for name, t in (("D", D), ("delta_bias", delta_bias)):
+        if t is not None and tuple(t.shape) != (channels,):
+            raise ValueError(f"{name} must be ({channels},), got {tuple(t.shape)}")
+
+
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    backend: str = "auto",
+) -> Tensor:
+    """Selective scan ``(B, D, L) -> (B, D, L)``; see :mod:`ssamba.ops.scan_reference`.
+
+    ``backend`` is a registered name (:func:`available_backends`) or ``"auto"``.
+    """
+    _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    if backend == "auto":
+        names = available_backends(u)
+        chosen = _BACKENDS[names[0]]
+    else:
+        if backend not in _BACKENDS:
+            raise ValueError(f"unknown scan backend {backend!r}; registered: {sorted(_BACKENDS)}")
+        chosen = _BACKENDS[backend]
+        if not chosen.is_available(u):
+            raise RuntimeError(
+                f"scan backend {backend!r} cannot run on {u.device.type} tensors here; "
+                f"available: {available_backends(u)}"
+            )
+    return chosen.fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+
+register_backend("reference", selective_scan_reference, priority=0)

@@ -1,0 +1,65 @@
+"""Reference selective scan: the readable oracle for every fast backend.
+
+The recurrence of a selective state space model (Mamba, Gu & Dao 2023), per batch
+element b, channel d and state index n::
+
+    dt[t]     = softplus(delta[t] + delta_bias)        (each optional)
+    h[t, n]   = exp(dt[t] * A[n]) * h[t-1, n] + dt[t] * B[n, t] * u[t]
+    y[t]      = sum_n C[n, t] * h[t, n] + D * u[t]
+    out[t]    = y[t] * silu(z[t])                       (if z is given)
+
+Shapes follow mamba-ssm: ``u, delta, z: (B, D, L)``, ``A: (D, N)``,
+``B, C: (B, N, L)``, ``D, delta_bias: (D,)``.
+
+This loop is written for clarity, not speed. Its autograd graph stays linear in L
+because the per-step tensors are produced by one ``unbind`` rather than by indexing
+a (B, D, L, N) tensor step by step (indexing makes the backward quadratic in L).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def selective_scan_reference(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+) -> Tensor:
+    """Run the selective scan step by step; returns ``(B, D, L)`` in ``u.dtype``.
+
+    Computes in fp32 (fp64 when ``u`` is fp64, so that ``gradcheck`` can use it).
+    """
+    out_dtype = u.dtype
+    compute = torch.float64 if u.dtype == torch.float64 else torch.float32
+    u, delta, A, B, C = (t.to(compute) for t in (u, delta, A, B, C))
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(compute)[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+
+    batch, channels, _ = u.shape
+    state = u.new_zeros(batch, channels, A.shape[1])  # (B, D, N)
+    decay = torch.exp(delta.unsqueeze(-1) * A[:, None, :])  # (B, D, L, N)
+    drive = (delta * u).unsqueeze(-1) * B.transpose(1, 2).unsqueeze(1)  # (B, D, L, N)
+    readout = C.transpose(1, 2)  # (B, L, N)
+
+    ys = []
+    for a_t, bu_t, c_t in zip(decay.unbind(2), drive.unbind(2), readout.unbind(1)):
+        state = a_t * state + bu_t
+        ys.append(torch.einsum("bdn,bn->bd", state, c_t))
+    y = torch.stack(ys, dim=-1)  # (B, D, L)
+
+    if D is not None:
+        y = y + u * D.to(compute)[:, None]
+    if z is not None:
+        y = y * F.silu(z.to(compute))
+    return y.to(out_dtype)

@@ -1,0 +1,72 @@
+import torch
+
+from ssamba.layers import BiMambaMixer, MambaBlock
+
+
+def _probe(mixer, length=12, dim=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, length, dim, generator=g)
+    changed = x.clone()
+    changed[:, -1] += 1.0
+    with torch.no_grad():
+        return mixer(x), mixer(changed)
+
+
+def test_bidirectional_mixer_sees_the_future():
+    torch.manual_seed(0)
+    out, out_changed = _probe(BiMambaMixer(16))
+    assert out.shape == (2, 12, 16)
+    assert not torch.allclose(out[:, 0], out_changed[:, 0])
+
+
+def test_forward_only_mixer_is_causal():
+    torch.manual_seed(0)
+    out, out_changed = _probe(BiMambaMixer(16, bidirectional=False))
+    assert torch.allclose(out[:, :-1], out_changed[:, :-1])
+    assert not torch.allclose(out[:, -1], out_changed[:, -1])
+
+
+def test_backward_direction_has_its_own_parameters_and_is_used():
+    torch.manual_seed(0)
+    mixer = BiMambaMixer(16)
+    names = {n for n, _ in mixer.named_parameters()}
+    for part in ("conv1d.weight", "conv1d.bias", "x_proj.weight", "dt_proj.weight", "dt_proj.bias", "A_log", "D"):
+        assert f"forward_ssm.{part}" in names and f"backward_ssm.{part}" in names
+    assert "in_proj.weight" in names and "out_proj.weight" in names  # shared
+    x = torch.randn(1, 10, 16)
+    before = mixer(x)
+    with torch.no_grad():
+        mixer.backward_ssm.D.add_(1.0)
+    assert not torch.allclose(before, mixer(x))
+
+
+def test_direction_average_halves_the_sum():
+    torch.manual_seed(0)
+    averaged = BiMambaMixer(16, average_directions=True)
+    summed = BiMambaMixer(16, average_directions=False)
+    summed.load_state_dict(averaged.state_dict())
+    x = torch.randn(1, 10, 16)
+    assert torch.allclose(summed(x), 2 * averaged(x), atol=1e-6)  # out_proj has no bias
+
+
+def test_vim_initialisation():
+    mixer = BiMambaMixer(192)
+    ssm = mixer.forward_ssm
+    assert ssm.dt_rank == 12 and ssm.A_log.shape == (384, 16)
+    assert torch.allclose(-torch.exp(ssm.A_log[0]), -torch.arange(1, 17).float())
+    assert torch.all(ssm.D == 1)
+    dt = torch.nn.functional.softplus(ssm.dt_proj.bias)
+    assert dt.min() >= 1e-4 - 1e-9 and dt.max() <= 0.1 + 1e-6
+    assert ssm.dt_proj.weight.abs().max() <= 12**-0.5
+    assert ssm.A_log._no_weight_decay and ssm.D._no_weight_decay
+
+
+def test_block_carries_the_residual_stream():
+    torch.manual_seed(0)
+    block = MambaBlock(16, BiMambaMixer(16))
+    x = torch.randn(1, 5, 16)
+    hidden, residual = block(x, None)
+    assert torch.equal(residual, x)  # first block: residual = input
+    hidden2, residual2 = block(hidden, residual)
+    assert torch.allclose(residual2, residual + hidden)  # eval / no drop path
+    assert torch.allclose(hidden2, block.mixer(block.norm(residual2)))

@@ -1,0 +1,68 @@
+import pytest
+import torch
+
+from ssamba.layers import PatchEmbed, grid_shape, resample_pos_embed
+
+
+@pytest.mark.parametrize(
+    "frames, kernel, stride, grid",
+    [
+        (1024, (16, 16), (16, 16), (8, 64)),  # pretraining: 512 patches
+        (1024, (16, 16), (10, 10), (12, 101)),  # AudioSet fine-tuning: 1212 tokens
+        (512, (16, 16), (10, 10), (12, 50)),  # ESC-50
+        (128, (16, 16), (10, 10), (12, 12)),  # Speech Commands
+        (1024, (128, 2), (128, 2), (1, 512)),  # frame model
+    ],
+)
+def test_grid_shapes(frames, kernel, stride, grid):
+    assert grid_shape((128, frames), kernel, stride) == grid
+    embed = PatchEmbed(8, kernel, stride)
+    assert embed(torch.zeros(1, frames, 128)).shape == (1, grid[0] * grid[1], 8)
+
+
+def test_token_order_is_frequency_row_first():
+    embed = PatchEmbed(1, (16, 16), (16, 16))
+    with torch.no_grad():
+        embed.proj.weight.fill_(1.0 / 256)  # each token = mean of its patch
+        embed.proj.bias.zero_()
+    spec = torch.zeros(1, 64, 128)  # (B, T, F): 8 freq rows x 4 time columns
+    spec[0, 16:32, 32:48] = 1.0  # time column 1, frequency row 2
+    tokens = embed(spec)[0, :, 0]
+    assert tokens.argmax().item() == 2 * 4 + 1  # index f * T' + t
+    assert torch.isclose(tokens.max(), torch.tensor(1.0))
+
+
+def test_pos_embed_identity_when_grids_match():
+    pos = torch.randn(1, 8 * 64, 16)
+    assert resample_pos_embed(pos, (8, 64), (8, 64)) is pos
+
+
+def test_pos_embed_pretrain_to_finetune_grid_and_back():
+    pos = torch.randn(1, 8 * 64, 16)
+    fine = resample_pos_embed(pos, (8, 64), (12, 101))
+    assert fine.shape == (1, 12 * 101, 16)
+    back = resample_pos_embed(fine, (12, 101), (8, 64))
+    assert back.shape == (1, 8 * 64, 16)
+
+
+def test_bilinear_resize_keeps_what_is_constant_along_time():
+    rows = torch.randn(8, 1, 16).expand(8, 64, 16)  # each frequency row constant in time
+    fine = resample_pos_embed(rows.reshape(1, 8 * 64, 16), (8, 64), (12, 101)).reshape(12, 101, 16)
+    assert torch.allclose(fine, fine[:, :1].expand(12, 101, 16), atol=1e-6)
+
+
+def test_shorter_time_grid_is_a_centre_crop():
+    pos = torch.randn(1, 8 * 64, 4)
+    cropped = resample_pos_embed(pos, (8, 64), (8, 12))  # 128 frames at stride 16... in time
+    grid = pos.reshape(8, 64, 4)
+    assert torch.equal(cropped.reshape(8, 12, 4), grid[:, 26:38])  # official crop 26:38
+
+
+def test_speech_commands_geometry_matches_official_row_count():
+    pos = torch.randn(1, 8 * 64, 4)
+    assert resample_pos_embed(pos, (8, 64), (12, 12)).shape[1] == 144  # + 1 cls = 145 rows
+
+
+def test_bad_pos_embed_size():
+    with pytest.raises(ValueError, match="grid"):
+        resample_pos_embed(torch.randn(1, 100, 4), (8, 64), (12, 101))
