@@ -3,7 +3,7 @@
 from .attention import Attention, Mlp, TransformerBlock
 from .heads import ClassifierHead
 from .mamba import BiMambaMixer, MambaBlock, SelectiveSSM
-from .norms import DropPath, make_norm
+from .norms import DropPath, linear_drop_path_rates, make_norm
 from .patch_embed import PatchEmbed, grid_shape, resample_pos_embed
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "SelectiveSSM",
     "TransformerBlock",
     "grid_shape",
+    "linear_drop_path_rates",
     "make_norm",
     "resample_pos_embed",
 ]

@@ -35,3 +35,8 @@ class DropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+def linear_drop_path_rates(rate: float, depth: int) -> list[float]:
+    """Stochastic depth rising linearly over depth: ``linspace(0, rate, depth)``."""
+    return [rate * i / (depth - 1) for i in range(depth)] if depth > 1 else [0.0] * depth

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..layers import BiMambaMixer, DropPath, MambaBlock, make_norm
+from ..layers import BiMambaMixer, DropPath, MambaBlock, linear_drop_path_rates, make_norm
 from .base import EncoderConfig, SpectrogramEncoder
 from .registry import register_family, register_preset
 
@@ -48,8 +48,7 @@ class SSAMBAConfig(EncoderConfig):
 
 def vim_drop_path_rates(rate: float, depth: int) -> list[float]:
     """Vim's schedule: linspace(0, rate, depth) shifted by one block (block 0 gets 0)."""
-    rates = torch.linspace(0, rate, depth).tolist()
-    return [0.0] + rates[:-1]
+    return [0.0] + linear_drop_path_rates(rate, depth)[:-1]
 
 
 @register_family("ssamba", SSAMBAConfig)

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
-from ..layers import TransformerBlock
+from ..layers import TransformerBlock, linear_drop_path_rates
 from .base import EncoderConfig, SpectrogramEncoder
 from .registry import register_family, register_preset
 
@@ -37,7 +36,7 @@ class SSAST(SpectrogramEncoder):
     def __init__(self, config: SSASTConfig):
         super().__init__(config, num_prefix_tokens=config.num_prefix_tokens)
         dim = config.embed_dim
-        rates = torch.linspace(0, config.drop_path_rate, config.depth).tolist()
+        rates = linear_drop_path_rates(config.drop_path_rate, config.depth)
         self.blocks = nn.ModuleList(
             TransformerBlock(dim, config.num_heads, config.mlp_ratio, config.attention,
                              config.norm_eps, drop_path=rates[i])

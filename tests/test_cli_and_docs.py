@@ -1,0 +1,66 @@
+"""The command line, the README example and the docstring examples."""
+
+import doctest
+import importlib
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from ssamba.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_models_lists_presets_with_parameter_counts(capsys):
+    assert main(["models", "ssamba_*"]) == 0
+    out = capsys.readouterr().out
+    assert "ssamba_tiny" in out and "6.92M" in out and "96.70M" in out
+    assert "ssast" not in out.split("\n\n")[0]
+
+
+def test_models_with_no_match_fails(capsys):
+    assert main(["models", "resnet*"]) == 1
+
+
+def test_fbank_command(tmp_path, capsys):
+    path = tmp_path / "clip.wav"
+    soundfile.write(path, 0.1 * np.random.default_rng(0).standard_normal((22050, 2)), 22050)
+    out_file = tmp_path / "clip.npy"
+    assert main(["fbank", str(path), "--target-length", "128", "--out", str(out_file)]) == 0
+    assert np.load(out_file).shape == (128, 128)
+    assert "98 frames" in capsys.readouterr().out  # 1 s resampled to 16 kHz
+    assert main(["fbank", str(tmp_path / "missing.wav")]) == 2
+    assert "missing.wav" in capsys.readouterr().err
+
+
+def test_help_answers_without_importing_torch():
+    code = (
+        "import sys\n"
+        "from ssamba.cli import main\n"
+        "try:\n    main(['models', '--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "glob over preset names" in out.stdout
+    assert out.stdout.strip().endswith("False")
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    assert tuple(scope["tokens"].shape) == (2, 145, 192)
+    assert tuple(scope["logits"].shape) == (2, 35)
+
+
+@pytest.mark.parametrize("module", ["ssamba", "ssamba.frontend.kaldi", "ssamba.frontend.logmel"])
+def test_docstring_examples(module):
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
