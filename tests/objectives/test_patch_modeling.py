@@ -1,0 +1,96 @@
+import pytest
+import torch
+
+import ssamba
+from ssamba.objectives import MaskedPatchModeling, PatchModelingConfig, info_nce, patchify
+
+
+def loop_info_nce(pred, target, softmax):
+    """Per-clip loop after the official code: total = target @ pred^T."""
+    lsoftmax = torch.nn.LogSoftmax(dim=-1)
+    nce, correct, batch, n = 0.0, 0, pred.shape[0], pred.shape[1]
+    for i in range(batch):
+        total = target[i] @ pred[i].T  # (N_target, N_pred)
+        if softmax == "paper":
+            total_for_loss = total.T  # each prediction's scores over the targets
+        else:
+            total_for_loss = total
+        nce = nce + torch.sum(torch.diag(lsoftmax(total_for_loss)))
+        correct += torch.sum(torch.argmax(total.softmax(dim=0), dim=0) == torch.arange(n)).item()
+    return nce / (-1.0 * batch * n), correct / (batch * n)
+
+
+@pytest.mark.parametrize("softmax", ["official", "paper"])
+def test_info_nce_equals_per_clip_loop(softmax, gen):
+    pred = torch.randn(3, 10, 256, generator=gen)
+    target = pred + 0.8 * torch.randn(3, 10, 256, generator=gen)
+    loss, acc = info_nce(pred, target, softmax)
+    want_loss, want_acc = loop_info_nce(pred, target, softmax)
+    assert torch.allclose(loss, want_loss, rtol=1e-5)
+    assert acc.item() == pytest.approx(want_acc)
+
+
+def test_the_two_softmax_axes_differ(gen):
+    pred, target = torch.randn(2, 10, 16, generator=gen), torch.randn(2, 10, 16, generator=gen)
+    assert not torch.allclose(info_nce(pred, target, "official")[0], info_nce(pred, target, "paper")[0])
+    with pytest.raises(ValueError, match="nce_softmax"):
+        info_nce(pred, target, "sideways")
+
+
+def test_patchify_token_order(gen):
+    spec = torch.randn(2, 64, 128, generator=gen)  # (B, T, F)
+    patches = patchify(spec, (16, 16))  # (B, 8 * 4, 256)
+    assert patches.shape == (2, 32, 256)
+    f, t = 2, 3  # token index f * T' + t
+    block = spec[:, t * 16:(t + 1) * 16, f * 16:(f + 1) * 16].transpose(1, 2)  # (B, F16, T16)
+    assert torch.equal(patches[:, f * 4 + t], block.reshape(2, 256))
+
+
+def _setup(**options):
+    torch.manual_seed(0)
+    encoder = ssamba.create_model("ssamba_test")
+    objective = MaskedPatchModeling(PatchModelingConfig(num_masked=8, **options), 32, (16, 16))
+    return encoder, objective
+
+
+def test_objective_returns_scalars_and_trains_every_part(gen):
+    encoder, objective = _setup()
+    out = objective(encoder, torch.randn(2, 64, 128, generator=gen), torch.Generator().manual_seed(0))
+    assert set(out) == {"loss", "nce", "acc", "mse"} and all(v.dim() == 0 for v in out.values())
+    assert torch.allclose(out["loss"], out["nce"] + 10 * out["mse"])
+    out["loss"].backward()
+    for module in (encoder, objective):
+        assert all(p.grad is not None for p in module.parameters())
+    assert encoder.mask_embed.grad.abs().sum() > 0
+
+
+def test_single_pass_uses_one_mask_for_both(gen, monkeypatch):
+    spec = torch.randn(2, 64, 128, generator=gen)
+    for separate, passes in ((True, 2), (False, 1)):
+        encoder, objective = _setup(use_separate_passes=separate)
+        calls = []
+        original = encoder.forward_features
+        monkeypatch.setattr(encoder, "forward_features", lambda s, m: calls.append(m) or original(s, m))
+        objective(encoder, spec, torch.Generator().manual_seed(0))
+        assert len(calls) == passes
+        if passes == 2:
+            assert not torch.equal(calls[0], calls[1])
+
+
+def test_single_objective_variants(gen):
+    spec = torch.randn(2, 64, 128, generator=gen)
+    encoder, nce_only = _setup(use_mse=False)
+    assert set(nce_only(encoder, spec, torch.Generator())) == {"loss", "nce", "acc"}
+    encoder, mse_only = _setup(use_nce=False)
+    assert set(mse_only(encoder, spec, torch.Generator())) == {"loss", "mse"}
+    with pytest.raises(ValueError, match="at least one"):
+        _setup(use_nce=False, use_mse=False)
+
+
+def test_frame_models_use_random_masking_and_refuse_overlapping_patches(gen):
+    objective = MaskedPatchModeling(PatchModelingConfig(num_masked=8), 32, (128, 2))
+    assert not objective.use_cluster
+    encoder = ssamba.create_model("ssamba_test", patch_stride=(10, 10))
+    square = MaskedPatchModeling(PatchModelingConfig(num_masked=8), 32, (16, 16))
+    with pytest.raises(ValueError, match="non-overlapping"):
+        square(encoder, torch.randn(1, 64, 128), torch.Generator())
