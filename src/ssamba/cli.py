@@ -68,6 +68,87 @@ def cmd_fbank(args: argparse.Namespace) -> int:
     return 0
 
 
+_OPTIONS = "(experiment options)"  # placeholder epilog, expanded only when help is printed
+
+
+class _OptionsFormatter(argparse.RawDescriptionHelpFormatter):
+    """Expands the options table on demand, so that building the parser imports no torch."""
+
+    def add_text(self, text):
+        super().add_text(_options_epilog() if text is _OPTIONS else text)
+
+
+def _options_epilog() -> str:
+    from .config import describe_fields
+    from .training.experiment import ExperimentConfig
+
+    rows = describe_fields(ExperimentConfig)
+    width = max(len(name) for name, _, _ in rows)
+    lines = [f"  {name:<{width}}  {default:<14} {text}" for name, default, text in rows]
+    return (
+        "options (set in the YAML recipe, or override as section.key=value):\n"
+        + "\n".join(lines)
+    )
+
+
+def _run_experiment(args: argparse.Namespace, task: str) -> int:
+    import json
+    import logging
+
+    from .training.experiment import load_experiment, parse_overrides
+    from .training.run import finetune, pretrain
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.config and "=" in args.config and not args.config.endswith((".yaml", ".yml")):
+        args.overrides, args.config = [args.config, *args.overrides], None  # no recipe, only overrides
+    try:
+        overrides = parse_overrides(args.overrides)
+        config = load_experiment(args.config, {"task": task, **overrides})
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    summary = (pretrain if task == "pretrain" else finetune)(config, resume=args.resume)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    """Self-supervised masked patch pretraining (SSAMBA or SSAST) on a manifest of clips."""
+    return _run_experiment(args, "pretrain")
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """Fine-tune a pretrained encoder (model.init_from) or train one from scratch on labelled clips."""
+    return _run_experiment(args, "finetune")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Accuracy, mAP, AUC and d-prime of a fine-tuned model on a labelled manifest."""
+    import json
+
+    from .training.run import evaluate
+
+    try:
+        metrics = evaluate(args.model, args.manifest, args.labels, loss=args.loss,
+                           batch_size=args.batch_size, device=args.device)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    """Mean and std of the log-mel features of a manifest's clips (for frontend.mean / std)."""
+    from .data import compute_stats
+    from .frontend import FrontendConfig
+
+    mean, std = compute_stats(args.manifest, FrontendConfig(num_mel_bins=args.num_mel_bins),
+                              max_clips=args.max_clips)
+    print(f"frontend.mean={mean:.7g} frontend.std={std:.7g}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ssamba",
@@ -91,6 +172,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="dataset statistics to normalise with (default audioset)",
     )
     p.set_defaults(func=cmd_fbank)
+
+    for name, func in (("pretrain", cmd_pretrain), ("finetune", cmd_finetune)):
+        p = sub.add_parser(name, help=func.__doc__, description=func.__doc__, epilog=_OPTIONS,
+                           formatter_class=_OptionsFormatter)
+        p.add_argument("config", nargs="?", help="YAML recipe (see configs/); omit to start from the defaults")
+        p.add_argument("overrides", nargs="*", metavar="section.key=value",
+                       help="override any option, e.g. optim.lr=3e-4 run.out_dir=runs/x")
+        p.add_argument("--resume", action="store_true",
+                       help="continue from the newest checkpoint in run.out_dir/checkpoints")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("evaluate", help=cmd_evaluate.__doc__, description=cmd_evaluate.__doc__)
+    p.add_argument("model", help="model directory, checkpoint, or a fine-tuning run's out_dir")
+    p.add_argument("manifest", help="manifest JSON of the clips to score")
+    p.add_argument("labels", help="label CSV (index,mid,display_name) the model was trained with")
+    p.add_argument("--loss", default="ce", choices=["ce", "bce"], help="ce: softmax scores; bce: sigmoid (multi-label)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("stats", help=cmd_stats.__doc__, description=cmd_stats.__doc__)
+    p.add_argument("manifest", help="manifest JSON")
+    p.add_argument("--num-mel-bins", type=int, default=128)
+    p.add_argument("--max-clips", type=int, default=None, help="use this many clips spread over the manifest")
+    p.set_defaults(func=cmd_stats)
     return parser
 
 

@@ -27,13 +27,13 @@ class FrontendConfig:
 
     sample_rate: int = 16000  # Hz; inputs at other rates must be resampled first
     num_mel_bins: int = 128  # F
-    frame_length_ms: float = 25.0
-    frame_shift_ms: float = 10.0
-    preemphasis: float = 0.97
+    frame_length_ms: float = 25.0  # window length
+    frame_shift_ms: float = 10.0  # hop between frames
+    preemphasis: float = 0.97  # x[n] - k * x[n-1] within each frame
     low_freq: float = 20.0  # Hz; high edge is Nyquist
     target_length: int = 1024  # T frames after padding / cropping (1024 AudioSet, 512 ESC-50, 128 SC)
     mean: float = DATASET_STATS["audioset"][0]  # dataset statistics of the log-mel values
-    std: float = DATASET_STATS["audioset"][1]
+    std: float = DATASET_STATS["audioset"][1]  # input = (fbank - mean) / (2 * std)
 
     @classmethod
     def for_dataset(cls, name: str, **overrides) -> "FrontendConfig":

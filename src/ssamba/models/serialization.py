@@ -1,5 +1,8 @@
 """Model files that carry their own config: ``model.safetensors`` + ``config.json``.
 
+``config.json`` holds the encoder config and, for models saved by a training run, the
+front-end config (``model.frontend_config``) the model expects its input from.
+
 Loading needs no flags (no retyped patch shapes) and never unpickles anything.
 """
 
@@ -44,6 +47,9 @@ def save_model(model: nn.Module, directory: str | Path) -> Path:
         "family": family_of(model.config),
         "config": config_to_dict(model.config),
     }
+    frontend = getattr(model, "frontend_config", None)  # set by training runs
+    if frontend is not None:
+        meta["frontend"] = config_to_dict(frontend)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, p))
     _atomic_write(directory / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
@@ -66,4 +72,8 @@ def load_model(directory: str | Path, map_location: str = "cpu", **overrides) ->
     config = config_from_dict(config_class_of(meta["family"]), {**meta["config"], **overrides})
     model = model_from_config(config)
     model.load_state_dict(load_file(str(weights_path), device=map_location), strict=True)
+    if "frontend" in meta:
+        from ..frontend import FrontendConfig
+
+        model.frontend_config = config_from_dict(FrontendConfig, meta["frontend"], "frontend")
     return model.to(map_location)

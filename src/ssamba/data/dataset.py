@@ -1,0 +1,329 @@
+"""Clip datasets over manifests: audio file -> (augmented) normalised log-mel + target.
+
+Randomness is a function of ``(seed, epoch, index)`` only: each item seeds its own
+``torch.Generator``, so results do not depend on the number of DataLoader workers or on
+the order items are fetched in. Call :meth:`ClipDataset.set_epoch` before iterating an
+epoch (with ``persistent_workers=False``, the default, each ``iter(loader)`` copies the
+dataset, epoch included, into the workers).
+
+Bad clips (missing, unreadable, empty, NaN samples, shorter than one frame) do not crash
+a run: the item is ``None`` with a :class:`BadClipWarning` naming the file and the reason,
+:func:`collate_clips` drops and counts them, and :class:`BadClipTracker` stops the run
+when too many are bad.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..config import check_keys
+from ..frontend import FrontendConfig, LogMelFrontend, load_audio, pad_or_crop
+from .augment import add_noise_and_roll, mixup_waveforms, sample_mixup_lambda, spec_augment
+from .manifest import ClipEntry, LabelMap, read_manifest
+
+
+class BadClipWarning(UserWarning):
+    """A clip was skipped because its audio could not be used."""
+
+
+@dataclass
+class ClipDatasetConfig:
+    """Options of :class:`ClipDataset`; defaults are an un-augmented (evaluation) set.
+
+    Fine-tuning recipes (spec section 6): AudioSet-20K ``freqm=48, timem=192, mixup=0.5``;
+    ESC-50 ``freqm=24, timem=96, noise=True``; Speech Commands ``freqm=48, timem=48,
+    mixup=0.6, noise=True``. Augmentations apply only with ``training=True``.
+    """
+
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    freqm: int = 0  # SpecAugment frequency mask width is uniform in [0, freqm) bins
+    timem: int = 0  # SpecAugment time mask width is uniform in [0, timem) frames
+    mixup: float = 0.0  # probability of mixing a clip with another random clip of the set
+    mixup_alpha: float = 10.0  # lambda ~ Beta(mixup_alpha, mixup_alpha)
+    noise: bool = False  # add uniform noise and roll in time after normalisation
+    training: bool = False  # apply the augmentations above
+    # quirk (official): SpecAugment masks the log-mel *before* normalisation with 0, so a
+    # masked cell of the model input is (0 - mean) / (2 std). True masks the normalised
+    # input with 0 instead.
+    mask_after_norm: bool = False
+    max_bad_fraction: float = 0.05  # share of bad clips tolerated by BadClipTracker
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.frontend, dict):
+            check_keys(FrontendConfig, self.frontend, "frontend")
+            self.frontend = FrontendConfig(**self.frontend)
+        if self.freqm < 0 or self.timem < 0:
+            raise ValueError(f"freqm and timem must be >= 0, got {self.freqm}, {self.timem}")
+        if not 0.0 <= self.mixup <= 1.0:
+            raise ValueError(f"mixup is a probability in [0, 1], got {self.mixup}")
+        if self.mixup_alpha <= 0:
+            raise ValueError(f"mixup_alpha must be > 0, got {self.mixup_alpha}")
+        if not 0.0 <= self.max_bad_fraction <= 1.0:
+            raise ValueError(f"max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ClipDatasetConfig":
+        """Build from a (JSON) dict, refusing unknown keys, ``frontend`` given as a dict."""
+        check_keys(cls, values)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """A CPU generator seeded from ``(seed, epoch, index)`` (well mixed by NumPy's SeedSequence)."""
+    words = [v & 0xFFFFFFFFFFFFFFFF for v in (seed, epoch, index)]  # fixed width: no collisions
+    entropy = [w for v in words for w in (v & 0xFFFFFFFF, v >> 32)]
+    state = np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)
+    return torch.Generator().manual_seed(int(state[0]))
+
+
+def _warn_bad(path: str, reason: str) -> None:
+    warnings.warn(f"skipping bad clip {path!r}: {reason}", BadClipWarning, stacklevel=3)
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Clips of a manifest as model inputs.
+
+    ``dataset[i]`` is ``None`` for a bad clip (with a :class:`BadClipWarning`), else a dict:
+
+    - ``"spec"``: float32 ``(T, F)`` normalised log-mel, ``T = frontend.target_length``,
+      ``F = frontend.num_mel_bins``, augmented when ``config.training``;
+    - ``"target"``: float32 ``(C,)`` multi-hot (mixed by lambda under mixup), or ``(0,)``
+      without a label map;
+    - ``"index"``: ``i``.
+
+    Steps: load (16 kHz mono via :func:`ssamba.frontend.load_audio`); mixup with
+    probability ``mixup`` against a uniformly drawn clip of the set (possibly itself);
+    log-mel, pad/crop, normalise (:class:`ssamba.frontend.LogMelFrontend`); SpecAugment;
+    noise and roll. All labels are checked against ``label_map`` up front, so an unknown
+    label is a ``ValueError`` at construction, never a silently wrong target.
+    """
+
+    def __init__(
+        self,
+        manifest: str | Path | Sequence[ClipEntry],
+        config: ClipDatasetConfig | None = None,
+        label_map: LabelMap | None = None,
+    ):
+        self.entries: list[ClipEntry] = (
+            read_manifest(manifest) if isinstance(manifest, (str, Path)) else list(manifest)
+        )
+        self.config = config or ClipDatasetConfig()
+        self.label_map = label_map
+        self.frontend = LogMelFrontend(self.config.frontend)
+        self.epoch = 0
+        if label_map is not None:
+            unlabelled = [e.wav for e in self.entries if not e.labels]
+            if unlabelled:
+                raise ValueError(
+                    f"{len(unlabelled)} manifest entries have no labels (first: {unlabelled[0]!r}) "
+                    "but a label map was given; drop them or build the dataset without labels"
+                )
+            for entry in self.entries:  # unknown ids raise here, naming the label and the entry
+                for mid in entry.labels:
+                    label_map.index(mid, entry.wav)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation draws of ``epoch`` (call before creating the epoch's iterator)."""
+        self.epoch = int(epoch)
+
+    @property
+    def num_classes(self) -> int:
+        return self.label_map.num_classes if self.label_map is not None else 0
+
+    def target(self, index: int) -> Tensor:
+        """Un-mixed target ``(C,)`` of entry ``index`` (``(0,)`` without a label map)."""
+        if self.label_map is None:
+            return torch.zeros(0)
+        return self.label_map.encode(self.entries[index])
+
+    def load_waveform(self, index: int) -> Tensor | None:
+        """Waveform ``(S,)`` of entry ``index``, or ``None`` (with a warning) if it is unusable."""
+        path = self.entries[index].wav
+        wave, problem = load_clip(path, self.config.frontend)
+        if wave is None:
+            _warn_bad(path, problem)
+        return wave
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        index = int(index)  # samplers may hand NumPy or tensor integers
+        if not 0 <= index < len(self.entries):
+            raise IndexError(f"index {index} out of range for {len(self.entries)} clips")
+        c = self.config
+        gen = item_generator(c.seed, self.epoch, index)
+        wave = self.load_waveform(index)
+        if wave is None:
+            return None
+        target = self.target(index)
+
+        if c.training and c.mixup > 0 and torch.rand((), generator=gen).item() < c.mixup:
+            partner = int(torch.randint(len(self.entries), (1,), generator=gen).item())
+            lam = sample_mixup_lambda(gen, c.mixup_alpha)
+            other = self.load_waveform(partner)
+            if other is not None:  # a bad partner is warned about; the clip stays unmixed
+                wave = mixup_waveforms(wave, other, lam)
+                target = lam * target + (1.0 - lam) * self.target(partner)
+
+        fbank = self.frontend.fbank(wave)  # (1, frames, F); frames >= 1 checked on load
+        spec = self.frontend.normalize(pad_or_crop(fbank, c.frontend.target_length))[0]
+        if c.training:
+            if c.freqm > 0 or c.timem > 0:
+                mask_value = 0.0 if c.mask_after_norm else (0.0 - c.frontend.mean) / (2 * c.frontend.std)
+                spec = spec_augment(spec, c.freqm, c.timem, gen, mask_value=mask_value)
+            if c.noise:
+                spec = add_noise_and_roll(spec, gen)
+        return {"spec": spec.float().contiguous(), "target": target.float(), "index": index}
+
+
+def load_clip(path: str, frontend: FrontendConfig) -> tuple[Tensor | None, str]:
+    """``(waveform (S,), "")`` if ``path`` is a usable clip, else ``(None, reason)``.
+
+    Usable: the file exists and decodes, and its samples are non-empty, finite and at
+    least one analysis frame long.
+    """
+    if not Path(path).exists():
+        return None, "file does not exist"
+    try:
+        wave = load_audio(path, frontend.sample_rate)
+    except ValueError as err:
+        return None, str(err)
+    except Exception as err:  # resampling or decoding failures of any kind
+        return None, f"{type(err).__name__}: {err}"
+    if wave.numel() == 0:
+        return None, "no samples"
+    if not bool(torch.isfinite(wave).all()):
+        return None, "NaN or infinite samples"
+    frame_length = int(frontend.sample_rate * frontend.frame_length_ms / 1000)
+    if wave.numel() < frame_length:
+        return None, (
+            f"{wave.numel()} samples is shorter than one frame "
+            f"({frame_length} samples = {frontend.frame_length_ms} ms)"
+        )
+    return wave, ""
+
+
+def collate_clips(items: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+    """Batch :class:`ClipDataset` items, dropping ``None`` (bad) ones.
+
+    Returns ``{"spec": (B, T, F), "target": (B, C), "index": (B,) int64, "num_bad": int}``
+    where ``B`` counts the good items. If every item is bad, ``B = 0`` and ``spec`` /
+    ``target`` are empty ``(0,)`` tensors.
+    """
+    good = [item for item in items if item is not None]
+    num_bad = len(items) - len(good)
+    if not good:
+        return {
+            "spec": torch.zeros(0),
+            "target": torch.zeros(0),
+            "index": torch.zeros(0, dtype=torch.long),
+            "num_bad": num_bad,
+        }
+    return {
+        "spec": torch.stack([item["spec"] for item in good]),
+        "target": torch.stack([item["target"] for item in good]),
+        "index": torch.tensor([item["index"] for item in good], dtype=torch.long),
+        "num_bad": num_bad,
+    }
+
+
+class BadClipTracker:
+    """Running count of bad clips; raises once their share exceeds ``max_bad_fraction``.
+
+    >>> tracker = BadClipTracker(0.05)
+    >>> tracker.update(num_seen=32, num_bad=batch["num_bad"])  # doctest: +SKIP
+
+    ``update`` takes *increments* (clips seen in this batch, bad or good, and how many of
+    them were bad). Nothing is raised before ``min_seen`` clips have been seen.
+    """
+
+    def __init__(self, max_bad_fraction: float = 0.05, min_seen: int = 20):
+        if not 0.0 <= max_bad_fraction <= 1.0:
+            raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
+        self.max_bad_fraction = max_bad_fraction
+        self.min_seen = min_seen
+        self.num_seen = 0
+        self.num_bad = 0
+
+    @property
+    def fraction(self) -> float:
+        return self.num_bad / self.num_seen if self.num_seen else 0.0
+
+    def update(self, num_seen: int, num_bad: int) -> None:
+        if num_bad < 0 or num_seen < num_bad:
+            raise ValueError(f"need 0 <= num_bad <= num_seen, got num_seen={num_seen}, num_bad={num_bad}")
+        self.num_seen += int(num_seen)
+        self.num_bad += int(num_bad)
+        if self.num_seen >= self.min_seen and self.fraction > self.max_bad_fraction:
+            raise RuntimeError(
+                f"{self.num_bad} of {self.num_seen} clips ({self.fraction:.1%}) could not be used, "
+                f"more than the limit of {self.max_bad_fraction:.1%}; see the BadClipWarning "
+                "messages for which files and why, fix or drop them from the manifest, or raise "
+                "the limit with max_bad_fraction"
+            )
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: one intra-op thread per worker (no oversubscription)."""
+    torch.set_num_threads(1)
+
+
+def compute_stats(
+    dataset_or_manifest: ClipDataset | str | Path | Sequence[ClipEntry],
+    frontend_config: FrontendConfig | None = None,
+    max_clips: int | None = None,
+) -> tuple[float, float]:
+    """``(mean, std)`` of the un-normalised log-mel values of a dataset's clips.
+
+    Statistics run over every value of every real frame (before padding/cropping, without
+    augmentation) of the mean-removed clips; ``std`` is the population standard deviation.
+    These are the ``mean`` / ``std`` of :class:`FrontendConfig`. ``frontend_config``
+    defaults to the dataset's (or ``FrontendConfig()``); only its filterbank options
+    matter. ``max_clips`` uses that many clips evenly spaced through the manifest. Bad
+    clips are skipped with a warning; ``ValueError`` if none is usable.
+    """
+    if isinstance(dataset_or_manifest, ClipDataset):
+        entries = dataset_or_manifest.entries
+        frontend_config = frontend_config or dataset_or_manifest.config.frontend
+    elif isinstance(dataset_or_manifest, (str, Path)):
+        entries = read_manifest(dataset_or_manifest)
+    else:
+        entries = list(dataset_or_manifest)
+    frontend = LogMelFrontend(frontend_config or FrontendConfig())
+    indices = range(len(entries))
+    if max_clips is not None and max_clips < len(entries):
+        if max_clips < 1:
+            raise ValueError(f"max_clips must be >= 1, got {max_clips}")
+        indices = np.unique(np.linspace(0, len(entries) - 1, max_clips).round().astype(int)).tolist()
+
+    count, mean, m2 = 0, 0.0, 0.0  # Chan et al. merge of per-clip (count, mean, M2)
+    for i in indices:
+        wave, problem = load_clip(entries[i].wav, frontend.config)
+        if wave is None:
+            _warn_bad(entries[i].wav, problem)
+            continue
+        values = frontend.fbank(wave).double().flatten()
+        n = values.numel()
+        clip_mean = values.mean().item()
+        clip_m2 = (values - clip_mean).square().sum().item()
+        delta = clip_mean - mean
+        total = count + n
+        mean += delta * n / total
+        m2 += clip_m2 + delta * delta * count * n / total
+        count = total
+    if count == 0:
+        raise ValueError("no usable clip to compute statistics from")
+    return mean, float(np.sqrt(m2 / count))

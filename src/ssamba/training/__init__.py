@@ -1,0 +1,1 @@
+"""Training: optimisation, checkpoints, loops and evaluation metrics."""

@@ -1,0 +1,124 @@
+"""The experiment config: every option of a pretraining or fine-tuning run, in sections.
+
+Recipes are YAML files of these sections (``configs/``); any value can be overridden as
+``section.key=value`` on the command line. Unknown keys are errors listing valid ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import apply_overrides, config_from_dict, config_to_dict
+from ..frontend import FrontendConfig
+from ..objectives import PatchModelingConfig
+from .optim import OptimConfig
+
+
+@dataclass
+class ModelSection:
+    preset: str = "ssamba_tiny"  # a name from `ssamba models`
+    options: dict[str, Any] = field(default_factory=dict)  # preset overrides, e.g. {patch_stride: [10, 10]}
+    init_from: str = ""  # checkpoint or model directory whose encoder weights start fine-tuning
+
+
+@dataclass
+class DataSection:
+    train: str = ""  # manifest JSON of the training clips
+    valid: str = ""  # manifest JSON evaluated after every epoch ('' = none)
+    test: str = ""  # manifest JSON evaluated once at the end ('' = none)
+    label_csv: str = ""  # label CSV (index,mid,display_name); fine-tuning only
+    freqm: int = 0  # SpecAugment frequency mask width limit (training only)
+    timem: int = 0  # SpecAugment time mask width limit (training only)
+    mixup: float = 0.0  # waveform mixup probability (training only)
+    noise: bool = False  # uniform noise + time roll (training only)
+    max_bad_fraction: float = 0.05  # fail the run when more clips than this share are unusable
+    num_workers: int = 2  # DataLoader worker processes (each uses one torch thread)
+
+
+@dataclass
+class FinetuneSection:
+    loss: str = "ce"  # "ce" (single label) or "bce" (multi-label)
+    metric: str = "acc"  # validation metric for the schedule and the report: acc, mAP or AUC
+    average_from_epoch: int = 0  # average the weights of epochs [from, to] (AS-20K: 12..40); 0 = off
+    average_to_epoch: int = 0  # last epoch of the weight average
+
+
+@dataclass
+class RunSection:
+    out_dir: str = "runs/experiment"  # checkpoints, metrics.csv, curves.png, final model
+    epochs: int = 10  # evaluation periods
+    steps_per_epoch: int = 0  # optimiser steps per period; 0 = one pass over the training set
+    max_steps: int = 0  # stop after this many optimiser steps in total; 0 = no limit
+    batch_size: int = 64  # clips per micro-batch (x optim.grad_accum per step)
+    seed: int = 0  # fixes data order, augmentation, masks, dropout
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
+    save_every: int = 1000  # optimiser steps between checkpoints (also at each epoch's end)
+    keep_checkpoints: int = 2  # newest checkpoints kept on disk
+    log_every: int = 10  # optimiser steps between rows of metrics.csv
+    progress: bool = True  # progress bars
+
+
+@dataclass
+class ExperimentConfig:
+    task: str = "pretrain"  # "pretrain" or "finetune"
+    model: ModelSection = field(default_factory=ModelSection)
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    data: DataSection = field(default_factory=DataSection)
+    objective: PatchModelingConfig = field(default_factory=PatchModelingConfig)
+    finetune: FinetuneSection = field(default_factory=FinetuneSection)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunSection = field(default_factory=RunSection)
+
+    def __post_init__(self) -> None:
+        if self.task not in ("pretrain", "finetune"):
+            raise ValueError(f"task must be 'pretrain' or 'finetune', got {self.task!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+    def validate(self) -> None:
+        """Check what the dataclasses cannot: the model options against the preset, and
+        that the front end feeds the model the number of mel bins it expects."""
+        from ..models import get_config
+
+        model = get_config(self.model.preset, **self.model.options)
+        if model.input_fdim != self.frontend.num_mel_bins:
+            raise ValueError(
+                f"model.options.input_fdim {model.input_fdim} != frontend.num_mel_bins "
+                f"{self.frontend.num_mel_bins}"
+            )
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["optim.lr=3e-4", "run.out_dir=x"]`` -> ``{"optim.lr": 0.0003, ...}`` (values as YAML)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form section.key=value")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return out
+
+
+def load_experiment(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                    **sections: Any) -> ExperimentConfig:
+    """Read a YAML recipe (or start from defaults), apply overrides, validate."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} not found")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise TypeError(f"{path}: a recipe is a mapping of sections, got {type(loaded).__name__}")
+        values = loaded
+    values = apply_overrides(values, {**(overrides or {}), **sections})
+    config = config_from_dict(ExperimentConfig, values, "config")
+    config.validate()
+    return config

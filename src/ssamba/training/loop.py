@@ -1,0 +1,262 @@
+"""One training loop for pretraining and fine-tuning.
+
+Determinism and exact resume come from deriving every random draw from the seed and a
+counter instead of carrying hidden state: the data order of pass ``p`` is a permutation
+seeded by ``(seed, p)``, augmentations by ``(seed, p, clip)`` (the dataset), and the masks,
+dropout and drop-path of optimiser step ``s`` by ``(seed, s)``. A checkpoint therefore
+only needs the weights, the optimiser, the schedule and the step.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..data import BadClipTracker, ClipDataset, collate_clips, worker_init_fn
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .optim import LRSchedule, OptimConfig, build_optimizer
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _seed(*parts: int) -> int:
+    """A 63-bit seed mixed from integers (SplitMix64 steps)."""
+    x = 0x9E3779B97F4A7C15
+    for part in parts:
+        x = (x ^ (part & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        x = (x ^ (x >> 31)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
+    return x >> 1
+
+
+class Trainer:
+    """Runs ``task`` on ``train_set`` with the optimiser/schedule of ``optim``.
+
+    ``run`` is the experiment's :class:`~ssamba.training.experiment.RunSection`;
+    ``experiment`` (a JSON-ready dict) is stored in every checkpoint.
+    """
+
+    def __init__(self, task, train_set: ClipDataset, valid_set: ClipDataset | None, optim: OptimConfig,
+                 run, experiment: dict[str, Any], num_workers: int = 0, max_bad_fraction: float = 0.05,
+                 average_epochs: tuple[int, int] = (0, 0)):
+        self.task, self.train_set, self.valid_set = task, train_set, valid_set
+        self.optim_config, self.run, self.experiment = optim, run, experiment
+        self.num_workers = num_workers
+        self.device = resolve_device(run.device)
+        self.out_dir = Path(run.out_dir)
+        self.task.modules.to(self.device)
+        self.optimizer = build_optimizer(task.modules, optim, task.head_prefixes)
+        self.schedule = LRSchedule(self.optimizer, optim, maximize=task.maximize)
+        self.batches_per_pass = len(train_set) // run.batch_size
+        if self.batches_per_pass == 0:
+            raise ValueError(
+                f"the training set has {len(train_set)} clips, fewer than one batch of {run.batch_size}"
+            )
+        steps = run.steps_per_epoch or self.batches_per_pass // optim.grad_accum
+        self.steps_per_epoch = max(1, steps)
+        self.total_steps = run.epochs * self.steps_per_epoch
+        if run.max_steps:
+            self.total_steps = min(self.total_steps, run.max_steps)
+        self.step = 0
+        self.bad = BadClipTracker(max_bad_fraction)
+        self.average_epochs = average_epochs
+        self.averaged: dict[str, torch.Tensor] | None = None
+        self.averaged_count = 0
+        self.history: list[dict[str, Any]] = []
+
+    # -- data -------------------------------------------------------------------------
+    def _loader(self, dataset, batches: list[list[int]]) -> DataLoader:
+        return DataLoader(dataset, batch_sampler=batches, num_workers=self.num_workers,
+                          collate_fn=collate_clips, worker_init_fn=worker_init_fn,
+                          persistent_workers=False)
+
+    def _train_batches(self) -> Iterator[dict]:
+        """Micro-batches from the current position on, pass after pass."""
+        micro = self.step * self.optim_config.grad_accum
+        size = self.run.batch_size
+        while True:
+            data_pass, offset = divmod(micro, self.batches_per_pass)
+            order = torch.randperm(len(self.train_set), generator=torch.Generator().manual_seed(
+                _seed(self.run.seed, data_pass)))
+            batches = [order[i * size:(i + 1) * size].tolist() for i in range(self.batches_per_pass)]
+            self.train_set.set_epoch(data_pass)
+            for batch in self._loader(self.train_set, batches[offset:]):
+                micro += 1
+                yield batch
+
+    def _eval_batches(self, dataset) -> Iterator[dict]:
+        size = self.run.batch_size
+        batches = [list(range(i, min(i + size, len(dataset)))) for i in range(0, len(dataset), size)]
+        dataset.set_epoch(0)
+        return iter(self._loader(dataset, batches))
+
+    # -- checkpoints ------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        state = {
+            "step": self.step,
+            "modules": {k: v for k, v in self.task.modules.state_dict().items() if not k.startswith("encoder.")},
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "experiment": self.experiment,
+            "history": self.history,
+            "averaged_count": self.averaged_count,
+        }
+        if self.averaged is not None:
+            state["averaged"] = self.averaged
+        return state
+
+    def save(self) -> Path:
+        return save_checkpoint(self.out_dir / "checkpoints", self.step, self.task.modules["encoder"],
+                               self.state(), keep=self.run.keep_checkpoints)
+
+    def resume(self, path: str | Path | None = None) -> bool:
+        """Continue from ``path`` or from the run's latest checkpoint; False if there is none."""
+        path = Path(path) if path else latest_checkpoint(self.out_dir / "checkpoints")
+        if path is None:
+            return False
+        encoder, state = load_checkpoint(path, map_location=str(self.device))
+        modules = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
+        modules.update(state["modules"])
+        self.task.modules.load_state_dict(modules, strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.step = state["step"]
+        self.history = state["history"]
+        self.averaged = state.get("averaged")
+        self.averaged_count = state["averaged_count"]
+        log.info("resumed from %s at step %d", path, self.step)
+        return True
+
+    # -- training ---------------------------------------------------------------------
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def train_step(self, micro_batches: list[dict]) -> dict[str, float]:
+        modules, accum = self.task.modules, len(micro_batches)
+        modules.train()
+        self.schedule.apply(self.step)
+        totals: dict[str, float] = {}
+        for k, batch in enumerate(micro_batches):
+            torch.manual_seed(_seed(self.run.seed, self.step, k, 1))  # dropout, drop path
+            generator = torch.Generator().manual_seed(_seed(self.run.seed, self.step, k, 2))  # masks
+            batch = {key: v.to(self.device) if torch.is_tensor(v) else v for key, v in batch.items()}
+            with self._autocast():
+                out = self.task.step(batch, generator)
+            (out["loss"] / accum).backward()
+            for key, value in out.items():
+                totals[key] = totals.get(key, 0.0) + value.item() / accum
+        if not math.isfinite(totals["loss"]):
+            raise FloatingPointError(f"loss is {totals['loss']} at step {self.step}; lower optim.lr?")
+        if self.optim_config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(modules.parameters(), self.optim_config.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return totals
+
+    def evaluate(self, dataset) -> dict[str, float]:
+        self.task.modules.eval()
+        return self.task.evaluate(self._eval_batches(dataset), self.device, seed=self.run.seed)
+
+    def _end_epoch(self, epoch: int, progress) -> None:
+        metrics = self.evaluate(self.valid_set) if self.valid_set is not None else {}
+        metric = metrics.get(self.task.metric)
+        self.schedule.end_epoch(epoch, metric)
+        row = {"step": self.step, "epoch": epoch, **{f"valid_{k}": v for k, v in metrics.items()}}
+        self._log(row)
+        if metrics:
+            progress.write(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        first, last = self.average_epochs
+        if first and first <= epoch <= last:
+            weights = {k: v.detach().float().clone() for k, v in self.task.modules["encoder"].state_dict().items()}
+            if self.averaged is None:
+                self.averaged = weights
+            else:
+                for k in self.averaged:
+                    self.averaged[k] += weights[k]
+            self.averaged_count += 1
+
+    def _log(self, row: dict[str, Any]) -> None:
+        self.history.append(row)
+        path = self.out_dir / "metrics.csv"
+        keys = sorted({k for r in self.history for k in r}, key=lambda k: (k not in ("step", "epoch"), k))
+        with open(path, "w", newline="") as handle:  # rewritten whole: columns can grow
+            writer = csv.DictWriter(handle, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.history)
+
+    def fit(self) -> dict[str, Any]:
+        """Train to ``total_steps`` (from wherever the trainer stands) and return a summary."""
+        from tqdm.auto import tqdm
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        accum = self.optim_config.grad_accum
+        progress = tqdm(total=self.total_steps, initial=self.step, disable=not self.run.progress,
+                        desc=f"{type(self.task).__name__}", unit="step", dynamic_ncols=True)
+        batches = self._train_batches()
+        running: dict[str, float] = {}
+        clips, started = 0, time.perf_counter()
+        while self.step < self.total_steps:
+            micro = [next(batches) for _ in range(accum)]
+            for batch in micro:
+                self.bad.update(batch["spec"].shape[0] + batch["num_bad"], batch["num_bad"])
+            micro = [b for b in micro if b["spec"].shape[0] > 0]
+            if not micro:
+                continue
+            out = self.train_step(micro)
+            clips += sum(b["spec"].shape[0] for b in micro)
+            for key, value in out.items():
+                running[key] = 0.9 * running.get(key, value) + 0.1 * value
+            rate = clips / (time.perf_counter() - started)
+            progress.update(1)
+            progress.set_postfix({**{k: f"{v:.3f}" for k, v in running.items()}, "clips/s": f"{rate:.1f}"})
+            if self.step % self.run.log_every == 0:
+                self._log({"step": self.step, "epoch": self.step / self.steps_per_epoch,
+                           "lr": self.optimizer.param_groups[0]["lr"], **{f"train_{k}": v for k, v in out.items()},
+                           "clips_per_s": rate})
+            if self.step % self.steps_per_epoch == 0:
+                self._end_epoch(self.step // self.steps_per_epoch, progress)
+                self.save()
+            elif self.step % self.run.save_every == 0:
+                self.save()
+        progress.close()
+        if self.history and self.history[-1].get("step") != self.step:
+            self.save()
+        return self.finish()
+
+    def finish(self) -> dict[str, Any]:
+        """Write the final model (and the weight average), the curves; return a summary."""
+        from ..models import save_model
+        from .plots import plot_curves
+
+        encoder = self.task.modules["encoder"]
+        save_model(encoder, self.out_dir / "final")
+        summary: dict[str, Any] = {"steps": self.step, "final_model": str(self.out_dir / "final"),
+                                   "bad_clips": self.bad.num_bad}
+        if self.averaged is not None and self.averaged_count:
+            current = {k: v.clone() for k, v in encoder.state_dict().items()}
+            encoder.load_state_dict({k: (v / self.averaged_count).to(current[k].dtype)
+                                     for k, v in self.averaged.items()})
+            save_model(encoder, self.out_dir / "final_averaged")
+            summary["averaged_model"] = str(self.out_dir / "final_averaged")
+            summary["averaged_epochs"] = self.averaged_count
+        try:
+            summary["curves"] = str(plot_curves(self.history, self.out_dir / "curves.png"))
+        except (ImportError, ValueError) as err:  # no matplotlib, or nothing logged yet
+            log.warning("no curves.png: %s", err)
+        return summary

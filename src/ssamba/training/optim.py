@@ -1,0 +1,107 @@
+"""Optimiser with parameter groups, and a learning-rate schedule with plain, resumable state.
+
+Schedule = linear warm-up over the first ``warmup_steps`` optimiser steps, times a
+decay factor that changes once per evaluation period ("epoch"): halved on a plateau
+of the validation metric (SSAMBA pretraining), or multiplied by ``decay_gamma`` every
+``decay_every`` epochs from ``decay_start`` (the fine-tuning recipes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+OPTIMIZERS = ("adamw", "adam")
+SCHEDULES = ("plateau", "step", "constant")
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule; defaults are SSAMBA's pretraining recipe."""
+
+    optimizer: str = "adamw"  # "adamw" or "adam" (Adam's weight decay is L2, as in SSAST)
+    lr: float = 1e-4  # peak learning rate (after warm-up)
+    weight_decay: float = 5e-8  # not applied to tagged parameters (A_log, D, positions, tokens)
+    betas: tuple[float, float] = (0.95, 0.999)
+    head_lr_multiplier: float = 1.0  # lr of the classifier head relative to lr (AS-20K: 3)
+    warmup_steps: int = 1000  # linear warm-up, in optimiser steps
+    schedule: str = "plateau"  # "plateau", "step" or "constant"
+    plateau_factor: float = 0.5  # plateau: lr *= factor after `plateau_patience` epochs without improvement
+    plateau_patience: int = 2  # plateau: epochs without improvement tolerated
+    decay_start: int = 5  # step: lr first decays after this epoch
+    decay_every: int = 1  # step: decay again every this many epochs
+    decay_gamma: float = 0.85  # step: factor per decay
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    grad_accum: int = 1  # micro-batches per optimiser step
+
+
+def build_optimizer(model: nn.Module, config: OptimConfig, head_prefixes: tuple[str, ...] = ()) -> torch.optim.Optimizer:
+    """Groups: decayed / not decayed (parameters tagged ``_no_weight_decay``), each split
+    into body and head (names starting with ``head_prefixes``, at ``head_lr_multiplier``)."""
+    if config.optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {config.optimizer!r}; choose one of {OPTIMIZERS}")
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_head = name.startswith(head_prefixes) if head_prefixes else False
+        decays = not getattr(param, "_no_weight_decay", False)
+        groups.setdefault((is_head, decays), []).append(param)
+    param_groups = [
+        {
+            "params": params,
+            "weight_decay": config.weight_decay if decays else 0.0,
+            "lr": config.lr * (config.head_lr_multiplier if is_head else 1.0),
+            "name": f"{'head' if is_head else 'body'}{'' if decays else '_no_decay'}",
+        }
+        for (is_head, decays), params in sorted(groups.items())
+    ]
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return cls(param_groups, lr=config.lr, betas=tuple(config.betas))
+
+
+class LRSchedule:
+    """Sets each group's lr to ``base_lr * warmup(step) * decay``; state is JSON-ready."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, config: OptimConfig, maximize: bool = True):
+        if config.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {config.schedule!r}; choose one of {SCHEDULES}")
+        self.optimizer, self.config, self.maximize = optimizer, config, maximize
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+        self.decay = 1.0
+        self.best: float | None = None
+        self.bad_epochs = 0
+        self.apply(0)
+
+    def warmup(self, step: int) -> float:
+        w = self.config.warmup_steps
+        return min(1.0, (step + 1) / w) if w > 0 else 1.0
+
+    def apply(self, step: int) -> None:
+        """Set the learning rates for optimiser step ``step`` (0-based)."""
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * self.warmup(step) * self.decay
+
+    def end_epoch(self, epoch: int, metric: float | None = None) -> None:
+        """Update the decay after evaluation period ``epoch`` (1-based) with its metric."""
+        c = self.config
+        if c.schedule == "plateau" and metric is not None:
+            better = self.best is None or (metric > self.best if self.maximize else metric < self.best)
+            if better:
+                self.best, self.bad_epochs = metric, 0
+            else:
+                self.bad_epochs += 1
+                if self.bad_epochs > c.plateau_patience:
+                    self.decay *= c.plateau_factor
+                    self.bad_epochs = 0
+        elif c.schedule == "step":  # torch's MultiStepLR(range(start, inf, every)) stepped per epoch
+            if epoch >= c.decay_start and (epoch - c.decay_start) % c.decay_every == 0:
+                self.decay *= c.decay_gamma
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "best": self.best, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.decay, self.best, self.bad_epochs = state["decay"], state["best"], state["bad_epochs"]

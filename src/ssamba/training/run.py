@@ -1,0 +1,154 @@
+"""Library entry points behind ``ssamba pretrain``, ``ssamba finetune`` and ``ssamba evaluate``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data import ClipDataset, ClipDatasetConfig, LabelMap, read_label_csv
+from ..models import create_model, load_model
+from ..models.adapt import load_encoder_weights
+from ..objectives import MaskedPatchModeling
+from .experiment import ExperimentConfig
+from .loop import Trainer, resolve_device
+from .tasks import ClassificationTask, PretrainTask
+
+log = logging.getLogger(__name__)
+
+
+def _dataset(manifest: str, config: ExperimentConfig, training: bool, label_map: LabelMap | None) -> ClipDataset:
+    d = config.data
+    augment = dict(freqm=d.freqm, timem=d.timem, mixup=d.mixup, noise=d.noise) if training else {}
+    options = ClipDatasetConfig(frontend=config.frontend, training=training, seed=config.run.seed,
+                                max_bad_fraction=d.max_bad_fraction, **augment)
+    return ClipDataset(manifest, options, label_map)
+
+
+def _check_geometry(model, config: ExperimentConfig) -> None:
+    if model.config.input_fdim != config.frontend.num_mel_bins:
+        raise ValueError(
+            f"model expects {model.config.input_fdim} mel bins but frontend.num_mel_bins is "
+            f"{config.frontend.num_mel_bins}"
+        )
+
+
+def _label_map(config: ExperimentConfig) -> LabelMap:
+    if not config.data.label_csv:
+        raise ValueError("fine-tuning needs data.label_csv (index,mid,display_name)")
+    return read_label_csv(config.data.label_csv)
+
+
+def _source_encoder(path: str) -> torch.nn.Module:
+    """A model directory, or a training run's checkpoint folder / output folder."""
+    from .checkpoint import latest_checkpoint
+
+    candidates = [Path(path), Path(path) / "final"]
+    latest = latest_checkpoint(Path(path) / "checkpoints")
+    if latest is not None:
+        candidates.append(latest)
+    for candidate in candidates:
+        if (candidate / "config.json").is_file():
+            return load_model(candidate)
+    raise FileNotFoundError(f"no ssamba model found at {path} (looked in {', '.join(map(str, candidates))})")
+
+
+def _write_summary(config: ExperimentConfig, summary: dict[str, Any]) -> None:
+    out = Path(config.run.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "experiment.json").write_text(json.dumps(config.to_dict(), indent=2))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def pretrain(config: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
+    """Self-supervised masked patch modeling on ``data.train`` (labels ignored)."""
+    if not config.data.train:
+        raise ValueError("pretraining needs data.train (a manifest JSON)")
+    torch.manual_seed(config.run.seed)
+    encoder = create_model(config.model.preset, **config.model.options)
+    _check_geometry(encoder, config)
+    encoder.frontend_config = config.frontend  # saved with every checkpoint
+    objective = MaskedPatchModeling(config.objective, encoder.config.embed_dim, encoder.config.patch_size)
+    train = _dataset(config.data.train, config, training=False, label_map=None)  # no augmentation
+    valid = _dataset(config.data.valid, config, False, None) if config.data.valid else None
+    trainer = Trainer(PretrainTask(encoder, objective), train, valid, config.optim, config.run,
+                      config.to_dict(), num_workers=config.data.num_workers,
+                      max_bad_fraction=config.data.max_bad_fraction)
+    if resume:
+        trainer.resume()
+    summary = trainer.fit()
+    summary["history"] = trainer.history[-1:] if trainer.history else []
+    _write_summary(config, summary)
+    return summary
+
+
+def build_finetune_model(config: ExperimentConfig, num_classes: int) -> tuple[torch.nn.Module, str]:
+    """The classifier, with pretrained encoder weights when ``model.init_from`` is set."""
+    options = {**config.model.options, "num_classes": num_classes}
+    if config.model.init_from:
+        source = _source_encoder(config.model.init_from)
+        base = {k: v for k, v in vars(source.config).items() if k not in options}
+        from ..models import model_from_config
+        from ..config import config_from_dict
+
+        model = model_from_config(config_from_dict(type(source.config), {**base, **options}))
+        report = load_encoder_weights(model, source)
+        note = f"initialised from {config.model.init_from}: {report.summary()}"
+    else:
+        model = create_model(config.model.preset, **options)
+        note = "trained from scratch"
+    return model, note
+
+
+def finetune(config: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
+    """Supervised fine-tuning (or training from scratch) on a labelled manifest."""
+    if not config.data.train:
+        raise ValueError("fine-tuning needs data.train (a manifest JSON)")
+    torch.manual_seed(config.run.seed)
+    labels = _label_map(config)
+    model, note = build_finetune_model(config, labels.num_classes)
+    log.info(note)
+    _check_geometry(model, config)
+    model.frontend_config = config.frontend  # saved with every checkpoint
+    train = _dataset(config.data.train, config, training=True, label_map=labels)
+    valid = _dataset(config.data.valid, config, False, labels) if config.data.valid else None
+    task = ClassificationTask(model, config.finetune.loss, config.finetune.metric)
+    trainer = Trainer(task, train, valid, config.optim, config.run, config.to_dict(),
+                      num_workers=config.data.num_workers, max_bad_fraction=config.data.max_bad_fraction,
+                      average_epochs=(config.finetune.average_from_epoch, config.finetune.average_to_epoch))
+    if resume:
+        trainer.resume()
+    summary = trainer.fit()
+    summary["init"] = note
+    if valid is not None:
+        summary["valid"] = trainer.evaluate(valid)
+    if config.data.test:
+        summary["test"] = trainer.evaluate(_dataset(config.data.test, config, False, labels))
+    _write_summary(config, summary)
+    return summary
+
+
+def evaluate(model_dir: str, manifest: str, label_csv: str, loss: str = "ce", batch_size: int = 32,
+             device: str = "auto") -> dict[str, float]:
+    """Classification metrics of a saved fine-tuned model on a labelled manifest, with the
+    front end the model was trained with."""
+    from torch.utils.data import DataLoader
+
+    from ..data import collate_clips
+
+    model = _source_encoder(model_dir).to(resolve_device(device)).eval()
+    if getattr(model, "frontend_config", None) is None:
+        raise ValueError(f"{model_dir} carries no front-end config; it was not saved by a training run")
+    config = ExperimentConfig(task="finetune", frontend=model.frontend_config)
+    labels = read_label_csv(label_csv)
+    if getattr(model, "head", None) is None or model.config.num_classes != labels.num_classes:
+        raise ValueError(
+            f"{model_dir} has {model.config.num_classes} classes, the label CSV {labels.num_classes}"
+        )
+    data = _dataset(manifest, config, False, labels)
+    loader = DataLoader(data, batch_size=batch_size, collate_fn=collate_clips)
+    task = ClassificationTask(model, loss)
+    return task.evaluate(loader, resolve_device(device))
