@@ -76,6 +76,7 @@ class Trainer:
         self.averaged: dict[str, torch.Tensor] | None = None
         self.averaged_count = 0
         self.history: list[dict[str, Any]] = []
+        self._tensorboard = None
 
     # -- data -------------------------------------------------------------------------
     def _loader(self, dataset, batches: list[list[int]]) -> DataLoader:
@@ -191,8 +192,20 @@ class Trainer:
                     self.averaged[k] += weights[k]
             self.averaged_count += 1
 
+    def _open_tensorboard(self) -> None:
+        """TensorBoard event files beside metrics.csv, when tensorboard is installed."""
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return
+        self._tensorboard = SummaryWriter(str(self.out_dir / "tensorboard"))
+
     def _log(self, row: dict[str, Any]) -> None:
         self.history.append(row)
+        if self._tensorboard is not None:
+            for key, value in row.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self._tensorboard.add_scalar(key, value, row["step"])
         path = self.out_dir / "metrics.csv"
         keys = sorted({k for r in self.history for k in r}, key=lambda k: (k not in ("step", "epoch"), k))
         with open(path, "w", newline="") as handle:  # rewritten whole: columns can grow
@@ -205,6 +218,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._open_tensorboard()
         accum = self.optim_config.grad_accum
         progress = tqdm(total=self.total_steps, initial=self.step, disable=not self.run.progress,
                         desc=f"{type(self.task).__name__}", unit="step", dynamic_ncols=True)
@@ -237,6 +251,8 @@ class Trainer:
         progress.close()
         if self.history and self.history[-1].get("step") != self.step:
             self.save()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
         return self.finish()
 
     def finish(self) -> dict[str, Any]:
