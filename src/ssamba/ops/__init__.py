@@ -108,3 +108,11 @@ def selective_scan(
 
 
 register_backend("reference", selective_scan_reference, priority=0)
+
+# Fast backends. Both modules are cheap to import: the CPU kernel compiles on first
+# use (cached on disk) and mamba-ssm is imported on the first CUDA availability check.
+from . import scan_cpu as _scan_cpu  # noqa: E402
+from . import scan_cuda as _scan_cuda  # noqa: E402
+
+register_backend("cpu", _scan_cpu.selective_scan_cpu, lambda u: u.device.type == "cpu", priority=10)
+register_backend("cuda", _scan_cuda.selective_scan_cuda, _scan_cuda.is_available, priority=20)

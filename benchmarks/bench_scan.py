@@ -1,0 +1,244 @@
+"""Benchmark the fused CPU selective scan against pure-PyTorch scans.
+
+The Mamba case: fp32, batch 1, d_inner 384, d_state 16, with delta_softplus,
+delta_bias, D and z. Prints three tables:
+
+1. forward time, reference vs the ``cpu`` backend, at each ``--lengths`` value;
+2. forward+backward time at ``--backward-length``: the ``cpu`` backend vs the pure
+   PyTorch paths (the reference loop, whose autograd is linear in L, and a log-depth
+   Hillis-Steele parallel scan over L implemented here);
+3. peak extra memory of the ``cpu`` backend at the largest length: the bytes it
+   allocates (counted analytically from the kernel's layout) and the peak-RSS increase
+   measured in a fresh subprocess, next to the size of one (B, L, D, N) fp32 tensor.
+
+Timings: warm-up, then the median of ``--repeats`` runs (``--ref-repeats`` for the
+slow reference / Hillis-Steele paths). Run: ``python benchmarks/bench_scan.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from ssamba.ops import scan_cpu, selective_scan
+
+DIM, D_STATE, BATCH = 384, 16, 1
+
+
+def make_inputs(length: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g)
+
+    # Mamba's initialisation: A = -(1..N), dt ~ softplus^-1 of [1e-3, 1e-1].
+    dt = torch.exp(torch.rand(DIM, generator=g) * (torch.log(torch.tensor(0.1)) - torch.log(torch.tensor(1e-3))) + torch.log(torch.tensor(1e-3)))
+    return dict(
+        u=r(BATCH, DIM, length),
+        delta=0.1 * r(BATCH, DIM, length),
+        A=-torch.arange(1, D_STATE + 1, dtype=torch.float32).repeat(DIM, 1),
+        B=r(BATCH, D_STATE, length),
+        C=r(BATCH, D_STATE, length),
+        D=torch.ones(DIM),
+        z=r(BATCH, DIM, length),
+        delta_bias=dt + torch.log(-torch.expm1(-dt)),
+    )
+
+
+def hillis_steele_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """Pure-PyTorch log-depth parallel scan (Hillis-Steele over L); differentiable."""
+    if delta_bias is not None:
+        delta = delta + delta_bias[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    a = torch.exp(delta.unsqueeze(-1) * A[:, None, :])  # (B, D, L, N)
+    b = (delta * u).unsqueeze(-1) * B.transpose(1, 2).unsqueeze(1)  # (B, D, L, N)
+    length, offset = u.shape[-1], 1
+    while offset < length:  # combine (a1, b1) then (a2, b2): (a1 a2, a2 b1 + b2)
+        a_prev = F.pad(a[:, :, :-offset], (0, 0, offset, 0), value=1.0)
+        b_prev = F.pad(b[:, :, :-offset], (0, 0, offset, 0), value=0.0)
+        b = a * b_prev + b
+        a = a * a_prev
+        offset *= 2
+    y = torch.einsum("bdln,bnl->bdl", b, C)
+    if D is not None:
+        y = y + u * D[:, None]
+    if z is not None:
+        y = y * F.silu(z)
+    return y
+
+
+def timeit(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def fwd(backend: str, x):
+    def run():
+        with torch.no_grad():
+            selective_scan(**x, delta_softplus=True, backend=backend)
+
+    return run
+
+
+def fwd_bwd(fn, x):
+    leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
+    grad_out = torch.randn(x["u"].shape, generator=torch.Generator().manual_seed(1))
+
+    def run():
+        for v in leaves.values():
+            v.grad = None
+        fn(**leaves, delta_softplus=True).backward(grad_out)
+
+    return run
+
+
+def kernel_bytes(batch: int, dim: int, length: int, d_state: int, threads: int) -> dict[str, int]:
+    """Bytes the cpu backend allocates beyond inputs and outputs (fp32 inputs)."""
+    chunk = scan_cpu.chunk_size()
+    np_ = -(-d_state // 16) * 16
+    nv = np_ // 16
+    nchunks = -(-length // chunk)
+    per_thread = ((2 * chunk + 1) * nv + 3 * chunk + 6 * nv) * 64 + 12 * chunk * 4
+    slots = min(threads, batch * dim) + batch
+    return {
+        "B, C transposed to (B, L, N)": 2 * batch * length * np_ * 4,
+        "state checkpoints (B, D, L/chunk, N)": batch * dim * nchunks * np_ * 4,
+        "thread-local chunk buffers": threads * per_thread,
+        "backward dB/dC per-thread slots": 2 * slots * length * np_ * 4,
+        "backward dA/dD/dbias partials (B, D, N)": batch * dim * (np_ + 2) * 4,
+    }
+
+
+_MEMORY_CHILD = r"""
+import json, sys, torch
+sys.path.insert(0, {bench_dir!r})
+from bench_scan import make_inputs
+from ssamba.ops import scan_cpu, selective_scan
+torch.set_num_threads({threads})
+scan_cpu.load_library()
+mode = {mode!r}
+
+
+def run(length):
+    x = make_inputs(length)
+    if mode == "fwd+bwd":
+        x = {{k: v.requires_grad_() for k, v in x.items()}}
+    g = torch.ones(x["u"].shape)
+    reset_peak()
+    base = rss("VmRSS:")
+    if mode == "fwd":
+        with torch.no_grad():
+            out = selective_scan(**x, delta_softplus=True, backend={backend!r})
+    else:
+        out = selective_scan(**x, delta_softplus=True, backend={backend!r})
+        out.backward(g)
+    return rss("VmHWM:") - base
+
+
+def rss(field):
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith(field))
+
+
+def reset_peak():
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak-RSS counter (VmHWM) to the current RSS
+
+run(256)  # page in code and start worker threads first: count only what the scan allocates
+print(json.dumps({{"extra": run({length})}}))
+"""
+
+
+def measured_peak(length: int, backend: str, mode: str, threads: int) -> dict[str, int]:
+    code = _MEMORY_CHILD.format(bench_dir=os.path.dirname(os.path.abspath(__file__)),
+                                length=length, backend=backend, mode=mode, threads=threads)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:8.1f} MiB" if n >= 2**20 else f"{n / 2**10:8.1f} KiB"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[2048, 8192, 22000])
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs of the cpu backend")
+    parser.add_argument("--ref-repeats", type=int, default=3,
+                        help="timed runs of the slow pure-PyTorch paths (1 above L=8192)")
+    parser.add_argument("--backward-length", type=int, default=2048)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+
+    t0 = time.perf_counter()
+    if scan_cpu.load_library() is None:
+        sys.exit("the cpu kernel did not compile; nothing to benchmark")
+    print(f"kernel load/compile: {time.perf_counter() - t0:.2f} s (cached after the first run)")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"B={BATCH}, d_inner={DIM}, d_state={D_STATE}, fp32, delta_softplus + delta_bias + D + z; "
+          f"torch threads={threads}; load average {load:.2f}; median of runs\n")
+
+    print("forward (no grad)")
+    print(f"{'L':>7} {'reference ms':>14} {'cpu ms':>10} {'speedup':>9}")
+    for length in args.lengths:
+        x = make_inputs(length)
+        ref_reps = args.ref_repeats if length <= 8192 else 1
+        t_ref = timeit(fwd("reference", x), ref_reps, warmup=1 if length <= 8192 else 0)
+        t_cpu = timeit(fwd("cpu", x), args.repeats, warmup=2)
+        print(f"{length:>7} {t_ref * 1e3:>14.1f} {t_cpu * 1e3:>10.2f} {t_ref / t_cpu:>8.1f}x", flush=True)
+
+    length = args.backward_length
+    print(f"\nforward + backward, L={length}")
+    x = make_inputs(length)
+    t_cpu = timeit(fwd_bwd(scan_cpu.selective_scan_cpu, x), args.repeats, warmup=2)
+    rows = [
+        ("reference (sequential, autograd)",
+         timeit(fwd_bwd(lambda **kw: selective_scan(**kw, backend="reference"), x), args.ref_repeats)),
+        ("hillis-steele (log-depth, autograd)", timeit(fwd_bwd(hillis_steele_scan, x), args.ref_repeats)),
+    ]
+    best = min(t for _, t in rows)
+    print(f"{'path':<36} {'ms':>10} {'cpu speedup':>12}")
+    for name, t in rows:
+        print(f"{name:<36} {t * 1e3:>10.1f} {t / t_cpu:>11.1f}x")
+    print(f"{'cpu (fused kernel)':<36} {t_cpu * 1e3:>10.2f}")
+    print(f"cpu vs best pure-PyTorch path: {best / t_cpu:.1f}x")
+
+    if args.no_memory:
+        return
+    length = max(args.lengths)
+    print(f"\nmemory, L={length} (B*L*D*N fp32 = {mib(BATCH * length * DIM * D_STATE * 4).strip()})")
+    parts = kernel_bytes(BATCH, DIM, length, D_STATE, threads)
+    for name, n in parts.items():
+        print(f"  {name:<42} {mib(n)}")
+    print(f"  {'total allocated by the cpu backend':<42} {mib(sum(parts.values()))}")
+    io_bytes = BATCH * DIM * length * 4
+    print(f"  (for reference: one (B, D, L) fp32 tensor = {mib(io_bytes).strip()})")
+    bnl = BATCH * D_STATE * length * 4
+    unavoidable = {"fwd": io_bytes, "fwd+bwd": 4 * io_bytes + 2 * bnl}  # out; + du, ddelta, dz, dB, dC
+    print("  measured peak-RSS increase in a fresh process, next to the outputs (and gradients) it must hold:")
+    for backend, mode in [("cpu", "fwd"), ("cpu", "fwd+bwd"), ("reference", "fwd")]:
+        m = measured_peak(length, backend, mode, threads)
+        print(f"    {backend:<10} {mode:<8} {mib(m['extra'])}   (outputs/gradients {mib(unavoidable[mode]).strip()})")
+
+
+if __name__ == "__main__":
+    main()

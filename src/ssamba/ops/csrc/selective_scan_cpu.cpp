@@ -1,0 +1,594 @@
+// Fused CPU selective scan (forward + hand-written backward) for ssamba.
+//
+// Plain C++17 with a C ABI, loaded through ctypes (no torch headers: it compiles in a
+// few seconds). All inputs are fp32 and contiguous; the Python side (scan_cpu.py)
+// converts, transposes and pads them. Layouts:
+//
+//   u, delta, z, out, du, ddelta, dz, gout : (batch, dim, L)
+//   A                                      : (dim, NP)         NP = N rounded up to 16
+//   Bt, Ct                                 : (batch, L, NP)    B, C transposed, zero padded
+//   Dv, bias                               : (dim,)            optional (nullptr)
+//   ckpt                                   : (batch*dim, nchunks, NP) state entering each chunk
+//   dA, dD, dbias (per-channel partials)   : (batch, dim, NP) / (batch, dim)
+//   dB, dC (per-thread slots)              : (nslots, L, NP)   nslots <= threads + batch
+//
+// The recurrence per channel (b, d) and state n:
+//   dt = softplus(delta + bias);  h = exp(dt*A) * h + dt*u*B;  y = C.h + D*u;  out = y*silu(z)
+// runs over L with the state held in SIMD registers (16 states per vector; GCC vector
+// extensions, so the same source becomes AVX-512, AVX2, SSE or NEON code depending on
+// -march, with a few AVX-512 intrinsics where they pay: scalef-based exp2, rcp14, and a
+// transposing 16x16 reduction that turns the per-step dot products C.h into 3 ops a step).
+// Channels are split over worker threads. The forward stores the state at the start of
+// every chunk of K steps when a backward will follow; the backward recomputes a chunk's
+// states and decays from that checkpoint into a thread-local buffer, then walks the
+// chunk in reverse. Extra memory: the checkpoints (batch*dim*ceil(L/K)*NP floats), the
+// dB/dC slots, O(batch*dim*NP) partial sums and O(K*NP) per thread; never a
+// (batch, L, dim, N) tensor.
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <thread>
+#include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
+
+namespace {
+
+typedef float v16 __attribute__((vector_size(64)));
+typedef int32_t vi16 __attribute__((vector_size(64)));
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v4 __attribute__((vector_size(16)));
+
+constexpr int W = 16;         // lanes per vector
+#ifndef SSAMBA_SCAN_CHUNK
+#define SSAMBA_SCAN_CHUNK 64
+#endif
+constexpr int K = SSAMBA_SCAN_CHUNK;  // time steps between checkpoints (multiple of W)
+static_assert(K % W == 0, "chunk length must be a multiple of the vector width");
+constexpr float LOG2E = 1.44269504088896341f;
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE v16 splat(float x) { return (v16){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
+
+INLINE v16 loadv(const float* p) {
+    v16 v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+}
+INLINE void storev(float* p, v16 v) { std::memcpy(p, &v, sizeof(v)); }
+
+INLINE float hsum(v16 v) {  // halving sum (memcpy halves: portable to GCC < 12)
+    v8 a, b;
+    std::memcpy(&a, &v, sizeof(a));
+    std::memcpy(&b, reinterpret_cast<const char*>(&v) + sizeof(a), sizeof(b));
+    a += b;
+    v4 c, e;
+    std::memcpy(&c, &a, sizeof(c));
+    std::memcpy(&e, reinterpret_cast<const char*>(&a) + sizeof(c), sizeof(e));
+    c += e;
+    return (c[0] + c[2]) + (c[1] + c[3]);
+}
+
+// out[i] = sum of the lanes of r[i], i < 16 (a transposing reduction on AVX-512).
+INLINE void reduce16(const v16* r, float* out) {
+#if defined(__AVX512F__)
+    __m512 s[8], t[4];
+    for (int i = 0; i < 8; ++i) {
+        __m512 a = r[2 * i], b = r[2 * i + 1];
+        s[i] = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+    }
+    for (int i = 0; i < 4; ++i) {
+        __m512 a = s[2 * i], b = s[2 * i + 1];
+        t[i] = _mm512_add_ps(_mm512_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+    }
+    __m512 w0 = _mm512_add_ps(_mm512_shuffle_f32x4(t[0], t[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_f32x4(t[0], t[1], _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 w1 = _mm512_add_ps(_mm512_shuffle_f32x4(t[2], t[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_f32x4(t[2], t[3], _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 res = _mm512_add_ps(_mm512_shuffle_f32x4(w0, w1, _MM_SHUFFLE(2, 0, 2, 0)),
+                               _mm512_shuffle_f32x4(w0, w1, _MM_SHUFFLE(3, 1, 3, 1)));
+    _mm512_storeu_ps(out, res);
+#else
+    for (int i = 0; i < 16; ++i) out[i] = hsum(r[i]);
+#endif
+}
+
+// 2^x, max relative error ~1e-7 (degree-6 minimax polynomial on [-1/2, 1/2]).
+INLINE v16 vexp2(v16 x) {
+#if defined(__AVX512F__)
+    const v16 n = _mm512_mask_roundscale_ps(x, 0xFFFF, x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#else
+    const v16 magic = splat(12582912.0f);  // 1.5 * 2^23: round to nearest integer
+    const v16 t = x + magic;
+    const v16 n = t - magic;
+#endif
+    const v16 r = x - n;
+    v16 p = splat(1.535336196e-04f);
+    p = p * r + 1.339887502e-03f;
+    p = p * r + 9.618436918e-03f;
+    p = p * r + 5.550332367e-02f;
+    p = p * r + 2.402264774e-01f;
+    p = p * r + 6.931471825e-01f;
+    p = p * r + 1.0f;
+#if defined(__AVX512F__)
+    return _mm512_scalef_ps(p, n);  // p * 2^n, with proper underflow to 0 / overflow to inf
+#else
+    const vi16 bits = ((vi16)t << 23) + (127 << 23);
+    v16 res = p * (v16)bits;
+    res = x < splat(-126.0f) ? splat(0.0f) : res;
+    return x > splat(127.0f) ? splat(__builtin_inff()) : res;
+#endif
+}
+
+INLINE v16 vexp(v16 x) { return vexp2(x * LOG2E); }
+
+INLINE v16 vmax(v16 a, v16 b) { return a > b ? a : b; }
+INLINE v16 vmin(v16 a, v16 b) { return a < b ? a : b; }
+
+// log(x) for x in [1, 2] (Cephes logf polynomial).
+INLINE v16 vlog_1_2(v16 x) {
+    const vi16 big = x > splat(1.41421356237f);
+    v16 e = big ? splat(1.0f) : splat(0.0f);
+    v16 m = big ? x * 0.5f : x;
+    m = m - 1.0f;
+    v16 z = m * m;
+    v16 y = splat(7.0376836292e-2f);
+    y = y * m - 1.1514610310e-1f;
+    y = y * m + 1.1676998740e-1f;
+    y = y * m - 1.2420140846e-1f;
+    y = y * m + 1.4249322787e-1f;
+    y = y * m - 1.6668057665e-1f;
+    y = y * m + 2.0000714765e-1f;
+    y = y * m - 2.4999993993e-1f;
+    y = y * m + 3.3333331174e-1f;
+    y = y * m * z;
+    y = y + e * -2.12194440e-4f;
+    y = y - z * 0.5f;
+    return m + y + e * 0.693359375f;
+}
+
+// 1/x: on AVX-512 a 14-bit estimate refined by one Newton step (~1 ulp); vdivps has a
+// far lower throughput.
+INLINE v16 vrcp(v16 x) {
+#if defined(__AVX512F__)
+    const v16 r = _mm512_rcp14_ps(x);
+    return r * (2.0f - x * r);
+#else
+    return 1.0f / x;
+#endif
+}
+
+// log1p(y) for y in [0, 1], accurate for tiny y.
+INLINE v16 vlog1p_01(v16 y) {
+    v16 u = y + 1.0f;
+    v16 d = u - 1.0f;
+    v16 lg = vlog_1_2(u);
+    const vi16 exact = d == splat(0.0f);
+    v16 dd = exact ? splat(1.0f) : d;
+    return exact ? y : lg * (y * vrcp(dd));
+}
+
+// 1 / (1 + exp(-x)); the clamp keeps vrcp away from inf (sigmoid(-80) ~ 1.8e-35).
+INLINE v16 vsigmoid(v16 x) { return vrcp(vexp(vmin(-x, splat(80.0f))) + 1.0f); }
+
+// torch.nn.functional.softplus (beta=1, threshold=20) and its derivative sigmoid(x)
+// (1 above the threshold, as in torch).
+INLINE v16 vsoftplus(v16 x, v16* deriv) {
+    const v16 e = vexp(-vmax(x, -x));  // exp(-|x|)
+    const v16 sp = vmax(x, splat(0.0f)) + vlog1p_01(e);
+    const vi16 lin = x > splat(20.0f);
+    if (deriv) {
+        const v16 sg = (x >= splat(0.0f) ? splat(1.0f) : e) * vrcp(e + 1.0f);
+        *deriv = lin ? splat(1.0f) : sg;
+    }
+    return lin ? x : sp;
+}
+
+struct Params {
+    const float *u, *delta, *A, *Bt, *Ct, *Dv, *z, *bias, *gout;
+    float *out, *ckpt;
+    float *du, *ddelta, *dA, *dB, *dC, *dD, *dz, *dbias;
+    int64_t batch, dim, L, NP;
+    int nv, softplus;
+    const int64_t *starts, *slot_base;
+};
+
+// Copy src[0:n] into dst (a K-long buffer), zero-filling the tail.
+INLINE void copy_pad(float* dst, const float* src, int n) {
+    std::memcpy(dst, src, sizeof(float) * n);
+    for (int i = n; i < K; ++i) dst[i] = 0.0f;
+}
+
+// dt (and softplus derivative) for one chunk; buffers are K long.
+INLINE void chunk_dt(const Params& p, const float* delta, const float* u, float bias, int kn,
+                     float* dtb, float* dtub, float* sgb) {
+    alignas(64) float xb[K], ub[K];
+    copy_pad(xb, delta, kn);
+    copy_pad(ub, u, kn);
+    for (int k = 0; k < K; k += W) {
+        v16 x = loadv(xb + k) + bias;
+        v16 dt = x;
+        if (p.softplus) {
+            v16 sg;
+            dt = vsoftplus(x, sgb ? &sg : nullptr);
+            if (sgb) storev(sgb + k, sg);
+        } else if (sgb) {
+            storev(sgb + k, splat(1.0f));
+        }
+        storev(dtb + k, dt);
+        storev(dtub + k, dt * loadv(ub + k));
+    }
+}
+
+// Per-thread scratch: chunk states/decays and per-step vectors waiting for reduce16.
+struct Work {
+    std::vector<v16> buf;
+    v16 *hbuf, *abuf, *accb, *s1b, *s2b, *ext;
+    explicit Work(int nv) : buf((size_t)(2 * K + 1) * nv + 3 * K + 6 * nv) {
+        hbuf = buf.data();                 // [K+1][nv]: hbuf[0] = checkpoint, hbuf[k+1] = h_k
+        abuf = hbuf + (K + 1) * nv;        // [K][nv]: exp(dt_k A)
+        accb = abuf + K * nv;              // [K]
+        s1b = accb + K;                    // [K]
+        s2b = s1b + K;                     // [K]
+        ext = s2b + K;                     // 6 * nv registers for the generic-width path
+    }
+};
+
+template <int NVT>
+void fwd_channel(const Params& p, int64_t b, int64_t d, Work& w) {
+    const int nv = NVT > 0 ? NVT : p.nv;
+    const int64_t L = p.L, NP = p.NP, ch = b * p.dim + d;
+    const float* u = p.u + ch * L;
+    const float* delta = p.delta + ch * L;
+    const float* z = p.z ? p.z + ch * L : nullptr;
+    float* out = p.out + ch * L;
+    const float* Bt = p.Bt + b * L * NP;
+    const float* Ct = p.Ct + b * L * NP;
+    const float bias = p.bias ? p.bias[d] : 0.0f;
+    const float Dd = p.Dv ? p.Dv[d] : 0.0f;
+    const int64_t nchunks = (L + K - 1) / K;
+
+    constexpr int R = NVT > 0 ? NVT : 1;
+    v16 h_loc[R], A2_loc[R];
+    v16 *h = h_loc, *A2 = A2_loc;
+    if (NVT == 0) {
+        h = w.ext;
+        A2 = w.ext + nv;
+    }
+    for (int j = 0; j < nv; ++j) {
+        h[j] = splat(0.0f);
+        A2[j] = loadv(p.A + d * NP + j * W) * LOG2E;
+    }
+    v16* __restrict accb = w.accb;
+
+    alignas(64) float dtb[K], dtub[K], yb[K], ub[K], zb[K];
+    for (int64_t c = 0; c < nchunks; ++c) {
+        const int64_t c0 = c * K;
+        const int kn = (int)std::min<int64_t>(K, L - c0);
+        if (p.ckpt) {
+            float* cp = p.ckpt + (ch * nchunks + c) * NP;
+            for (int j = 0; j < nv; ++j) storev(cp + j * W, h[j]);
+        }
+        chunk_dt(p, delta + c0, u + c0, bias, kn, dtb, dtub, nullptr);
+        const float* Bp = Bt + c0 * NP;
+        const float* Cp = Ct + c0 * NP;
+        for (int k = 0; k < kn; ++k) {
+            const v16 dt = splat(dtb[k]), dtu = splat(dtub[k]);
+            v16 acc = splat(0.0f);
+            for (int j = 0; j < nv; ++j) {
+                const v16 a = vexp2(dt * A2[j]);
+                h[j] = a * h[j] + dtu * loadv(Bp + k * NP + j * W);
+                acc += loadv(Cp + k * NP + j * W) * h[j];
+            }
+            accb[k] = acc;
+        }
+        for (int k = kn; k < K; ++k) accb[k] = splat(0.0f);
+        for (int k = 0; k < K; k += W) reduce16(accb + k, yb + k);
+        copy_pad(ub, u + c0, kn);
+        if (z) copy_pad(zb, z + c0, kn);
+        for (int k = 0; k < K; k += W) {
+            v16 o = loadv(yb + k) + loadv(ub + k) * Dd;
+            if (z) {
+                v16 zz = loadv(zb + k);
+                o = o * zz * vsigmoid(zz);
+            }
+            storev(yb + k, o);
+        }
+        std::memcpy(out + c0, yb, sizeof(float) * kn);
+    }
+}
+
+template <int NVT>
+void bwd_channel(const Params& p, int64_t b, int64_t d, float* dBs, float* dCs, Work& w) {
+    const int nv = NVT > 0 ? NVT : p.nv;
+    const int64_t L = p.L, NP = p.NP, ch = b * p.dim + d;
+    const float* u = p.u + ch * L;
+    const float* delta = p.delta + ch * L;
+    const float* z = p.z ? p.z + ch * L : nullptr;
+    const float* gout = p.gout + ch * L;
+    float* du = p.du + ch * L;
+    float* ddelta = p.ddelta + ch * L;
+    float* dz = p.dz ? p.dz + ch * L : nullptr;
+    const float* Bt = p.Bt + b * L * NP;
+    const float* Ct = p.Ct + b * L * NP;
+    const float bias = p.bias ? p.bias[d] : 0.0f;
+    const float Dd = p.Dv ? p.Dv[d] : 0.0f;
+    const int64_t nchunks = (L + K - 1) / K;
+
+    v16* __restrict hbuf = w.hbuf;
+    v16* __restrict abuf = w.abuf;
+    v16* __restrict accb = w.accb;
+    v16* __restrict s1b = w.s1b;
+    v16* __restrict s2b = w.s2b;
+    constexpr int R = NVT > 0 ? NVT : 1;
+    v16 h_loc[R], A_loc[R], A2_loc[R], carry_loc[R], dA_loc[R];
+    v16 *h = h_loc, *Av = A_loc, *A2 = A2_loc, *carry = carry_loc, *dAacc = dA_loc;
+    if (NVT == 0) {
+        h = w.ext;
+        Av = w.ext + nv;
+        A2 = w.ext + 2 * nv;
+        carry = w.ext + 3 * nv;
+        dAacc = w.ext + 4 * nv;
+    }
+    for (int j = 0; j < nv; ++j) {
+        Av[j] = loadv(p.A + d * NP + j * W);
+        A2[j] = Av[j] * LOG2E;
+        carry[j] = splat(0.0f);
+        dAacc[j] = splat(0.0f);
+    }
+    v16 dbias_acc = splat(0.0f), dD_acc = splat(0.0f);
+
+    alignas(64) float dtb[K], dtub[K], sgb[K], gyb[K], yb[K], ub[K], zb[K], gb[K], S1[K], S2[K],
+        szb[K];
+    for (int64_t c = nchunks - 1; c >= 0; --c) {
+        const int64_t c0 = c * K;
+        const int kn = (int)std::min<int64_t>(K, L - c0);
+        chunk_dt(p, delta + c0, u + c0, bias, kn, dtb, dtub, sgb);
+        copy_pad(ub, u + c0, kn);
+        copy_pad(gb, gout + c0, kn);
+        if (z) {
+            copy_pad(zb, z + c0, kn);
+            for (int k = 0; k < K; k += W) {
+                const v16 zz = loadv(zb + k), sz = vsigmoid(zz);
+                storev(szb + k, sz);
+                storev(gyb + k, loadv(gb + k) * zz * sz);
+            }
+        } else {
+            std::memcpy(gyb, gb, sizeof(gb));
+        }
+
+        // Recompute the chunk's states from its checkpoint; dC needs no reverse pass.
+        const float* cp = p.ckpt + (ch * nchunks + c) * NP;
+        for (int j = 0; j < nv; ++j) {
+            h[j] = loadv(cp + j * W);
+            hbuf[j] = h[j];
+        }
+        const float* Bp = Bt + c0 * NP;
+        const float* Cp = Ct + c0 * NP;
+        float* dCp = dCs + c0 * NP;
+        for (int k = 0; k < kn; ++k) {
+            const v16 dt = splat(dtb[k]), dtu = splat(dtub[k]), gy = splat(gyb[k]);
+            v16 acc = splat(0.0f);
+            for (int j = 0; j < nv; ++j) {
+                const v16 a = vexp2(dt * A2[j]);
+                h[j] = a * h[j] + dtu * loadv(Bp + k * NP + j * W);
+                abuf[k * nv + j] = a;
+                hbuf[(k + 1) * nv + j] = h[j];
+                storev(dCp + k * NP + j * W, loadv(dCp + k * NP + j * W) + gy * h[j]);
+                if (z) acc += loadv(Cp + k * NP + j * W) * h[j];
+            }
+            if (z) accb[k] = acc;
+        }
+        if (z) {
+            for (int k = kn; k < K; ++k) accb[k] = splat(0.0f);
+            for (int k = 0; k < K; k += W) reduce16(accb + k, yb + k);
+            alignas(64) float dzb[K];
+            for (int k = 0; k < K; k += W) {
+                const v16 zz = loadv(zb + k), s = loadv(szb + k);
+                const v16 y = loadv(yb + k) + loadv(ub + k) * Dd;
+                storev(dzb + k, loadv(gb + k) * y * s * (zz * (1.0f - s) + 1.0f));
+            }
+            std::memcpy(dz + c0, dzb, sizeof(float) * kn);
+        }
+
+        // Reverse through the chunk: g = dL/dh_k = carry + gy_k C_k; carry <- exp(dt_k A) g.
+        float* dBp = dBs + c0 * NP;
+        for (int k = kn - 1; k >= 0; --k) {
+            const v16 dt = splat(dtb[k]), dtu = splat(dtub[k]), gy = splat(gyb[k]);
+            v16 s1 = splat(0.0f), s2 = splat(0.0f);
+            for (int j = 0; j < nv; ++j) {
+                const v16 a = abuf[k * nv + j];
+                const v16 g = carry[j] + gy * loadv(Cp + k * NP + j * W);
+                const v16 t = g * hbuf[k * nv + j] * a;  // dL/d(dt*A), per state
+                dAacc[j] += t * dt;
+                s1 += t * Av[j];
+                s2 += g * loadv(Bp + k * NP + j * W);
+                storev(dBp + k * NP + j * W, loadv(dBp + k * NP + j * W) + g * dtu);
+                carry[j] = a * g;
+            }
+            s1b[k] = s1;
+            s2b[k] = s2;
+        }
+        for (int k = kn; k < K; ++k) s1b[k] = s2b[k] = splat(0.0f);
+        for (int k = 0; k < K; k += W) {
+            reduce16(s1b + k, S1 + k);
+            reduce16(s2b + k, S2 + k);
+        }
+        // dt-gradient = S1 + u S2; du = dt S2 + gy D; all tails are zero padded.
+        for (int k = 0; k < K; k += W) {
+            const v16 s2 = loadv(S2 + k), uu = loadv(ub + k), gy = loadv(gyb + k);
+            const v16 dd = (loadv(S1 + k) + uu * s2) * loadv(sgb + k);
+            storev(S1 + k, dd);
+            storev(gb + k, loadv(dtb + k) * s2 + gy * Dd);
+            dbias_acc += dd;
+            dD_acc += gy * uu;
+        }
+        std::memcpy(ddelta + c0, S1, sizeof(float) * kn);
+        std::memcpy(du + c0, gb, sizeof(float) * kn);
+    }
+    for (int j = 0; j < nv; ++j) storev(p.dA + ch * NP + j * W, dAacc[j]);
+    if (p.dD) p.dD[ch] = hsum(dD_acc);
+    if (p.dbias) p.dbias[ch] = hsum(dbias_acc);
+}
+
+// Denormals: a state decaying through the subnormal range (e.g. silence in audio) makes
+// every FMA take a microcode assist (measured: 6x slower). Flush them to zero while the
+// kernel runs; the caller's floating-point mode is restored afterwards.
+class FlushDenormals {
+   public:
+    FlushDenormals() {
+#if defined(__x86_64__) || defined(__i386__)
+        saved_ = _mm_getcsr();
+        _mm_setcsr(saved_ | 0x8040);  // FTZ | DAZ
+#elif defined(__aarch64__)
+        __asm__ __volatile__("mrs %0, fpcr" : "=r"(saved_));
+        uint64_t fz = saved_ | (1ull << 24);
+        __asm__ __volatile__("msr fpcr, %0" : : "r"(fz));
+#endif
+    }
+    ~FlushDenormals() {
+#if defined(__x86_64__) || defined(__i386__)
+        _mm_setcsr(saved_);
+#elif defined(__aarch64__)
+        __asm__ __volatile__("msr fpcr, %0" : : "r"(saved_));
+#endif
+    }
+    FlushDenormals(const FlushDenormals&) = delete;
+    FlushDenormals& operator=(const FlushDenormals&) = delete;
+
+   private:
+#if defined(__aarch64__)
+    uint64_t saved_ = 0;
+#else
+    unsigned int saved_ = 0;
+#endif
+};
+
+// Runs fn(0..nthreads-1), fn(0) on the calling thread. Returns 0, or 2 if a thread could
+// not be started or fn threw (e.g. out of memory).
+template <typename F>
+int run_threads(int nthreads, F&& fn) {
+    std::atomic<int> failed{0};
+    auto body = [&](int t) {
+        try {
+            FlushDenormals ftz;
+            fn(t);
+        } catch (...) {
+            failed = 1;
+        }
+    };
+    if (nthreads <= 1) {
+        body(0);
+        return failed ? 2 : 0;
+    }
+    std::vector<std::thread> pool;
+    pool.reserve(nthreads - 1);
+    try {
+        for (int i = 1; i < nthreads; ++i) pool.emplace_back(body, i);
+    } catch (...) {
+        failed = 1;
+    }
+    if (!failed) body(0);
+    for (auto& t : pool) t.join();
+    return failed ? 2 : 0;
+}
+
+using FwdFn = void (*)(const Params&, int64_t, int64_t, Work&);
+using BwdFn = void (*)(const Params&, int64_t, int64_t, float*, float*, Work&);
+
+FwdFn pick_fwd(int nv) {
+    switch (nv) {
+        case 1: return fwd_channel<1>;
+        case 2: return fwd_channel<2>;
+        case 3: return fwd_channel<3>;
+        case 4: return fwd_channel<4>;
+        case 5: return fwd_channel<5>;
+        case 6: return fwd_channel<6>;
+        case 7: return fwd_channel<7>;
+        case 8: return fwd_channel<8>;
+        default: return fwd_channel<0>;
+    }
+}
+
+BwdFn pick_bwd(int nv) {
+    switch (nv) {
+        case 1: return bwd_channel<1>;
+        case 2: return bwd_channel<2>;
+        case 3: return bwd_channel<3>;
+        case 4: return bwd_channel<4>;
+        case 5: return bwd_channel<5>;
+        case 6: return bwd_channel<6>;
+        case 7: return bwd_channel<7>;
+        case 8: return bwd_channel<8>;
+        default: return bwd_channel<0>;
+    }
+}
+
+}  // namespace
+
+#define EXPORT __attribute__((visibility("default")))
+
+extern "C" {
+
+EXPORT int ssamba_scan_abi_version() { return 1; }
+EXPORT int ssamba_scan_chunk_size() { return K; }
+EXPORT int ssamba_scan_lanes() { return W; }
+
+// Forward. ckpt may be null (inference). starts: nthreads+1 channel offsets (flat b*dim+d).
+EXPORT int ssamba_scan_fwd(const float* u, const float* delta, const float* A, const float* Bt,
+                    const float* Ct, const float* Dv, const float* z, const float* bias,
+                    int softplus, float* out, float* ckpt, int64_t batch, int64_t dim,
+                    int64_t L, int64_t NP, int nthreads, const int64_t* starts) {
+    if (NP <= 0 || NP % W != 0 || L < 0 || nthreads < 1) return 1;
+    Params p{};
+    p.u = u; p.delta = delta; p.A = A; p.Bt = Bt; p.Ct = Ct; p.Dv = Dv; p.z = z; p.bias = bias;
+    p.out = out; p.ckpt = ckpt;
+    p.batch = batch; p.dim = dim; p.L = L; p.NP = NP; p.nv = (int)(NP / W);
+    p.softplus = softplus; p.starts = starts;
+    FwdFn fn = pick_fwd(p.nv);
+    return run_threads(nthreads, [&](int t) {
+        Work work(p.nv);
+        for (int64_t c = starts[t]; c < starts[t + 1]; ++c) fn(p, c / dim, c % dim, work);
+    });
+}
+
+// Backward. dB/dC: (nslots, L, NP) zero-initialised slots; thread t writes the batches it
+// touches into slots slot_base[t] + (b - starts[t] / dim). dz/dD/dbias may be null.
+EXPORT int ssamba_scan_bwd(const float* u, const float* delta, const float* A, const float* Bt,
+                    const float* Ct, const float* Dv, const float* z, const float* bias,
+                    int softplus, const float* ckpt, const float* gout, float* du,
+                    float* ddelta, float* dA, float* dB, float* dC, float* dD, float* dz,
+                    float* dbias, int64_t batch, int64_t dim, int64_t L, int64_t NP,
+                    int nthreads, const int64_t* starts, const int64_t* slot_base) {
+    if (NP <= 0 || NP % W != 0 || L < 0 || nthreads < 1) return 1;
+    Params p{};
+    p.u = u; p.delta = delta; p.A = A; p.Bt = Bt; p.Ct = Ct; p.Dv = Dv; p.z = z; p.bias = bias;
+    p.gout = gout; p.ckpt = const_cast<float*>(ckpt);
+    p.du = du; p.ddelta = ddelta; p.dA = dA; p.dB = dB; p.dC = dC; p.dD = dD; p.dz = dz;
+    p.dbias = dbias;
+    p.batch = batch; p.dim = dim; p.L = L; p.NP = NP; p.nv = (int)(NP / W);
+    p.softplus = softplus; p.starts = starts; p.slot_base = slot_base;
+    BwdFn fn = pick_bwd(p.nv);
+    return run_threads(nthreads, [&](int t) {
+        Work work(p.nv);
+        const int64_t b0 = starts[t] / dim;
+        for (int64_t c = starts[t]; c < starts[t + 1]; ++c) {
+            const int64_t b = c / dim;
+            const int64_t slot = slot_base[t] + (b - b0);
+            fn(p, b, c % dim, dB + slot * L * NP, dC + slot * L * NP, work);
+        }
+    });
+}
+
+}  // extern "C"

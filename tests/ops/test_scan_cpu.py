@@ -1,0 +1,231 @@
+"""The fused CPU scan ("cpu" backend) against the reference: outputs and every gradient."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from ssamba.ops import available_backends, scan_cpu, selective_scan, selective_scan_reference
+
+NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    if scan_cpu.load_library() is None:
+        pytest.skip("CPU scan kernel unavailable (test_kernel_compiles reports why)")
+    return scan_cpu
+
+
+def test_kernel_compiles():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the fallback warning would fail here
+        assert scan_cpu.load_library() is not None, scan_cpu._load_error
+    assert scan_cpu.chunk_size() % 16 == 0
+
+
+def make_inputs(gen, batch=2, channels=5, length=37, d_state=16, softplus=True):
+    def r(*shape):
+        return torch.randn(*shape, generator=gen)
+
+    bias = 0.3 * r(channels)
+    if softplus:
+        delta = 0.5 * r(batch, channels, length) - 1.0
+    else:  # a positive step size without softplus
+        delta = 0.5 * torch.rand(batch, channels, length, generator=gen) + 0.01
+        bias = bias.abs()
+    return dict(
+        u=r(batch, channels, length),
+        delta=delta,
+        A=-torch.exp(0.5 * r(channels, d_state)),
+        B=r(batch, d_state, length),
+        C=r(batch, d_state, length),
+        D=r(channels),
+        z=r(batch, channels, length),
+        delta_bias=bias,
+    )
+
+
+def run(backend, x, softplus, grad_out=None):
+    """Output and gradients w.r.t. every tensor input that is not None."""
+    leaves = {k: (v.detach().clone().requires_grad_() if v is not None else None) for k, v in x.items()}
+    out = selective_scan(**leaves, delta_softplus=softplus, backend=backend)
+    if grad_out is None:
+        grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(7))
+    (out.float() * grad_out).sum().backward()
+    grads = {k: v.grad for k, v in leaves.items() if v is not None}
+    return out, grads
+
+
+def assert_close(actual, expected, rtol, what=""):
+    """max |actual - expected| <= rtol * max |expected| (tolerance relative to the scale)."""
+    assert actual.shape == expected.shape, what
+    scale = expected.float().abs().max().clamp_min(1e-12)
+    err = (actual.float() - expected.float()).abs().max()
+    assert err <= rtol * scale, f"{what}: max abs err {err:.3g}, scale {scale:.3g}"
+
+
+def compare(x, softplus, rtol=1e-4, dtype=None):
+    expected, g_ref = run("reference", x, softplus)
+    got, g_cpu = run("cpu", x, softplus)
+    assert got.dtype == x["u"].dtype and got.shape == x["u"].shape
+    assert_close(got, expected, rtol, "output")
+    assert g_cpu.keys() == g_ref.keys()
+    for name in g_ref:
+        assert g_cpu[name] is not None, name
+        assert g_cpu[name].dtype == x[name].dtype, name
+        assert_close(g_cpu[name], g_ref[name], rtol, f"grad {name}")
+
+
+def lengths(chunk):
+    return {"1": 1, "short": chunk - 5, "chunk": chunk, "multi": 3 * chunk + 7}
+
+
+@pytest.mark.parametrize("length", ["1", "short", "chunk", "multi"])
+@pytest.mark.parametrize("use_d", [False, True])
+@pytest.mark.parametrize("use_z", [False, True])
+@pytest.mark.parametrize("use_bias", [False, True])
+@pytest.mark.parametrize("softplus", [False, True])
+def test_matches_reference(kernel, gen, length, use_d, use_z, use_bias, softplus):
+    L = lengths(kernel.chunk_size())[length]
+    x = make_inputs(gen, batch=2, channels=5, length=L, softplus=softplus)
+    x["D"] = x["D"] if use_d else None
+    x["z"] = x["z"] if use_z else None
+    x["delta_bias"] = x["delta_bias"] if use_bias else None
+    compare(x, softplus)
+
+
+@pytest.mark.parametrize("d_state", [1, 5, 16, 24, 40, 64, 144])
+def test_state_sizes(kernel, gen, d_state):
+    # 144 > 128 states exercises the generic (non-specialised) width.
+    x = make_inputs(gen, batch=2, channels=3, length=70, d_state=d_state)
+    compare(x, softplus=True)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 7, 64])
+def test_thread_partitions(kernel, gen, threads):
+    # Thread ranges that split a batch element, cover several, or outnumber the channels.
+    x = make_inputs(gen, batch=3, channels=5, length=kernel.chunk_size() + 9)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        compare(x, softplus=True)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_long_sequence(kernel, gen):
+    x = make_inputs(gen, batch=1, channels=4, length=3000)
+    x["A"] = -torch.exp(torch.linspace(-4, 1, 16)).repeat(4, 1)  # slow and fast decays
+    compare(x, softplus=True)
+
+
+def test_extreme_values(kernel, gen):
+    # delta above the softplus threshold (20), decays that underflow to exactly 0,
+    # large gates on both sides, and silence that lets the state decay through the
+    # subnormal range (the kernel flushes subnormals to zero).
+    x = make_inputs(gen, batch=1, channels=5, length=300)
+    x["delta"][0, 0] = 25.0
+    x["delta"][0, 1] = -30.0
+    x["A"][2] = -200.0
+    x["z"][0, 3] = torch.linspace(-120, 120, 300)
+    x["u"][0, 4, 20:] = 0.0
+    x["delta"][0, 4] = 3.0
+    compare(x, softplus=True)
+
+
+def test_empty_length(kernel, gen):
+    x = {k: v.requires_grad_() for k, v in make_inputs(gen, length=0).items()}
+    out = selective_scan(**x, delta_softplus=True, backend="cpu")
+    assert out.shape == (2, 5, 0)
+    out.sum().backward()
+    assert x["A"].grad.abs().sum() == 0 and x["u"].grad.shape == (2, 5, 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_inputs(kernel, gen, dtype):
+    x = {k: v.to(dtype) for k, v in make_inputs(gen, length=100).items()}
+    expected, g_ref = run("reference", x, True)
+    got, g_cpu = run("cpu", x, True)
+    assert got.dtype == dtype
+    assert_close(got, expected, 2e-2, "output")
+    for name in g_ref:
+        assert g_cpu[name].dtype == dtype
+        assert_close(g_cpu[name], g_ref[name], 2e-2, f"grad {name}")
+
+
+def test_non_contiguous_inputs(kernel, gen):
+    x = make_inputs(gen, batch=2, channels=5, length=90)
+    nc = {
+        "u": x["u"].transpose(1, 2).contiguous().transpose(1, 2),
+        "delta": torch.stack([x["delta"], x["delta"]], -1)[..., 0],
+        "A": x["A"].t().contiguous().t(),
+        "B": x["B"].transpose(1, 2).contiguous().transpose(1, 2),
+        "C": torch.stack([x["C"], torch.zeros_like(x["C"])], -1)[..., 0],
+        "D": torch.stack([x["D"], x["D"]], 1)[:, 1],
+        "z": x["z"].transpose(1, 2).contiguous().transpose(1, 2),
+        "delta_bias": torch.stack([x["delta_bias"], x["delta_bias"]], 1)[:, 0],
+    }
+    assert not nc["u"].is_contiguous() and not nc["A"].is_contiguous()
+    assert not any(v.is_contiguous() for v in nc.values())
+    assert all(torch.equal(nc[k], x[k]) for k in x)
+    compare(nc, softplus=True)
+
+
+def test_partial_requires_grad_and_no_grad(kernel, gen):
+    x = make_inputs(gen, length=80)
+    expected = selective_scan_reference(**x, delta_softplus=True)
+    with torch.no_grad():
+        assert_close(selective_scan(**x, delta_softplus=True, backend="cpu"), expected, 1e-4)
+    u = x["u"].clone().requires_grad_()
+    out = selective_scan(**{**x, "u": u}, delta_softplus=True, backend="cpu")
+    out.sum().backward()
+    u_ref = x["u"].clone().requires_grad_()
+    selective_scan_reference(**{**x, "u": u_ref}, delta_softplus=True).sum().backward()
+    assert_close(u.grad, u_ref.grad, 1e-4)
+
+
+def test_float64_goes_to_the_reference(gen):
+    x = {k: v.double() for k, v in make_inputs(gen, length=20).items()}
+    got = selective_scan(**x, delta_softplus=True, backend="cpu")
+    assert got.dtype == torch.float64
+    assert torch.equal(got, selective_scan_reference(**x, delta_softplus=True))
+
+
+def test_auto_picks_cpu_on_cpu_tensors(kernel, gen):
+    x = make_inputs(gen, length=10)
+    assert available_backends(x["u"])[0] == "cpu"
+    assert available_backends(x["u"]).index("cpu") < available_backends(x["u"]).index("reference")
+
+
+def test_fallback_warns_once_and_uses_reference(gen, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(scan_cpu, "_compile", broken)
+    monkeypatch.setattr(scan_cpu, "_lib", None)
+    monkeypatch.setattr(scan_cpu, "_load_error", None)
+    monkeypatch.setattr(scan_cpu, "_warned", False)
+    x = make_inputs(gen, length=30)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = selective_scan(**x, delta_softplus=True, backend="cpu")
+        second = selective_scan(**x, delta_softplus=True)  # auto still lands on "cpu"
+    relevant = [w for w in caught if "selective scan kernel is unavailable" in str(w.message)]
+    assert len(relevant) == 1, [str(w.message) for w in caught]
+    assert "no compiler here" in str(relevant[0].message)
+    expected = selective_scan_reference(**x, delta_softplus=True)
+    assert torch.equal(first, expected) and torch.equal(second, expected)
+
+
+def test_compiles_into_a_fresh_cache_and_reuses_it(kernel, tmp_path, monkeypatch):
+    monkeypatch.setenv("SSAMBA_CACHE_DIR", str(tmp_path))
+    cache = scan_cpu._cache_dir()
+    assert cache.is_relative_to(tmp_path)
+    first = scan_cpu._compile(scan_cpu._SOURCE, cache)
+    mtime = first.stat().st_mtime_ns
+    second = scan_cpu._compile(scan_cpu._SOURCE, cache)
+    assert first == second and second.stat().st_mtime_ns == mtime
+    assert [p.name for p in cache.iterdir()] == [first.name]  # no temporary files left
