@@ -96,18 +96,25 @@ class MaskedPatchModeling(nn.Module):
         self.use_cluster = config.masking == "cluster" or (config.masking == "auto" and square)
 
     def draw_mask(self, batch: int, grid: tuple[int, int], generator: torch.Generator,
-                  device: torch.device) -> Tensor:
+                  device: torch.device, rows: tuple[int, int] | None = None) -> Tensor:
+        """Masks for ``batch`` clips; with ``rows = (start, total)`` the masks are rows
+        ``start:start + batch`` of a draw for ``total`` clips, so that a batch split over
+        processes gets the masks the whole batch would get in one process."""
+        start, total = rows if rows is not None else (0, batch)
         n = self.config.num_masked
         if self.use_cluster:
-            return cluster_mask(batch, grid, n, generator, self.config.cluster_sizes, device)
-        return random_mask(batch, grid[0] * grid[1], n, generator, device)
+            mask = cluster_mask(total, grid, n, generator, self.config.cluster_sizes, device)
+        else:
+            mask = random_mask(total, grid[0] * grid[1], n, generator, device)
+        return mask[start:start + batch]
 
     def masked_outputs(self, encoder: nn.Module, spec: Tensor, mask: Tensor) -> Tensor:
         """Encoder outputs at the masked positions, ``(B, N, D)`` in token order."""
         tokens = encoder.forward_features(spec, mask)[:, encoder.num_prefix_tokens:]
         return tokens[mask].view(spec.shape[0], self.config.num_masked, -1)
 
-    def forward(self, encoder: nn.Module, spec: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+    def forward(self, encoder: nn.Module, spec: Tensor, generator: torch.Generator,
+                rows: tuple[int, int] | None = None) -> dict[str, Tensor]:
         if tuple(encoder.config.patch_stride) != self.patch_size:
             raise ValueError(
                 f"pretraining needs non-overlapping patches: stride {encoder.config.patch_stride} "
@@ -118,7 +125,7 @@ class MaskedPatchModeling(nn.Module):
         batch = spec.shape[0]
         c = self.config
         out: dict[str, Tensor] = {}
-        mask = self.draw_mask(batch, grid, generator, spec.device)
+        mask = self.draw_mask(batch, grid, generator, spec.device, rows)
         hidden = self.masked_outputs(encoder, spec, mask)
         loss = spec.new_zeros(())
         if c.use_nce:
@@ -127,7 +134,7 @@ class MaskedPatchModeling(nn.Module):
             loss = loss + out["nce"]
         if c.use_mse:
             if c.use_nce and c.use_separate_passes:
-                mask = self.draw_mask(batch, grid, generator, spec.device)
+                mask = self.draw_mask(batch, grid, generator, spec.device, rows)
                 hidden = self.masked_outputs(encoder, spec, mask)
             target = targets[mask].view(batch, c.num_masked, -1)
             out["mse"] = F.mse_loss(self.mse_head(hidden), target)

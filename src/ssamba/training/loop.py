@@ -5,6 +5,12 @@ counter instead of carrying hidden state: the data order of pass ``p`` is a perm
 seeded by ``(seed, p)``, augmentations by ``(seed, p, clip)`` (the dataset), and the masks,
 dropout and drop-path of optimiser step ``s`` by ``(seed, s)``. A checkpoint therefore
 only needs the weights, the optimiser, the schedule and the step.
+
+Under ``torchrun`` every process reads the same global batch order and takes its own
+slice of each global batch (``run.batch_size`` is the global batch); gradients are
+averaged by DDP; masks are drawn for the global batch and sliced, so N processes train
+like one process with the same global batch. Only rank 0 writes checkpoints, metrics and
+pictures; validation is sharded and its results gathered.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..data import BadClipTracker, ClipDataset, collate_clips, worker_init_fn
+from . import distributed
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .optim import LRSchedule, OptimConfig, build_optimizer
 
@@ -42,6 +49,18 @@ def _seed(*parts: int) -> int:
     return x >> 1
 
 
+class _StepModule(torch.nn.Module):
+    """Runs the task's step as a module's forward, so DDP can hook the gradients."""
+
+    def __init__(self, task):
+        super().__init__()
+        self.task_modules = task.modules
+        self.task = task
+
+    def forward(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return self.task.step(batch, generator)
+
+
 class Trainer:
     """Runs ``task`` on ``train_set`` with the optimiser/schedule of ``optim``.
 
@@ -55,9 +74,19 @@ class Trainer:
         self.task, self.train_set, self.valid_set = task, train_set, valid_set
         self.optim_config, self.run, self.experiment = optim, run, experiment
         self.num_workers = num_workers
+        self.world = distributed.current()
         self.device = resolve_device(run.device)
         self.out_dir = Path(run.out_dir)
+        if run.batch_size % self.world.size:
+            raise ValueError(f"run.batch_size {run.batch_size} is not divisible by the {self.world.size} processes")
+        self.local_batch = run.batch_size // self.world.size
         self.task.modules.to(self.device)
+        self.step_module = _StepModule(task)
+        if self.world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.step_module = DistributedDataParallel(self.step_module, device_ids=ids)
         self.optimizer = build_optimizer(task.modules, optim, task.head_prefixes)
         self.schedule = LRSchedule(self.optimizer, optim, maximize=task.maximize)
         self.batches_per_pass = len(train_set) // run.batch_size
@@ -87,22 +116,26 @@ class Trainer:
     def _train_batches(self) -> Iterator[dict]:
         """Micro-batches from the current position on, pass after pass."""
         micro = self.step * self.optim_config.grad_accum
-        size = self.run.batch_size
+        size, local = self.run.batch_size, self.local_batch
+        start = self.world.rank * local  # this process's slice of every global batch
         while True:
             data_pass, offset = divmod(micro, self.batches_per_pass)
             order = torch.randperm(len(self.train_set), generator=torch.Generator().manual_seed(
                 _seed(self.run.seed, data_pass)))
-            batches = [order[i * size:(i + 1) * size].tolist() for i in range(self.batches_per_pass)]
+            batches = [order[i * size + start:i * size + start + local].tolist()
+                       for i in range(self.batches_per_pass)]
             self.train_set.set_epoch(data_pass)
             for batch in self._loader(self.train_set, batches[offset:]):
                 micro += 1
+                batch["rows"] = (start, size)
                 yield batch
 
     def _eval_batches(self, dataset) -> Iterator[dict]:
-        size = self.run.batch_size
+        """This process's share of the evaluation batches (whole batches, round robin)."""
+        size = self.local_batch
         batches = [list(range(i, min(i + size, len(dataset)))) for i in range(0, len(dataset), size)]
         dataset.set_epoch(0)
-        return iter(self._loader(dataset, batches))
+        return iter(self._loader(dataset, batches[self.world.rank::self.world.size]))
 
     # -- checkpoints ------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -119,9 +152,13 @@ class Trainer:
             state["averaged"] = self.averaged
         return state
 
-    def save(self) -> Path:
-        return save_checkpoint(self.out_dir / "checkpoints", self.step, self.task.modules["encoder"],
-                               self.state(), keep=self.run.keep_checkpoints)
+    def save(self) -> Path | None:
+        path = None
+        if self.world.is_main:
+            path = save_checkpoint(self.out_dir / "checkpoints", self.step, self.task.modules["encoder"],
+                                   self.state(), keep=self.run.keep_checkpoints)
+        distributed.barrier()  # nobody runs ahead of (or resumes from) a half-written checkpoint
+        return path
 
     def resume(self, path: str | Path | None = None) -> bool:
         """Continue from ``path`` or from the run's latest checkpoint; False if there is none."""
@@ -153,14 +190,18 @@ class Trainer:
         self.schedule.apply(self.step)
         totals: dict[str, float] = {}
         for k, batch in enumerate(micro_batches):
-            torch.manual_seed(_seed(self.run.seed, self.step, k, 1))  # dropout, drop path
+            torch.manual_seed(_seed(self.run.seed, self.step, k, 1, self.world.rank))  # dropout, drop path
             generator = torch.Generator().manual_seed(_seed(self.run.seed, self.step, k, 2))  # masks
             batch = {key: v.to(self.device) if torch.is_tensor(v) else v for key, v in batch.items()}
-            with self._autocast():
-                out = self.task.step(batch, generator)
-            (out["loss"] / accum).backward()
+            last = k == accum - 1
+            sync = self.step_module.no_sync() if self.world.distributed and not last else nullcontext()
+            with sync, self._autocast():
+                out = self.step_module(batch, generator)
+            with sync:
+                (out["loss"] / accum).backward()
             for key, value in out.items():
                 totals[key] = totals.get(key, 0.0) + value.item() / accum
+        totals = distributed.mean_scalars(totals)
         if not math.isfinite(totals["loss"]):
             raise FloatingPointError(f"loss is {totals['loss']} at step {self.step}; lower optim.lr?")
         if self.optim_config.grad_clip > 0:
@@ -171,8 +212,10 @@ class Trainer:
         return totals
 
     def evaluate(self, dataset) -> dict[str, float]:
+        """Metrics over the whole of ``dataset`` (sharded over processes, then gathered)."""
         self.task.modules.eval()
-        return self.task.evaluate(self._eval_batches(dataset), self.device, seed=self.run.seed)
+        part = self.task.collect(self._eval_batches(dataset), self.device, seed=self.run.seed)
+        return self.task.summarize(distributed.gather_objects(part))
 
     def _end_epoch(self, epoch: int, progress) -> None:
         metrics = self.evaluate(self.valid_set) if self.valid_set is not None else {}
@@ -180,7 +223,7 @@ class Trainer:
         self.schedule.end_epoch(epoch, metric)
         row = {"step": self.step, "epoch": epoch, **{f"valid_{k}": v for k, v in metrics.items()}}
         self._log(row)
-        if metrics:
+        if metrics and self.world.is_main:
             progress.write(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         first, last = self.average_epochs
         if first and first <= epoch <= last:
@@ -194,6 +237,8 @@ class Trainer:
 
     def _open_tensorboard(self) -> None:
         """TensorBoard event files beside metrics.csv, when tensorboard is installed."""
+        if not self.world.is_main:
+            return
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
@@ -202,6 +247,8 @@ class Trainer:
 
     def _log(self, row: dict[str, Any]) -> None:
         self.history.append(row)
+        if not self.world.is_main:
+            return
         if self._tensorboard is not None:
             for key, value in row.items():
                 if key != "step" and isinstance(value, (int, float)):
@@ -220,7 +267,8 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._open_tensorboard()
         accum = self.optim_config.grad_accum
-        progress = tqdm(total=self.total_steps, initial=self.step, disable=not self.run.progress,
+        progress = tqdm(total=self.total_steps, initial=self.step,
+                        disable=not (self.run.progress and self.world.is_main),
                         desc=f"{type(self.task).__name__}", unit="step", dynamic_ncols=True)
         batches = self._train_batches()
         running: dict[str, float] = {}
@@ -261,9 +309,11 @@ class Trainer:
         from .plots import plot_curves
 
         encoder = self.task.modules["encoder"]
-        save_model(encoder, self.out_dir / "final")
         summary: dict[str, Any] = {"steps": self.step, "final_model": str(self.out_dir / "final"),
                                    "bad_clips": self.bad.num_bad}
+        if not self.world.is_main:
+            return summary
+        save_model(encoder, self.out_dir / "final")
         if self.averaged is not None and self.averaged_count:
             current = {k: v.clone() for k, v in encoder.state_dict().items()}
             encoder.load_state_dict({k: (v / self.averaged_count).to(current[k].dtype)

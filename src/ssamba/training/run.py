@@ -13,6 +13,7 @@ from ..data import ClipDataset, ClipDatasetConfig, LabelMap, read_label_csv
 from ..models import create_model, load_model
 from ..models.adapt import load_encoder_weights
 from ..objectives import MaskedPatchModeling
+from . import distributed
 from .experiment import ExperimentConfig
 from .loop import Trainer, resolve_device
 from .tasks import ClassificationTask, PretrainTask
@@ -56,7 +57,17 @@ def _source_encoder(path: str) -> torch.nn.Module:
     raise FileNotFoundError(f"no ssamba model found at {path} (looked in {', '.join(map(str, candidates))})")
 
 
+def _join_world(config: ExperimentConfig) -> ExperimentConfig:
+    """Under torchrun: join the process group; the config's device becomes this rank's."""
+    import dataclasses
+
+    _, device = distributed.setup(config.run.device)
+    return dataclasses.replace(config, run=dataclasses.replace(config.run, device=device))
+
+
 def _write_summary(config: ExperimentConfig, summary: dict[str, Any]) -> None:
+    if not distributed.current().is_main:
+        return
     out = Path(config.run.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "experiment.json").write_text(json.dumps(config.to_dict(), indent=2))
@@ -67,6 +78,7 @@ def pretrain(config: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
     """Self-supervised masked patch modeling on ``data.train`` (labels ignored)."""
     if not config.data.train:
         raise ValueError("pretraining needs data.train (a manifest JSON)")
+    config = _join_world(config)
     torch.manual_seed(config.run.seed)
     encoder = create_model(config.model.preset, **config.model.options)
     _check_geometry(encoder, config)
@@ -107,6 +119,7 @@ def finetune(config: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
     """Supervised fine-tuning (or training from scratch) on a labelled manifest."""
     if not config.data.train:
         raise ValueError("fine-tuning needs data.train (a manifest JSON)")
+    config = _join_world(config)
     torch.manual_seed(config.run.seed)
     labels = _label_map(config)
     model, note = build_finetune_model(config, labels.num_classes)

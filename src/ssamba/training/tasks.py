@@ -30,23 +30,33 @@ class PretrainTask:
         self.modules = nn.ModuleDict({"encoder": encoder, "objective": objective})
 
     def step(self, batch: dict, generator: torch.Generator) -> dict[str, Tensor]:
-        return self.objective(self.encoder, batch["spec"], generator)
+        return self.objective(self.encoder, batch["spec"], generator, batch.get("rows"))
 
     @torch.no_grad()
-    def evaluate(self, batches: Iterable[dict], device: torch.device, seed: int = 0) -> dict[str, float]:
-        """Average objective outputs over the batches, with masks from a fixed seed."""
-        generator = torch.Generator().manual_seed(seed)
+    def collect(self, batches: Iterable[dict], device: torch.device, seed: int = 0) -> tuple[dict[str, float], int]:
+        """Clip-weighted sums of the objective's outputs, masks from a fixed seed."""
         totals: dict[str, float] = {}
         count = 0
         for batch in batches:
-            if batch["spec"].shape[0] == 0:
-                continue
-            out = self.step({"spec": batch["spec"].to(device)}, generator)
             size = batch["spec"].shape[0]
+            if size == 0:
+                continue
+            generator = torch.Generator().manual_seed(seed + int(batch["index"][0]))
+            out = self.step({"spec": batch["spec"].to(device)}, generator)
             for key, value in out.items():
                 totals[key] = totals.get(key, 0.0) + value.item() * size
             count += size
-        return {k: v / count for k, v in totals.items()} if count else {}
+        return totals, count
+
+    @staticmethod
+    def summarize(parts: list[tuple[dict[str, float], int]]) -> dict[str, float]:
+        """Merge :meth:`collect` results (one per process) into averages."""
+        count = sum(n for _, n in parts)
+        keys = {k for totals, _ in parts for k in totals}
+        return {k: sum(t.get(k, 0.0) for t, _ in parts) / count for k in sorted(keys)} if count else {}
+
+    def evaluate(self, batches: Iterable[dict], device: torch.device, seed: int = 0) -> dict[str, float]:
+        return self.summarize([self.collect(batches, device, seed)])
 
 
 class ClassificationTask:
@@ -82,8 +92,17 @@ class ClassificationTask:
             logits = self.model(batch["spec"].to(device)).float().cpu()
             scores.append(logits.softmax(1) if self.loss == "ce" else logits.sigmoid())
             targets.append(batch["target"])
+        if not scores:
+            return torch.zeros(0, 0), torch.zeros(0, 0)
         return torch.cat(scores), torch.cat(targets)
 
-    def evaluate(self, batches: Iterable[dict], device: torch.device, seed: int = 0) -> dict[str, float]:
-        scores, targets = self.predict(batches, device)
+    def collect(self, batches: Iterable[dict], device: torch.device, seed: int = 0) -> tuple[Tensor, Tensor]:
+        return self.predict(batches, device)
+
+    def summarize(self, parts: list[tuple[Tensor, Tensor]]) -> dict[str, float]:
+        scores = torch.cat([s for s, _ in parts if s.numel()])
+        targets = torch.cat([t for s, t in parts if s.numel()])
         return classification_metrics(scores, targets, multilabel=self.loss == "bce")
+
+    def evaluate(self, batches: Iterable[dict], device: torch.device, seed: int = 0) -> dict[str, float]:
+        return self.summarize([self.collect(batches, device, seed)])
