@@ -149,6 +149,54 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+# the layouts of ssamba.data.LAYOUTS, spelled out so that building the parser imports no torch
+_LAYOUTS = ("esc50", "speechcommands", "speechcommands-v1", "speechcommands-v1-12", "voxceleb1", "librispeech",
+            "folder")
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """Write <split>.json manifests and labels.csv for a dataset folder in its published layout."""
+    import logging
+
+    from .data import prepare
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        summary = prepare(args.layout, args.root, args.out, labels_from_subfolder=args.labels_from_subfolder,
+                          test_set=args.test_set)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    width = max(len("split"), *(len(name) for name in summary))
+    print(f"{'split':<{width}} {'clips':>8} {'classes':>8} {'skipped':>8}")
+    for name, row in summary.items():
+        print(f"{name:<{width}} {row['clips']:>8} {row['classes']:>8} {row['skipped']:>8}")
+    written = ", ".join(f"{name}.json" for name in summary)
+    labels = " and labels.csv" if any(row["classes"] for row in summary.values()) else ""
+    print(f"wrote {written}{labels} to {args.out}")
+    return 0
+
+
+def cmd_shard(args: argparse.Namespace) -> int:
+    """Pack a manifest's clips into WebDataset tar shards (shard-000000.tar, ... and shards.json)."""
+    import logging
+
+    from .data import read_shard_index, write_shards
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        paths = write_shards(args.manifest, args.out, max_clips_per_shard=args.max_clips,
+                             max_bytes=int(args.max_mb * 2**20), overwrite=args.overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    index = read_shard_index(args.out)
+    size = sum(row["bytes"] for row in index["shards"])
+    print(f"wrote {len(paths)} shard(s) with {index['num_clips']} clips ({size / 2**20:.1f} MiB) to {args.out}"
+          + (f"; skipped {index['skipped']} unreadable clip(s)" if index["skipped"] else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ssamba",
@@ -197,6 +245,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-mel-bins", type=int, default=128)
     p.add_argument("--max-clips", type=int, default=None, help="use this many clips spread over the manifest")
     p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("prepare", help=cmd_prepare.__doc__, description=cmd_prepare.__doc__)
+    p.add_argument("layout", metavar="LAYOUT", choices=_LAYOUTS,
+                   help="how ROOT is laid out: " + ", ".join(_LAYOUTS))
+    p.add_argument("root", metavar="ROOT", help="the dataset folder as downloaded and unpacked")
+    p.add_argument("out", metavar="OUT", help="folder to write <split>.json and labels.csv into")
+    p.add_argument("--labels-from-subfolder", action="store_true",
+                   help="folder layout: label each file by the sub-folder of ROOT it lies in")
+    p.add_argument("--test-set", default=None, metavar="DIR",
+                   help="speechcommands-v1-12: use the SUPERB test folder (speech_commands_test_set_v0.01) "
+                        "as the test split")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("shard", help=cmd_shard.__doc__, description=cmd_shard.__doc__)
+    p.add_argument("manifest", metavar="MANIFEST", help="manifest JSON of the clips")
+    p.add_argument("out", metavar="OUT", help="folder to write the shards into")
+    p.add_argument("--max-clips", type=int, default=1000, metavar="N", help="clips per shard at most (default 1000)")
+    p.add_argument("--max-mb", type=float, default=1024, metavar="MB", help="MiB per shard at most (default 1024)")
+    p.add_argument("--overwrite", action="store_true", help="replace shards already in OUT")
+    p.set_defaults(func=cmd_shard)
+    from .interfaces.cli import add_embed_parser
+
+    add_embed_parser(sub)
     return parser
 
 

@@ -145,3 +145,22 @@ def test_geometry_and_config_errors(audio, tmp_path):
         finetune(load_experiment(None, {"task": "finetune", "data.train": audio["train"],
                                         "run.out_dir": str(tmp_path)}))
     assert math.isfinite(1.0)
+
+
+def test_pretraining_streams_webdataset_shards_and_resumes(audio, tmp_path):
+    from ssamba.data import write_shards
+
+    shards = tmp_path / "shards"
+    write_shards(audio["unlabeled"], shards, max_clips_per_shard=64)
+    extra = {"data.train": str(shards), "data.valid": "", "run.epochs": 1, "run.steps_per_epoch": 6,
+             "run.save_every": 3, "objective.num_masked": 8}
+    straight = _trainer(pretrain_config(audio, tmp_path / "a", **extra))
+    assert straight.streaming and straight.batches_per_pass == 256 // 8
+    straight.fit()
+    half = _trainer(pretrain_config(audio, tmp_path / "b", **{**extra, "run.max_steps": 3}))
+    half.fit()
+    resumed = _trainer(pretrain_config(audio, tmp_path / "b", **extra))
+    assert resumed.resume() and resumed.step == 3
+    resumed.fit()
+    a, b = _weights(straight), _weights(resumed)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6

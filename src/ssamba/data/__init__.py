@@ -1,4 +1,4 @@
-"""Data: manifests, label maps, clip datasets and fine-tuning augmentations.
+"""Data: dataset layouts, manifests, label maps, clip datasets, tar shards and fine-tuning augmentations.
 
 Nothing here imports the models: a batch is ``{"spec": (B, T, F), "target": (B, C), ...}``.
 """
@@ -15,6 +15,7 @@ from .dataset import (
     load_clip,
     worker_init_fn,
 )
+from .layouts import LAYOUTS, DatasetSplits, MissingAudioWarning, prepare, read_layout
 from .manifest import (
     ClipEntry,
     LabelMap,
@@ -24,6 +25,7 @@ from .manifest import (
     write_label_csv,
     write_manifest,
 )
+from .shards import ShardDataset, read_shard_index, write_shards
 
 __all__ = [
     "BadClipTracker",
@@ -31,19 +33,27 @@ __all__ = [
     "ClipDataset",
     "ClipDatasetConfig",
     "ClipEntry",
+    "DatasetSplits",
+    "LAYOUTS",
     "LabelMap",
+    "MissingAudioWarning",
+    "ShardDataset",
     "add_noise_and_roll",
     "collate_clips",
     "compute_stats",
     "item_generator",
     "load_clip",
     "mixup_waveforms",
+    "prepare",
     "read_label_csv",
+    "read_layout",
     "read_manifest",
+    "read_shard_index",
     "sample_mixup_lambda",
     "spec_augment",
     "split_labels",
     "worker_init_fn",
     "write_label_csv",
     "write_manifest",
+    "write_shards",
 ]

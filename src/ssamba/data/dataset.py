@@ -178,15 +178,40 @@ class ClipDataset(torch.utils.data.Dataset):
                 wave = mixup_waveforms(wave, other, lam)
                 target = lam * target + (1.0 - lam) * self.target(partner)
 
-        fbank = self.frontend.fbank(wave)  # (1, frames, F); frames >= 1 checked on load
-        spec = self.frontend.normalize(pad_or_crop(fbank, c.frontend.target_length))[0]
-        if c.training:
-            if c.freqm > 0 or c.timem > 0:
-                mask_value = 0.0 if c.mask_after_norm else (0.0 - c.frontend.mean) / (2 * c.frontend.std)
-                spec = spec_augment(spec, c.freqm, c.timem, gen, mask_value=mask_value)
-            if c.noise:
-                spec = add_noise_and_roll(spec, gen)
-        return {"spec": spec.float().contiguous(), "target": target.float(), "index": index}
+        spec = clip_features(wave, self.frontend, c, gen)
+        return {"spec": spec, "target": target.float(), "index": index}
+
+
+def clip_features(wave: Tensor, frontend: LogMelFrontend, config: ClipDatasetConfig,
+                  generator: torch.Generator) -> Tensor:
+    """The model input ``(T, F)`` of one (possibly mixed) waveform: log-mel, pad/crop,
+    normalise, then - when ``config.training`` - SpecAugment and noise."""
+    c = config
+    fbank = frontend.fbank(wave)  # (1, frames, F); frames >= 1 checked on load
+    spec = frontend.normalize(pad_or_crop(fbank, c.frontend.target_length))[0]
+    if c.training:
+        if c.freqm > 0 or c.timem > 0:
+            mask_value = 0.0 if c.mask_after_norm else (0.0 - c.frontend.mean) / (2 * c.frontend.std)
+            spec = spec_augment(spec, c.freqm, c.timem, generator, mask_value=mask_value)
+        if c.noise:
+            spec = add_noise_and_roll(spec, generator)
+    return spec.float().contiguous()
+
+
+def waveform_problem(wave: Tensor, frontend: FrontendConfig) -> str:
+    """Why a decoded waveform cannot be used (``""`` if it can): empty, non-finite, or
+    shorter than one analysis frame."""
+    if wave.numel() == 0:
+        return "no samples"
+    if not bool(torch.isfinite(wave).all()):
+        return "NaN or infinite samples"
+    frame_length = int(frontend.sample_rate * frontend.frame_length_ms / 1000)
+    if wave.numel() < frame_length:
+        return (
+            f"{wave.numel()} samples is shorter than one frame "
+            f"({frame_length} samples = {frontend.frame_length_ms} ms)"
+        )
+    return ""
 
 
 def load_clip(path: str, frontend: FrontendConfig) -> tuple[Tensor | None, str]:
@@ -203,17 +228,8 @@ def load_clip(path: str, frontend: FrontendConfig) -> tuple[Tensor | None, str]:
         return None, str(err)
     except Exception as err:  # resampling or decoding failures of any kind
         return None, f"{type(err).__name__}: {err}"
-    if wave.numel() == 0:
-        return None, "no samples"
-    if not bool(torch.isfinite(wave).all()):
-        return None, "NaN or infinite samples"
-    frame_length = int(frontend.sample_rate * frontend.frame_length_ms / 1000)
-    if wave.numel() < frame_length:
-        return None, (
-            f"{wave.numel()} samples is shorter than one frame "
-            f"({frame_length} samples = {frontend.frame_length_ms} ms)"
-        )
-    return wave, ""
+    problem = waveform_problem(wave, frontend)
+    return (None, problem) if problem else (wave, "")
 
 
 def collate_clips(items: Sequence[dict[str, Any] | None]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Front end: audio files and waveforms -> Kaldi log-mel spectrograms ``(B, T, F)``."""
 
-from .audio import load_audio, resample
+from .audio import decode_audio, load_audio, resample
 from .kaldi import kaldi_fbank, mel_banks, num_frames
 from .logmel import DATASET_STATS, FrontendConfig, LogMelFrontend, pad_or_crop
 
@@ -8,6 +8,7 @@ __all__ = [
     "DATASET_STATS",
     "FrontendConfig",
     "LogMelFrontend",
+    "decode_audio",
     "kaldi_fbank",
     "load_audio",
     "mel_banks",

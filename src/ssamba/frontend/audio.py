@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -29,19 +31,42 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> Tensor:
     OGG, MP3 with a recent libsndfile. An unreadable file raises ``ValueError``
     naming it.
     """
+    path = Path(path)
+    return decode_audio(str(path), sample_rate, name=str(path))
+
+
+def decode_audio(
+    source: str | Path | bytes | bytearray | memoryview | BinaryIO,
+    sample_rate: int = 16000,
+    name: str | None = None,
+) -> Tensor:
+    """Decode audio from a path, encoded bytes or a binary file object (see :func:`load_audio`).
+
+    Returns a float32 mono waveform ``(S,)`` at ``sample_rate`` (channels averaged,
+    other rates resampled), the same samples :func:`load_audio` gives for the same file
+    contents. ``name`` names the source in errors and logs (default: the path, or
+    ``"<bytes>"``). Undecodable or empty audio raises ``ValueError``.
+    """
     import soundfile
 
-    path = Path(path)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        name = name or "<bytes>"
+        source = io.BytesIO(bytes(source))
+    elif isinstance(source, (str, Path)):
+        name = name or str(source)
+        source = str(source)
+    else:
+        name = name or str(getattr(source, "name", "<file object>"))
     try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        data, rate = soundfile.read(source, dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises several types (LibsndfileError, RuntimeError)
-        raise ValueError(f"cannot read audio file {str(path)!r}: {err}") from err
+        raise ValueError(f"cannot read audio file {name!r}: {err}") from err
     if data.size == 0:
-        raise ValueError(f"audio file {str(path)!r} has no samples")
+        raise ValueError(f"audio file {name!r} has no samples")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if data.shape[1] > 1:
-        log.info("%s: downmixed %d channels to mono", path, data.shape[1])
+        log.info("%s: downmixed %d channels to mono", name, data.shape[1])
     if rate != sample_rate:
-        log.info("%s: resampled %d Hz -> %d Hz", path, rate, sample_rate)
+        log.info("%s: resampled %d Hz -> %d Hz", name, rate, sample_rate)
         mono = resample(mono, rate, sample_rate)
     return torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))

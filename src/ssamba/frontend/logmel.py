@@ -65,10 +65,14 @@ class LogMelFrontend(nn.Module):
         self.config = config or FrontendConfig()
 
     def fbank(self, waveform: Tensor) -> Tensor:
-        """Un-normalised, un-padded log-mel ``(B, T, F)`` of a mean-removed waveform."""
+        """Un-normalised, un-padded log-mel ``(B, T, F)`` of the mean-removed waveform."""
         c = self.config
         waveform = validate_waveform(waveform, c.sample_rate, c.sample_rate)
-        waveform = waveform - waveform.mean(dim=1, keepdim=True)
+        return self.filterbank(waveform - waveform.mean(dim=1, keepdim=True))
+
+    def filterbank(self, waveform: Tensor) -> Tensor:
+        """The Kaldi filterbank with this config's options (no mean removal)."""
+        c = self.config
         return kaldi_fbank(
             waveform,
             sample_rate=c.sample_rate,

@@ -25,7 +25,7 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    train: str = ""  # manifest JSON of the training clips
+    train: str = ""  # manifest JSON of the training clips, or a folder of shards (ssamba shard)
     valid: str = ""  # manifest JSON evaluated after every epoch ('' = none)
     test: str = ""  # manifest JSON evaluated once at the end ('' = none)
     label_csv: str = ""  # label CSV (index,mid,display_name); fine-tuning only

@@ -89,7 +89,11 @@ class Trainer:
             self.step_module = DistributedDataParallel(self.step_module, device_ids=ids)
         self.optimizer = build_optimizer(task.modules, optim, task.head_prefixes)
         self.schedule = LRSchedule(self.optimizer, optim, maximize=task.maximize)
-        self.batches_per_pass = len(train_set) // run.batch_size
+        self.streaming = isinstance(train_set, torch.utils.data.IterableDataset)  # WebDataset shards
+        if self.streaming:  # every rank must run the same number of batches per pass
+            self.batches_per_pass = min(distributed.gather_objects(len(train_set) // self.local_batch))
+        else:
+            self.batches_per_pass = len(train_set) // run.batch_size
         if self.batches_per_pass == 0:
             raise ValueError(
                 f"the training set has {len(train_set)} clips, fewer than one batch of {run.batch_size}"
@@ -113,8 +117,27 @@ class Trainer:
                           collate_fn=collate_clips, worker_init_fn=worker_init_fn,
                           persistent_workers=False)
 
+    def _stream_batches(self) -> Iterator[dict]:
+        """Micro-batches of a streamed (sharded) training set; each rank reads its own
+        shards; resuming mid-pass re-reads and skips the batches already trained on."""
+        micro = self.step * self.optim_config.grad_accum
+        while True:
+            data_pass, offset = divmod(micro, self.batches_per_pass)
+            self.train_set.set_epoch(data_pass)
+            loader = DataLoader(self.train_set, batch_size=self.local_batch, collate_fn=collate_clips,
+                                num_workers=self.num_workers, worker_init_fn=worker_init_fn)
+            for i, batch in enumerate(loader):
+                if i >= self.batches_per_pass:
+                    break
+                if i >= offset:
+                    micro += 1
+                    yield batch
+
     def _train_batches(self) -> Iterator[dict]:
         """Micro-batches from the current position on, pass after pass."""
+        if self.streaming:
+            yield from self._stream_batches()
+            return
         micro = self.step * self.optim_config.grad_accum
         size, local = self.run.batch_size, self.local_batch
         start = self.world.rank * local  # this process's slice of every global batch
@@ -133,8 +156,11 @@ class Trainer:
     def _eval_batches(self, dataset) -> Iterator[dict]:
         """This process's share of the evaluation batches (whole batches, round robin)."""
         size = self.local_batch
-        batches = [list(range(i, min(i + size, len(dataset)))) for i in range(0, len(dataset), size)]
         dataset.set_epoch(0)
+        if isinstance(dataset, torch.utils.data.IterableDataset):  # shards: split by rank already
+            return iter(DataLoader(dataset, batch_size=size, collate_fn=collate_clips,
+                                   num_workers=self.num_workers, worker_init_fn=worker_init_fn))
+        batches = [list(range(i, min(i + size, len(dataset)))) for i in range(0, len(dataset), size)]
         return iter(self._loader(dataset, batches[self.world.rank::self.world.size]))
 
     # -- checkpoints ------------------------------------------------------------------

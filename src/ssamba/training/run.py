@@ -22,10 +22,16 @@ log = logging.getLogger(__name__)
 
 
 def _dataset(manifest: str, config: ExperimentConfig, training: bool, label_map: LabelMap | None) -> ClipDataset:
+    """A manifest JSON gives a :class:`ClipDataset`; a folder of WebDataset shards (or a
+    ``.tar``) written by ``ssamba shard`` gives a streaming :class:`ShardDataset`."""
+    from ..data import ShardDataset
+
     d = config.data
     augment = dict(freqm=d.freqm, timem=d.timem, mixup=d.mixup, noise=d.noise) if training else {}
     options = ClipDatasetConfig(frontend=config.frontend, training=training, seed=config.run.seed,
                                 max_bad_fraction=d.max_bad_fraction, **augment)
+    if Path(manifest).is_dir() or str(manifest).endswith(".tar"):
+        return ShardDataset(manifest, options, label_map, shuffle=training)
     return ClipDataset(manifest, options, label_map)
 
 
@@ -41,20 +47,6 @@ def _label_map(config: ExperimentConfig) -> LabelMap:
     if not config.data.label_csv:
         raise ValueError("fine-tuning needs data.label_csv (index,mid,display_name)")
     return read_label_csv(config.data.label_csv)
-
-
-def _source_encoder(path: str) -> torch.nn.Module:
-    """A model directory, or a training run's checkpoint folder / output folder."""
-    from .checkpoint import latest_checkpoint
-
-    candidates = [Path(path), Path(path) / "final"]
-    latest = latest_checkpoint(Path(path) / "checkpoints")
-    if latest is not None:
-        candidates.append(latest)
-    for candidate in candidates:
-        if (candidate / "config.json").is_file():
-            return load_model(candidate)
-    raise FileNotFoundError(f"no ssamba model found at {path} (looked in {', '.join(map(str, candidates))})")
 
 
 def _join_world(config: ExperimentConfig) -> ExperimentConfig:
@@ -101,7 +93,7 @@ def build_finetune_model(config: ExperimentConfig, num_classes: int) -> tuple[to
     """The classifier, with pretrained encoder weights when ``model.init_from`` is set."""
     options = {**config.model.options, "num_classes": num_classes}
     if config.model.init_from:
-        source = _source_encoder(config.model.init_from)
+        source = load_model(config.model.init_from)
         base = {k: v for k, v in vars(source.config).items() if k not in options}
         from ..models import model_from_config
         from ..config import config_from_dict
@@ -152,7 +144,7 @@ def evaluate(model_dir: str, manifest: str, label_csv: str, loss: str = "ce", ba
 
     from ..data import collate_clips
 
-    model = _source_encoder(model_dir).to(resolve_device(device)).eval()
+    model = load_model(model_dir).to(resolve_device(device)).eval()
     if getattr(model, "frontend_config", None) is None:
         raise ValueError(f"{model_dir} carries no front-end config; it was not saved by a training run")
     config = ExperimentConfig(task="finetune", frontend=model.frontend_config)
