@@ -89,7 +89,8 @@ class SpectrogramEncoder(nn.Module):
         return tokens  # (B, n + P, D)
 
     # -- forward ------------------------------------------------------------------
-    def encode(self, tokens: Tensor) -> Tensor:
+    def encode(self, tokens: Tensor, hidden_states: list[Tensor] | None = None) -> Tensor:
+        """Run the body; append each layer's (or layer pair's) output to ``hidden_states``."""
         raise NotImplementedError
 
     def forward_features(self, spec: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -99,6 +100,32 @@ class SpectrogramEncoder(nn.Module):
         frequency-row-first order.
         """
         return self.encode(self.embed(spec, mask))
+
+    def forward_hidden_states(self, spec: Tensor, mask: Tensor | None = None) -> list[Tensor]:
+        """Every representation on the way, each ``(B, L, D)``: the embedded tokens, the
+        output of each layer (each layer pair for SSAMBA with ``use_layer_pairing``), and
+        last the normalised output of :meth:`forward_features` - as SUPERB-style layer
+        weighting wants them."""
+        tokens = self.embed(spec, mask)
+        states = [tokens]
+        states.append(self.encode(tokens, states))
+        return states
+
+    def save_pretrained(self, directory) -> None:
+        """Write ``config.json`` + ``model.safetensors`` (see :func:`ssamba.save_model`)."""
+        from .serialization import save_model
+
+        save_model(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory, **overrides) -> "SpectrogramEncoder":
+        """Load a directory written by :meth:`save_pretrained` or a training run."""
+        from .serialization import load_model
+
+        model = load_model(directory, **overrides)
+        if not isinstance(model, cls):
+            raise TypeError(f"{directory} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
 
     def _require_head(self) -> ClassifierHead:
         if self.head is None:

@@ -56,16 +56,32 @@ def save_model(model: nn.Module, directory: str | Path) -> Path:
     return directory
 
 
+def resolve_model_dir(path: str | Path) -> Path:
+    """The model directory behind ``path``: the directory itself, or for a training
+    run's folder its ``final/`` model, else its newest checkpoint."""
+    path = Path(path)
+    candidates = [path, path / "final"]
+    pointer = path / "checkpoints" / "latest"
+    if pointer.is_file():
+        candidates.append(path / "checkpoints" / pointer.read_text().strip())
+    for candidate in candidates:
+        if (candidate / CONFIG_NAME).is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"{path} is not an ssamba model directory (no {CONFIG_NAME} in {', '.join(map(str, candidates))})"
+    )
+
+
 def load_model(directory: str | Path, map_location: str = "cpu", **overrides) -> nn.Module:
-    """Rebuild a model saved by :func:`save_model`; ``overrides`` change runtime options
-    that do not affect the weights' shapes (e.g. ``scan_backend``, ``attention``)."""
+    """Rebuild a model saved by :func:`save_model` (or a training run's model: pass the
+    run folder); ``overrides`` change runtime options that do not affect the weights'
+    shapes (e.g. ``scan_backend``, ``attention``)."""
     from safetensors.torch import load_file
 
-    directory = Path(directory)
+    directory = resolve_model_dir(directory)
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: not an ssamba model directory")
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"{weights_path} not found: not an ssamba model directory")
     meta = json.loads(config_path.read_text())
     if meta.get("format") != FORMAT:
         raise ValueError(f"{config_path} is not an ssamba model config (format {meta.get('format')!r})")

@@ -94,7 +94,7 @@ class SSAMBA(SpectrogramEncoder):
             for layer in self.layers:
                 layer.mixer.out_proj.weight /= math.sqrt(self.config.depth)
 
-    def encode(self, tokens: Tensor) -> Tensor:
+    def encode(self, tokens: Tensor, hidden_states: list[Tensor] | None = None) -> Tensor:
         hidden, residual = tokens, None
         if self.config.use_layer_pairing:
             for forward_layer, backward_layer in zip(self.layers[0::2], self.layers[1::2]):
@@ -103,9 +103,13 @@ class SSAMBA(SpectrogramEncoder):
                     hidden.flip(1), None if residual is None else residual.flip(1)
                 )
                 hidden, residual = h_fwd + h_bwd.flip(1), r_fwd + r_bwd.flip(1)
+                if hidden_states is not None:  # the residual stream after this pair
+                    hidden_states.append(residual + hidden)
         else:
             for layer in self.layers:
                 hidden, residual = layer(hidden, residual)
+                if hidden_states is not None:
+                    hidden_states.append(residual + hidden)
         residual = hidden if residual is None else residual + self.drop_path(hidden)
         out = self.norm_f(residual)
         if self.config.use_double_final_norm:

@@ -48,9 +48,11 @@ class SSAST(SpectrogramEncoder):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
 
-    def encode(self, tokens: Tensor) -> Tensor:
+    def encode(self, tokens: Tensor, hidden_states: list[Tensor] | None = None) -> Tensor:
         for block in self.blocks:
             tokens = block(tokens)
+            if hidden_states is not None:
+                hidden_states.append(tokens)
         return self.norm(tokens)
 
 

@@ -1,0 +1,50 @@
+"""``ssamba embed``: the command-line face of :mod:`ssamba.interfaces.files`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    """Clip-level (scene) and frame-level (timestamp) embeddings of audio files."""
+    import json
+
+    from .embedder import load
+    from .files import embed_files
+
+    layer: int | str = args.layer if args.layer == "mean" else int(args.layer)
+    try:
+        embedder = load(args.checkpoint, hop_frames=args.hop_frames, layer=layer)
+        index = embed_files(args.inputs, embedder, args.out, args.format, args.batch_size,
+                            progress=not args.no_progress)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"embedded {len(index['files'])} file(s) into {args.out} "
+          f"(D={index['embedding_size']}, hop {index['model_hop_ms']:.0f} ms)")
+    for failure in index["failed"]:
+        print(f"skipped {failure['audio']}: {failure['error']}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(index, indent=2))
+    return 0
+
+
+def add_embed_parser(sub) -> None:
+    p = sub.add_parser("embed", help=cmd_embed.__doc__, description=cmd_embed.__doc__ + (
+        " Writes one .npz per file (scene, timestamp_embeddings, timestamps_ms), or .npy files, or one"
+        " embeddings.npz for the set, plus index.json listing every file and every skipped one."))
+    p.add_argument("inputs", nargs="+", help="audio files, folders (searched recursively) or manifest JSONs")
+    p.add_argument("--checkpoint", required=True,
+                   help="model directory, checkpoint or training run folder (or a preset name: random weights)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", default="npz", choices=["npz", "npy", "set"],
+                   help="npz: one file per input; npy: three .npy per input; set: one embeddings.npz")
+    p.add_argument("--layer", default="-1",
+                   help="hidden state to read: index (0 = embedded input, -1 = final output) or 'mean' of all")
+    p.add_argument("--hop-frames", type=int, default=4,
+                   help="time stride of the patches in 10 ms frames, i.e. the timestamp hop (default 4 = 40 ms)")
+    p.add_argument("--batch-size", type=int, default=8, help="files of similar length per batch")
+    p.add_argument("--json", action="store_true", help="also print the index")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_embed)

@@ -1,0 +1,158 @@
+"""An encoder with its front end, as a feature extractor: waveforms in, embeddings out.
+
+Long audio is cut into windows of the model's input length, so memory stays bounded
+whatever the duration; windows tile the time axis exactly, so the timestamp grid is
+uniform across window borders.
+
+* timestamp (frame-level) embeddings: the patch tokens of one time column averaged over
+  the frequency rows, one per ``hop_frames`` (10 ms each), stamped at the column's centre
+  in milliseconds;
+* scene (clip-level) embeddings: the mean of the timestamp embeddings.
+
+Any layer can be read (``layer=k`` indexes :meth:`forward_hidden_states`: 0 is the
+embedded input, -1 the final output), or a weighted sum of all of them
+(``layer="mean"`` or a list of weights), as the SUPERB protocol does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..frontend import FrontendConfig, LogMelFrontend
+from ..models import load_model, model_from_config
+from ..models.adapt import load_encoder_weights
+
+
+class Embedder(nn.Module):
+    """``Embedder(encoder)``; see the module docstring. ``hop_frames`` sets the time
+    stride of the patches (default: the encoder's own); the encoder is rebuilt at that
+    stride with its weights carried over (position embeddings resampled)."""
+
+    def __init__(self, encoder: nn.Module, frontend: FrontendConfig | None = None, layer: int | str | list = -1,
+                 hop_frames: int | None = None, window_frames: int | None = None, batch_windows: int = 8):
+        super().__init__()
+        config = encoder.config
+        if hop_frames is not None and hop_frames != config.patch_stride[1]:
+            adapted = model_from_config(replace(config, patch_stride=(config.patch_stride[0], hop_frames),
+                                                num_classes=0))
+            load_encoder_weights(adapted, encoder)
+            encoder = adapted
+        self.encoder = encoder.eval()
+        frontend = frontend or getattr(encoder, "frontend_config", None) or FrontendConfig(
+            num_mel_bins=config.input_fdim)
+        self.frontend = LogMelFrontend(frontend)
+        self.window_frames = window_frames or config.input_tdim
+        self.batch_windows = batch_windows
+        self.layer = layer
+        kt = self.encoder.config.patch_size[1]
+        if self.window_frames < kt:
+            raise ValueError(f"window of {self.window_frames} frames is shorter than a patch ({kt})")
+
+    # -- geometry -------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self.frontend.config.sample_rate
+
+    @property
+    def embedding_size(self) -> int:
+        return self.encoder.config.embed_dim
+
+    scene_embedding_size = embedding_size  # HEAR's names
+    timestamp_embedding_size = embedding_size
+
+    @property
+    def hop_ms(self) -> float:
+        return self.encoder.config.patch_stride[1] * self.frontend.config.frame_shift_ms
+
+    def _column_times_ms(self, count: int) -> Tensor:
+        """Centre (ms) of time columns 0..count-1: the middle of their patch's frames."""
+        c = self.frontend.config
+        kt, st = self.encoder.config.patch_size[1], self.encoder.config.patch_stride[1]
+        return (torch.arange(count) * st + (kt - 1) / 2) * c.frame_shift_ms + c.frame_length_ms / 2
+
+    def columns_for(self, num_samples: int) -> int:
+        """Time columns whose centre lies within a clip of ``num_samples`` (at least one)."""
+        duration_ms = 1000 * num_samples / self.sample_rate
+        first = float(self._column_times_ms(1)[0])
+        return max(1, int(math.floor((duration_ms - first) / self.hop_ms)) + 1)
+
+    # -- embeddings -----------------------------------------------------------------
+    def _select(self, spec: Tensor) -> Tensor:
+        if self.layer == -1:
+            return self.encoder.forward_features(spec)
+        states = self.encoder.forward_hidden_states(spec)
+        if isinstance(self.layer, int):
+            return states[self.layer]
+        weights = torch.ones(len(states)) if self.layer == "mean" else torch.as_tensor(self.layer, dtype=torch.float32)
+        if weights.numel() != len(states):
+            raise ValueError(f"{weights.numel()} layer weights for {len(states)} hidden states")
+        weights = weights / weights.sum()
+        return sum(w * s for w, s in zip(weights.tolist(), states))
+
+    @torch.no_grad()
+    def timestamp_embeddings(self, waveforms: Tensor, lengths: list[int] | None = None) -> list[tuple[Tensor, Tensor]]:
+        """``(B, S)`` waveforms (``lengths`` = real samples of each, default S) ->
+        per clip ``(embeddings (N_i, D), timestamps_ms (N_i,))``."""
+        if waveforms.dim() == 1:
+            waveforms = waveforms.unsqueeze(0)
+        batch, samples = waveforms.shape
+        lengths = lengths or [samples] * batch
+        c = self.frontend.config
+        frame_len = int(c.sample_rate * c.frame_length_ms / 1000)
+        if samples < frame_len:  # shorter than one frame: pad with silence
+            waveforms = nn.functional.pad(waveforms, (0, frame_len - samples))
+        # mean removal per clip over its real samples only, as the front end does
+        device = next(self.encoder.parameters()).device
+        rows = []
+        for wave, n in zip(waveforms, lengths):
+            wave = wave.clone()
+            wave[:n] -= wave[:n].mean()
+            wave[n:] = 0
+            rows.append(wave)
+        fbank = self.frontend.filterbank(torch.stack(rows))  # (B, T, F), un-normalised
+
+        kt, st = self.encoder.config.patch_size[1], self.encoder.config.patch_stride[1]
+        per_window = (self.window_frames - kt) // st + 1  # columns per window
+        counts = [self.columns_for(n) for n in lengths]
+        windows = math.ceil(max(counts) / per_window)
+        frames = (windows - 1) * per_window * st + self.window_frames
+        fbank = nn.functional.pad(fbank, (0, 0, 0, max(0, frames - fbank.shape[1])))[:, :frames]
+        spec = self.frontend.normalize(fbank)
+        starts = [w * per_window * st for w in range(windows)]
+        chunks = torch.stack([spec[:, s:s + self.window_frames] for s in starts], dim=1)  # (B, W, T, F)
+        chunks = chunks.flatten(0, 1)
+
+        outputs = []
+        for i in range(0, chunks.shape[0], self.batch_windows):
+            tokens = self._select(chunks[i:i + self.batch_windows].to(device))
+            patches = tokens[:, self.encoder.num_prefix_tokens:]
+            rows_f = self.encoder.patch_grid(self.window_frames)[0]
+            outputs.append(patches.unflatten(1, (rows_f, per_window)).mean(dim=1).float().cpu())  # (b, C, D)
+        columns = torch.cat(outputs).view(batch, windows * per_window, -1)
+        times = self._column_times_ms(windows * per_window)
+        return [(columns[b, :counts[b]], times[:counts[b]]) for b in range(batch)]
+
+    @torch.no_grad()
+    def scene_embeddings(self, waveforms: Tensor, lengths: list[int] | None = None) -> Tensor:
+        """``(B, S)`` -> ``(B, D)``: the mean of each clip's timestamp embeddings."""
+        return torch.stack([emb.mean(dim=0) for emb, _ in self.timestamp_embeddings(waveforms, lengths)])
+
+
+def load(path_or_name: str | Path, **options) -> Embedder:
+    """A ready :class:`Embedder`: from a model directory, a checkpoint or a training
+    run's folder (weights and front end come from its files), or a preset name
+    (randomly initialised: no weights are ever downloaded)."""
+    from ..models import create_model, list_models
+
+    if str(path_or_name) in list_models():
+        return Embedder(create_model(str(path_or_name)), **options)
+    if not Path(path_or_name).exists():
+        raise FileNotFoundError(
+            f"{path_or_name!r} is neither a model directory nor a preset ({', '.join(list_models())})"
+        )
+    return Embedder(load_model(path_or_name), **options)

@@ -1,0 +1,103 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+import ssamba
+from ssamba.interfaces import Embedder, load
+from ssamba.interfaces.files import embed_files
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    ssamba.save_model(ssamba.create_model("ssamba_test", input_tdim=1024), path)
+    return path
+
+
+def _tone(seconds, freq=440.0, rate=16000):
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def test_layers_and_weighted_sum(model_dir):
+    encoder = ssamba.load_model(model_dir).eval()
+    wave = torch.from_numpy(_tone(1.0)).unsqueeze(0)
+    last = Embedder(encoder, layer=-1).scene_embeddings(wave)
+    first = Embedder(encoder, layer=0).scene_embeddings(wave)
+    mean = Embedder(encoder, layer="mean").scene_embeddings(wave)
+    states = len(encoder.forward_hidden_states(torch.zeros(1, 64, 128)))
+    one_hot = [0.0] * states
+    one_hot[0] = 1.0
+    assert torch.allclose(Embedder(encoder, layer=one_hot).scene_embeddings(wave), first, atol=1e-6)
+    assert not torch.allclose(last, first) and not torch.allclose(mean, last)
+    with pytest.raises(ValueError, match="layer weights"):
+        Embedder(encoder, layer=[1.0, 2.0]).scene_embeddings(wave)
+
+
+def test_save_pretrained_round_trip_and_checkpoint_loading(model_dir, tmp_path):
+    model = ssamba.load_model(model_dir).eval()
+    model.save_pretrained(tmp_path / "copy")
+    again = type(model).from_pretrained(tmp_path / "copy").eval()
+    spec = torch.randn(2, 1024, 128)
+    with torch.no_grad():
+        assert torch.equal(model.forward_features(spec), again.forward_features(spec))
+    with pytest.raises(FileNotFoundError, match="neither"):
+        load(tmp_path / "nowhere")
+
+
+def test_embed_command_on_a_folder_with_a_corrupt_and_a_ten_minute_file(model_dir, tmp_path):
+    folder = tmp_path / "audio"
+    (folder / "sub").mkdir(parents=True)
+    soundfile.write(folder / "short.wav", _tone(1.3), 16000)
+    soundfile.write(folder / "sub" / "stereo44k.wav", np.stack([_tone(2.0, rate=44100)] * 2, 1), 44100)
+    (folder / "corrupt.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    rng = np.random.default_rng(0)
+    long = (0.1 * rng.standard_normal(16000 * 600)).astype(np.float32)  # 10 minutes
+    soundfile.write(folder / "long.flac", long, 16000)
+
+    code = (
+        "import resource, sys\n"
+        "from ssamba.cli import main\n"
+        "rc = main(sys.argv[1:])\n"
+        "print('peak_rss_mb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+        "sys.exit(rc)\n"
+    )
+    out = tmp_path / "emb"
+    proc = subprocess.run([sys.executable, "-c", code, "embed", str(folder), "--checkpoint", str(model_dir),
+                           "--out", str(out), "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    peak_mb = float(proc.stdout.split("peak_rss_mb")[1])
+    print(f"ssamba embed peak memory: {peak_mb:.0f} MB")
+    assert peak_mb < 4096
+    assert "corrupt.wav" in proc.stderr
+
+    index = json.loads((out / "index.json").read_text())
+    assert [f["audio"].endswith("corrupt.wav") for f in index["failed"]] == [True]
+    by_name = {f["audio"].split("/")[-1]: f for f in index["files"]}
+    assert set(by_name) == {"short.wav", "stereo44k.wav", "long.flac"}
+    long_npz = np.load(out / "long.npz")
+    assert long_npz["timestamp_embeddings"].shape == (by_name["long.flac"]["timestamps"], 32)
+    assert abs(long_npz["timestamps_ms"][-1] - 600_000) < 2 * 40
+    assert np.allclose(np.diff(long_npz["timestamps_ms"]), 40.0)
+    assert np.load(out / "sub" / "stereo44k.npz")["scene"].shape == (32,)
+
+
+def test_set_format_and_manifest_input(model_dir, tmp_path):
+    from ssamba.data import ClipEntry, write_manifest
+
+    paths = []
+    for i, seconds in enumerate((0.5, 0.7, 3.0)):
+        path = tmp_path / f"clip{i}.wav"
+        soundfile.write(path, _tone(seconds, 300 + 100 * i), 16000)
+        paths.append(path)
+    write_manifest([ClipEntry(str(p)) for p in paths], tmp_path / "m.json")
+    index = embed_files([tmp_path / "m.json"], load(model_dir, hop_frames=4), tmp_path / "out", "set", progress=False)
+    data = np.load(tmp_path / "out" / "embeddings.npz")
+    assert data["scene"].shape == (3, 32)
+    assert data["offsets"][-1] == data["timestamps_ms"].shape[0] == sum(f["timestamps"] for f in index["files"])
