@@ -51,6 +51,7 @@ class RunSection:
     epochs: int = 10  # evaluation periods
     steps_per_epoch: int = 0  # optimiser steps per period; 0 = one pass over the training set
     max_steps: int = 0  # stop after this many optimiser steps in total; 0 = no limit
+    max_seconds: float = 0.0  # stop after this much training time (this process); 0 = no limit
     batch_size: int = 64  # clips per micro-batch (x optim.grad_accum per step)
     seed: int = 0  # fixes data order, augmentation, masks, dropout
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...

@@ -110,6 +110,7 @@ class Trainer:
         self.averaged_count = 0
         self.history: list[dict[str, Any]] = []
         self._tensorboard = None
+        self._saved_step = -1
 
     # -- data -------------------------------------------------------------------------
     def _loader(self, dataset, batches: list[list[int]]) -> DataLoader:
@@ -179,6 +180,7 @@ class Trainer:
         return state
 
     def save(self) -> Path | None:
+        self._saved_step = self.step
         path = None
         if self.world.is_main:
             path = save_checkpoint(self.out_dir / "checkpoints", self.step, self.task.modules["encoder"],
@@ -299,7 +301,14 @@ class Trainer:
         batches = self._train_batches()
         running: dict[str, float] = {}
         clips, started = 0, time.perf_counter()
+        budget, out_of_time = self.run.max_seconds, False
         while self.step < self.total_steps:
+            if budget:  # every rank stops at the same step
+                out_of_time = any(distributed.gather_objects(time.perf_counter() - started > budget))
+                if out_of_time:
+                    if self.world.is_main:
+                        progress.write(f"time budget of {budget:.0f} s reached at step {self.step}")
+                    break
             micro = [next(batches) for _ in range(accum)]
             for batch in micro:
                 self.bad.update(batch["spec"].shape[0] + batch["num_bad"], batch["num_bad"])
@@ -323,7 +332,11 @@ class Trainer:
             elif self.step % self.run.save_every == 0:
                 self.save()
         progress.close()
-        if self.history and self.history[-1].get("step") != self.step:
+        if out_of_time and self.valid_set is not None and self.step % self.steps_per_epoch:
+            metrics = self.evaluate(self.valid_set)  # the run's last word, off the epoch grid
+            self._log({"step": self.step, "epoch": self.step / self.steps_per_epoch,
+                       **{f"valid_{k}": v for k, v in metrics.items()}})
+        if self._saved_step != self.step:
             self.save()
         if self._tensorboard is not None:
             self._tensorboard.close()
