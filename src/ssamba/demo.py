@@ -45,7 +45,7 @@ class DemoSettings:
 
 
 MODES = {
-    "default": DemoSettings(scale="default", pretrain_seconds=300, finetune_seconds=45),
+    "default": DemoSettings(scale="default", pretrain_seconds=270, finetune_seconds=35),
     "quick": DemoSettings(scale="quick", pretrain_seconds=20, finetune_seconds=6, batch_size=16),
 }
 
