@@ -26,6 +26,8 @@ _EXPORTS = {
     "list_models": "ssamba.models",
     "load_model": "ssamba.models",
     "save_model": "ssamba.models",
+    "load": "ssamba.interfaces.embedder",
+    "Embedder": "ssamba.interfaces.embedder",
 }
 
 __all__ = sorted(_EXPORTS)
