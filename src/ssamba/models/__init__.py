@@ -2,6 +2,7 @@
 
 from .base import EncoderConfig, SpectrogramEncoder
 from .registry import create_model, get_config, list_models, model_from_config
+from .official import convert_official
 from .serialization import load_model, save_model
 from .ssamba import SSAMBA, SSAMBAConfig
 from .ssast import SSAST, SSASTConfig
@@ -13,6 +14,7 @@ __all__ = [
     "SSAST",
     "SSASTConfig",
     "SpectrogramEncoder",
+    "convert_official",
     "create_model",
     "get_config",
     "list_models",

@@ -75,9 +75,19 @@ def resolve_model_dir(path: str | Path) -> Path:
 def load_model(directory: str | Path, map_location: str = "cpu", **overrides) -> nn.Module:
     """Rebuild a model saved by :func:`save_model` (or a training run's model: pass the
     run folder); ``overrides`` change runtime options that do not affect the weights'
-    shapes (e.g. ``scan_backend``, ``attention``)."""
+    shapes (e.g. ``scan_backend``, ``attention``).
+
+    An official SSAMBA / SSAST checkpoint (a ``.pth`` / ``.pt`` file) is converted on
+    the fly (:func:`ssamba.models.official.convert_official`; ``overrides`` may then also
+    hold its ``input_tdim`` / ``patch_stride`` / ``dataset`` hints)."""
     from safetensors.torch import load_file
 
+    from .official import OFFICIAL_SUFFIXES
+
+    if Path(directory).suffix.lower() in OFFICIAL_SUFFIXES and not Path(directory).is_dir():
+        from .official import load_official
+
+        return load_official(directory, map_location=map_location, **overrides)
     directory = resolve_model_dir(directory)
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     if not weights_path.is_file():
