@@ -265,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-mb", type=float, default=1024, metavar="MB", help="MiB per shard at most (default 1024)")
     p.add_argument("--overwrite", action="store_true", help="replace shards already in OUT")
     p.set_defaults(func=cmd_shard)
+    from .benchmarks.cli import add_bench_parser
     from .corpora.cli import add_corpus_parser
     from .demo import add_demo_parser
     from .interfaces.cli import add_embed_parser
@@ -273,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_embed_parser(sub)
     add_convert_parser(sub)
     add_corpus_parser(sub)
+    add_bench_parser(sub)
     add_demo_parser(sub)
     return parser
 

@@ -33,7 +33,8 @@ class DemoSettings:
     scale: str  # corpus scale (ssamba.corpora)
     pretrain_seconds: float  # wall-clock pretraining budget per model
     finetune_seconds: float  # wall-clock budget per fine-tuning run
-    batch_size: int = 32
+    batch_size: int = 32  # pretraining
+    finetune_batch_size: int = 16
     pretrain_frames: int = 144  # 1.44 s: 8 x 9 patches of 16 x 16
     num_masked: int = 36  # of 72 patches
     task_frames: dict[str, int] = field(default_factory=lambda: {"kws": 100, "speaker": 144, "sounds": 144})
@@ -45,7 +46,7 @@ class DemoSettings:
 
 
 MODES = {
-    "default": DemoSettings(scale="default", pretrain_seconds=270, finetune_seconds=35),
+    "default": DemoSettings(scale="default", pretrain_seconds=240, finetune_seconds=45),
     "quick": DemoSettings(scale="quick", pretrain_seconds=20, finetune_seconds=6, batch_size=16),
 }
 
@@ -86,16 +87,16 @@ def _finetune(family: str, task: str, init: str | None, settings: DemoSettings, 
     frames = settings.task_frames[task]
     config = _experiment("finetune", {
         "model.preset": model["preset"],
-        "model.options": {**model["options"], "input_tdim": frames, "patch_stride": [10, 10]},
+        "model.options": {**model["options"], "input_tdim": frames},  # stride 16: CPU-sized
         "model.init_from": init or "",
         "frontend.target_length": frames, "frontend.mean": stats[0], "frontend.std": stats[1],
         "data.train": str(suite.manifest(task, "train")), "data.valid": str(suite.manifest(task, "validation")),
         "data.test": str(suite.manifest(task, "test")), "data.label_csv": str(suite.label_csv(task)),
         "data.freqm": 24, "data.timem": 24, "data.num_workers": 0,
         "finetune.loss": "ce", "finetune.metric": "acc",
-        "optim.optimizer": "adam", "optim.lr": 5e-4, "optim.weight_decay": 5e-7, "optim.warmup_steps": 20,
+        "optim.optimizer": "adam", "optim.lr": 1e-3, "optim.weight_decay": 5e-7, "optim.warmup_steps": 20,
         "optim.schedule": "constant",
-        "run.out_dir": str(out), "run.batch_size": settings.batch_size, "run.epochs": 1000,
+        "run.out_dir": str(out), "run.batch_size": settings.finetune_batch_size, "run.epochs": 1000,
         "run.max_seconds": settings.finetune_seconds, "run.seed": seed, "run.save_every": 100000,
     })
     started = time.perf_counter()

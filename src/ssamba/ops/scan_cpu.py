@@ -42,7 +42,7 @@ from torch import Tensor
 
 from .scan_reference import selective_scan_reference
 
-__all__ = ["chunk_size", "is_compiled", "load_library", "selective_scan_cpu"]
+__all__ = ["bound_benchmark", "chunk_size", "is_compiled", "load_library", "selective_scan_cpu"]
 
 _SOURCE = Path(__file__).with_name("csrc") / "selective_scan_cpu.cpp"
 _ABI_VERSION = 1
@@ -322,3 +322,30 @@ def selective_scan_cpu(
     ops = _prepare(*tensors)
     out, _ = _forward(lib, ops, delta_softplus, save=False)
     return out.to(u.dtype)
+
+
+def bound_benchmark(vector_updates: int, channels: int = 4, threads: int | None = None) -> float:
+    """Seconds the kernel's per-state arithmetic takes with no memory traffic.
+
+    Runs ``vector_updates`` 16-lane state updates - the forward's ``exp2(dt*A)`` (same
+    polynomial), ``h = a*h + dtu*B`` and ``acc += C*h`` - on register-resident state and
+    operands, ``channels`` (1, 2, 4 or 8) independent states interleaved per thread, over
+    ``threads`` threads (default ``torch.get_num_threads()``) started as the scan starts
+    them. A roofline for :func:`selective_scan_cpu`; used by ``ssamba bench scan``.
+    """
+    import time
+
+    lib = load_library()
+    if lib is None:
+        raise RuntimeError(f"CPU scan kernel unavailable: {_load_error}")
+    fn = lib.ssamba_scan_bound
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_float)]
+    sink = ctypes.c_float()
+    nthreads = threads or torch.get_num_threads()
+    t0 = time.perf_counter()
+    rc = fn(int(vector_updates), int(channels), int(nthreads), ctypes.byref(sink))
+    elapsed = time.perf_counter() - t0
+    if rc != 0:
+        raise RuntimeError(f"bound micro-benchmark failed (code {rc})")
+    return elapsed

@@ -1,0 +1,203 @@
+"""One benchmark configuration, run in a fresh process: ``python -m ssamba.benchmarks._worker JOB``.
+
+``JOB`` is a JSON object (see :func:`run_job`). The result is printed as one line,
+``RESULT_PREFIX`` followed by JSON, after any other output. The parent
+(:func:`ssamba.benchmarks.model.run_configuration`) starts one process per
+configuration so that every peak-memory figure starts from a clean process and an
+out-of-memory kill only loses that configuration.
+
+Memory, on CPU: after the model and input exist and garbage is collected, the
+process's resident set is the *baseline*; on Linux the kernel's high-water mark is then
+reset (``/proc/self/clear_refs``) so that ``VmHWM`` - the OS's max RSS, what
+``getrusage`` reports as ``ru_maxrss`` - afterwards is the peak of the runs alone.
+Where the reset is impossible the baseline is ``ru_maxrss`` before the runs. The
+reported ``peak_extra`` is peak minus baseline: what the forward (or training step)
+itself needs on top of the model, the input and the runtime. On CUDA the allocator's
+peak (``torch.cuda.max_memory_allocated``) minus the bytes allocated at the baseline.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+
+RESULT_PREFIX = "SSAMBA_BENCH_RESULT "
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _ru_maxrss_bytes() -> int:
+    import resource
+
+    value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return value if sys.platform == "darwin" else value * 1024  # bytes on macOS, KiB elsewhere
+
+
+class CpuMemory:
+    """Baseline and peak resident memory of this process (see the module docstring)."""
+
+    def start(self) -> None:
+        gc.collect()
+        self.reset = False
+        try:
+            with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+                f.write("5")  # reset the peak-RSS counter (VmHWM) to the current RSS
+            self.reset = _status_kb("VmHWM:") is not None
+        except OSError:
+            pass
+        if self.reset:
+            self.baseline = _status_kb("VmRSS:") * 1024
+            self.method = "VmHWM (OS max RSS, reset at baseline) - VmRSS at baseline"
+        else:
+            self.baseline = _ru_maxrss_bytes()
+            self.method = "getrusage ru_maxrss after - before"
+
+    def stop(self) -> dict:
+        peak = _status_kb("VmHWM:") * 1024 if self.reset else _ru_maxrss_bytes()
+        return {
+            "baseline_bytes": self.baseline,
+            "peak_bytes": peak,
+            "peak_extra_bytes": max(0, peak - self.baseline),
+            "ru_maxrss_bytes": _ru_maxrss_bytes(),
+            "memory_method": self.method,
+        }
+
+
+class CudaMemory:
+    def __init__(self, device):
+        self.device = device
+
+    def start(self) -> None:
+        import torch
+
+        gc.collect()
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self.baseline = torch.cuda.memory_allocated(self.device)
+        self.method = "torch.cuda.max_memory_allocated - memory_allocated at baseline"
+
+    def stop(self) -> dict:
+        import torch
+
+        peak = torch.cuda.max_memory_allocated(self.device)
+        return {
+            "baseline_bytes": self.baseline,
+            "peak_bytes": peak,
+            "peak_extra_bytes": max(0, peak - self.baseline),
+            "ru_maxrss_bytes": _ru_maxrss_bytes(),
+            "memory_method": self.method,
+        }
+
+
+def _timed(fn, sync) -> float:
+    sync()
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t0
+
+
+def run_job(job: dict) -> dict:
+    """Build the model, run warm-up and timed calls, measure memory; returns the result dict.
+
+    Keys of ``job``: ``mode`` ("forward" or "train"), ``preset``, ``overrides`` (config
+    overrides, e.g. ``{"attention": "explicit"}``), ``frames``, ``batch``, ``threads``
+    (None: torch's default), ``warmup``, ``repeats``, ``time_budget`` (seconds of timed
+    runs after which no further run starts; at least one runs), ``device``, ``seed``,
+    and for "train" ``mask_ratio``.
+    """
+    import torch
+
+    from ssamba.models import create_model
+
+    if job.get("threads"):
+        torch.set_num_threads(int(job["threads"]))
+    device = torch.device(job.get("device") or "cpu")
+    cuda = device.type == "cuda"
+    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
+    torch.manual_seed(job.get("seed", 0))
+    gen = torch.Generator().manual_seed(job.get("seed", 0))
+    frames, batch = int(job["frames"]), int(job["batch"])
+    model = create_model(job["preset"], input_tdim=frames, **job.get("overrides", {})).to(device)
+    spec = torch.randn(batch, frames, model.config.input_fdim, generator=gen).to(device)
+    grid = model.patch_grid(frames)
+    info = {
+        "tokens": grid[0] * grid[1],
+        "seq_len": grid[0] * grid[1] + model.num_prefix_tokens,
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "torch": torch.__version__,
+    }
+    if job["mode"] == "forward":
+        model.eval()
+
+        def step():
+            with torch.no_grad():
+                model.forward_features(spec)
+
+    elif job["mode"] == "train":
+        from ssamba.objectives import MaskedPatchModeling, PatchModelingConfig
+
+        model.train()
+        num_masked = max(1, round(float(job.get("mask_ratio", 400 / 512)) * info["tokens"]))
+        objective = MaskedPatchModeling(PatchModelingConfig(num_masked=num_masked),
+                                        model.config.embed_dim, model.config.patch_size).to(device)
+        params = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05)
+        mask_gen = torch.Generator().manual_seed(job.get("seed", 0))  # masks are drawn on the CPU
+        info["num_masked"] = num_masked
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            out = objective(model, spec, mask_gen)
+            out["loss"].backward()
+            optimizer.step()
+    else:
+        raise ValueError(f"unknown mode {job['mode']!r}")
+
+    memory = CudaMemory(device) if cuda else CpuMemory()
+    memory.start()
+    warm = [_timed(step, sync) for _ in range(int(job.get("warmup", 1)))]
+    times: list[float] = []
+    budget = float(job.get("time_budget", float("inf")))
+    for _ in range(max(1, int(job.get("repeats", 3)))):
+        times.append(_timed(step, sync))
+        if sum(times) >= budget:
+            break
+    result = dict(info, **memory.stop())
+    result.update(
+        time_s=statistics.median(times),
+        time_min_s=min(times),
+        time_max_s=max(times),
+        runs=len(times),
+        warmup_runs=len(warm),
+        warmup_s=sum(warm),
+    )
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    job = json.loads(argv[0])
+    result = run_job(job)
+    sys.stdout.flush()
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

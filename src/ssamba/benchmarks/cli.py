@@ -1,0 +1,193 @@
+"""``ssamba bench {scan,model,train}``: argument parsers and command functions.
+
+Building these parsers imports no torch: each command function imports its benchmark
+module when it runs. Wire into a top-level parser with ``add_bench_parser(subparsers)``
+(the object ``ArgumentParser.add_subparsers`` returns); each sub-subcommand sets
+``func`` to a function ``(argparse.Namespace) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_MODEL_SPECS = ("ssamba_tiny", "ssast_tiny_patch:sdpa", "ssast_tiny_patch:explicit")
+DEFAULT_TOKENS = (512, 1024, 2048, 4096, 8192, 16384, 22000)
+QUICK_TOKENS = (512, 2048, 8192)
+DEFAULT_TRAIN_SPECS = ("ssamba_tiny", "ssast_tiny_patch")
+DEFAULT_TRAIN_FRAMES = (112, 1024)
+
+_MODEL_SPEC_HELP = (
+    "PRESET[:VARIANT]; VARIANT is the attention for SSAST presets ('sdpa' = PyTorch's "
+    "scaled_dot_product_attention, 'explicit' = the official code's softmax(QK^T)V that "
+    "materialises the L x L matrix; default sdpa) and the scan backend for SSAMBA presets "
+    "('auto', 'cpu', 'reference', 'cuda'; default auto)"
+)
+
+
+def cmd_bench_scan(args: argparse.Namespace) -> int:
+    """Fused CPU selective scan vs pure-PyTorch scans, and vs this CPU's arithmetic bound."""
+    from .scan import run
+
+    return run(args)
+
+
+def cmd_bench_model(args: argparse.Namespace) -> int:
+    """SSAMBA vs SSAST inference: forward time and peak memory over sequence length."""
+    from .model import run
+
+    return run(args)
+
+
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    """One pretraining step (forward + backward + AdamW) of the tiny presets on 1 s and 10 s inputs."""
+    from .train import run
+
+    return run(args)
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows defaults (those that are not None/False) and keeps the descriptions' line breaks."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+_SCAN_DESCRIPTION = """\
+Benchmark the fused CPU selective scan (the 'cpu' backend) in the Mamba case: fp32,
+batch 1, d_inner 384, d_state 16, with delta_softplus, delta_bias, D and z.
+
+Prints:
+  1. forward time, reference backend vs cpu backend, at each --lengths value;
+  2. forward+backward time at --backward-length: the cpu backend vs the pure-PyTorch
+     paths (the reference loop, whose autograd is linear in L, and a log-depth
+     Hillis-Steele parallel scan implemented in the benchmark);
+  3. the forward kernel's time against this CPU's bound at --backward-length: a
+     micro-benchmark runs the kernel's per-state-update arithmetic (vector exp2
+     polynomial and the multiply-adds) on register-resident state with no memory
+     traffic, for the same number of updates on the same threads;
+  4. the cpu backend's extra memory at the largest length (analytic, and the peak-RSS
+     increase measured in a fresh process).
+Timings are medians after warm-up."""
+
+_MODEL_DESCRIPTION = """\
+Inference forward time and peak memory of model presets over sequence length
+(the SSAMBA paper's efficiency claim), one fresh Python process per configuration.
+
+Token counts are patch tokens of a 128-bin spectrogram: for 16x16 patches with stride
+16, tokens = 8 x frames / 16, so 22000 tokens = 44000 frames (~7.3 min of audio). Each
+model is built for the exact input length (its position grid covers the input; no
+resampling). Per configuration the child process builds the model and a random input,
+records its resident memory (the baseline), runs --warmup forwards and then up to
+--repeats timed forwards (fewer if --time-budget runs out; at least one), and reports
+the median time and the peak resident memory (Linux: VmHWM after resetting the
+high-water mark at the baseline, i.e. the OS's max RSS; elsewhere getrusage's
+ru_maxrss) minus the baseline: the memory the forward itself needs. On CUDA: the
+caching allocator's peak minus the allocated bytes at the baseline.
+
+A configuration whose estimated memory exceeds --max-memory-gb is skipped and marked;
+a child that runs out of memory, is killed, fails or passes --timeout is marked, and
+the model's larger token counts are then skipped - the run never crashes.
+
+Writes to --out: model_bench.csv (one row per requested configuration),
+model_bench.png (log-log time and memory vs tokens), summary.json (slopes, ratios,
+crossovers), and prints the tables. Ratios and crossovers compare the first model
+with each of the others."""
+
+_TRAIN_DESCRIPTION = """\
+Time one pretraining step - masked patch modeling with the official joint objective
+(InfoNCE + 10 x MSE, two encoder passes with independent cluster masks), backward, and
+an AdamW step - for each model at each input length, in a fresh process per
+configuration. The default lengths are 1 s (100 frames, zero-padded to 112, a multiple
+of the 16-frame patch) and 10 s (1024 frames, the recipes' input). Reports the median
+step time after warm-up, the peak resident memory of the step above the baseline, and
+the time ratio of the first model to each other model."""
+
+
+def add_bench_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``bench`` with ``scan``, ``model`` and ``train`` under ``subparsers``."""
+    bench = subparsers.add_parser(
+        "bench",
+        help="benchmarks: selective scan, model inference over length, training step",
+        description="Benchmarks. Nothing here asserts timings; numbers are printed and written to files.",
+    )
+    sub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK")
+    bench.set_defaults(func=lambda args: (bench.print_help(), 0)[1])
+
+    p = sub.add_parser("scan", help=cmd_bench_scan.__doc__, description=_SCAN_DESCRIPTION,
+                       formatter_class=_Formatter)
+    p.add_argument("--lengths", type=int, nargs="+", default=[2048, 8192, 22000], metavar="L",
+                   help="sequence lengths of the forward table")
+    p.add_argument("--repeats", type=int, default=7, help="timed runs of the cpu backend (median reported)")
+    p.add_argument("--ref-repeats", type=int, default=3,
+                   help="timed runs of the slow pure-PyTorch paths (1 above L=8192)")
+    p.add_argument("--backward-length", type=int, default=2048, metavar="L",
+                   help="length of the forward+backward table and of the bound comparison")
+    p.add_argument("--bound-repeats", type=int, default=15,
+                   help="timed runs of the bound micro-benchmark and of the kernel it is compared with")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads before measuring (default: torch's default)")
+    p.add_argument("--no-bound", action="store_true", help="skip the bound comparison")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory table")
+    p.set_defaults(func=cmd_bench_scan)
+
+    p = sub.add_parser("model", help=cmd_bench_model.__doc__, description=_MODEL_DESCRIPTION,
+                       formatter_class=_Formatter)
+    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODEL_SPECS), metavar="SPEC",
+                   help=_MODEL_SPEC_HELP + "; the first is compared with the others")
+    p.add_argument("--tokens", type=int, nargs="+", default=None, metavar="N",
+                   help=f"patch-token counts (default {' '.join(map(str, DEFAULT_TOKENS))}; "
+                        f"with --quick {' '.join(map(str, QUICK_TOKENS))}); rounded up to whole patch columns")
+    p.add_argument("--quick", action="store_true",
+                   help="fewer token counts (unless --tokens), no warm-up, one timed run per configuration")
+    p.add_argument("--batch-size", type=int, default=1, help="clips per forward")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed forwards before timing (default 1; 0 with --quick)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed forwards per configuration, median reported (default 3; 1 with --quick)")
+    p.add_argument("--time-budget", type=float, default=60.0, metavar="S",
+                   help="stop timing a configuration once its timed runs took this many seconds (at least one run)")
+    p.add_argument("--timeout", type=float, default=1200.0, metavar="S",
+                   help="kill a configuration's process after this many seconds and mark it 'timeout'")
+    p.add_argument("--max-memory-gb", type=float, default=16.0, metavar="GB",
+                   help="skip (and mark) configurations whose estimated peak memory exceeds this")
+    p.add_argument("--threads", type=int, default=None, help="torch threads in each process (default: torch's default)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... or auto (cuda when available)")
+    p.add_argument("--slope-range", type=int, nargs=2, default=[2048, 22000], metavar=("LO", "HI"),
+                   help="token range of the fitted log-log slopes reported besides the all-points fit")
+    p.add_argument("--seed", type=int, default=0, help="seed of model initialisation and the random input")
+    p.add_argument("--out", default="bench-model", metavar="DIR", help="folder for the CSV, plot and summary")
+    p.set_defaults(func=cmd_bench_model)
+
+    p = sub.add_parser("train", help=cmd_bench_train.__doc__, description=_TRAIN_DESCRIPTION,
+                       formatter_class=_Formatter)
+    p.add_argument("--models", nargs="+", default=list(DEFAULT_TRAIN_SPECS), metavar="SPEC",
+                   help=_MODEL_SPEC_HELP + "; the first is compared with the others")
+    p.add_argument("--frames", type=int, nargs="+", default=list(DEFAULT_TRAIN_FRAMES), metavar="T",
+                   help="input lengths in frames (10 ms each), rounded up to whole 16-frame patches")
+    p.add_argument("--batch-size", type=int, default=2, help="clips per step")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    p.add_argument("--repeats", type=int, default=3, help="timed steps, median reported")
+    p.add_argument("--mask-ratio", type=float, default=400 / 512,
+                   help="fraction of patches masked (the recipe's 400 of 512; at least one patch)")
+    p.add_argument("--timeout", type=float, default=1200.0, metavar="S",
+                   help="kill a configuration's process after this many seconds and mark it 'timeout'")
+    p.add_argument("--threads", type=int, default=None, help="torch threads in each process (default: torch's default)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... or auto (cuda when available)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, input and masks")
+    p.add_argument("--out", default=None, metavar="DIR", help="also write train_bench.csv into this folder")
+    p.set_defaults(func=cmd_bench_train)
+    return bench
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ssamba.benchmarks.cli scan ...``: the bench commands without the ssamba CLI."""
+    parser = argparse.ArgumentParser(prog="ssamba")
+    add_bench_parser(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    args = parser.parse_args(["bench", *(argv if argv is not None else __import__("sys").argv[1:])])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""``ssamba bench train``: one pretraining step of the tiny presets on 1 s and 10 s inputs.
+
+A step is the official joint objective (:class:`~ssamba.objectives.MaskedPatchModeling`
+with its defaults: InfoNCE + 10 x MSE from two encoder passes with independent cluster
+masks), ``backward()`` and an AdamW step over the encoder and both prediction heads.
+The masked count scales with the input (the recipe's 400 of 512 patches by default).
+Each configuration runs in a fresh process (:mod:`ssamba.benchmarks._worker`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from .model import _fmt, _load1, _mb, parse_spec, resolve_device, run_configuration
+
+COLUMNS = ["model", "frames", "seconds", "tokens", "num_masked", "batch", "device", "threads", "status",
+           "reason", "time_s", "time_min_s", "time_max_s", "runs", "warmup_runs", "peak_extra_mb", "load1"]
+
+
+def padded_frames(config, frames: int) -> int:
+    """``frames`` rounded up to whole time patches (16 for 16x16 patches)."""
+    (_, kt), (_, st) = config.patch_size, config.patch_stride
+    if frames <= kt:
+        return kt
+    return kt + -(-(frames - kt) // st) * st
+
+
+def run(args) -> int:
+    import csv
+
+    try:
+        specs = [parse_spec(s) for s in args.models]
+    except (ValueError, TypeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    device = resolve_device(args.device)
+    load_start = _load1()
+    rows = []
+    t_start = time.perf_counter()
+    for frames_req in args.frames:
+        for spec in specs:
+            frames = padded_frames(spec.config, frames_req)
+            print(f"[{time.perf_counter() - t_start:7.1f} s] {spec.label}, {frames} frames ...",
+                  file=sys.stderr, flush=True)
+            job = {"mode": "train", "preset": spec.preset, "overrides": spec.overrides, "frames": frames,
+                   "batch": args.batch_size, "threads": args.threads, "warmup": args.warmup,
+                   "repeats": args.repeats, "device": device, "seed": args.seed,
+                   "mask_ratio": args.mask_ratio}
+            row = {"model": spec.label, "frames": frames, "seconds": frames_req / 100,
+                   "batch": args.batch_size, "device": device, "load1": round(_load1(), 2)}
+            res = run_configuration(job, args.timeout)
+            row.update({k: v for k, v in res.items() if k in COLUMNS})
+            if res["status"] == "ok":
+                row["peak_extra_mb"] = _mb(res["peak_extra_bytes"])
+            rows.append(row)
+    elapsed = time.perf_counter() - t_start
+
+    threads = next((r["threads"] for r in rows if r.get("threads")), args.threads)
+    print(f"pretraining step (masked patch modeling: InfoNCE + 10 x MSE, two encoder passes, backward, "
+          f"AdamW), batch {args.batch_size}, fp32, device {device}, {threads} threads, {os.cpu_count()} CPUs; "
+          f"warm-up {args.warmup}, median of {args.repeats} steps; one fresh process per configuration; "
+          f"load average {load_start:.2f} at start, {_load1():.2f} at end; {elapsed:.0f} s in all")
+    print(f"\n{'model':<28} {'input':>16} {'tokens':>7} {'masked':>6} {'step s':>8} {'min':>8} {'max':>8} "
+          f"{'peak MiB':>9}  status")
+    for r in rows:
+        note = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}"
+        label = f"{r['seconds']:g} s ({r['frames']} fr)"
+        print(f"{r['model']:<28} {label:>16} {_fmt(r.get('tokens'), 'd'):>7} {_fmt(r.get('num_masked'), 'd'):>6} "
+              f"{_fmt(r.get('time_s'), '8.3f'):>8} {_fmt(r.get('time_min_s'), '8.3f'):>8} "
+              f"{_fmt(r.get('time_max_s'), '8.3f'):>8} {_fmt(r.get('peak_extra_mb'), '9.1f'):>9}  {note}")
+    first = specs[0].label
+    for other in specs[1:]:
+        for frames_req in args.frames:
+            a = next((r for r in rows if r["model"] == first and r["seconds"] == frames_req / 100), None)
+            b = next((r for r in rows if r["model"] == other.label and r["seconds"] == frames_req / 100), None)
+            if a and b and a["status"] == b["status"] == "ok":
+                ratio = a["time_s"] / b["time_s"]
+                verdict = "faster" if ratio < 1 else "slower"
+                print(f"ratio {first} / {other.label} at {frames_req / 100:g} s: {ratio:.3f} "
+                      f"({first} {verdict})")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "train_bench.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
+        print(f"\nwrote {out / 'train_bench.csv'}")
+    return 0

@@ -1,0 +1,159 @@
+"""``ssamba bench``: CLI help without torch, the model benchmark's files and its failure
+handling, and smoke runs of the scan and training benchmarks. Timings are never asserted."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from ssamba.benchmarks import model as model_bench
+from ssamba.benchmarks.cli import main as bench_main
+
+TEST_MODELS = ["ssamba_test", "ssast_test_patch:explicit"]  # SDPA runs in the training smoke test
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return reader.fieldnames, list(reader)
+
+
+def test_help_builds_without_importing_torch():
+    code = (
+        "import argparse, contextlib, io, sys\n"
+        "from ssamba.benchmarks.cli import add_bench_parser\n"
+        "p = argparse.ArgumentParser(prog='ssamba')\n"
+        "bench = add_bench_parser(p.add_subparsers(dest='command'))\n"
+        "missing = []\n"
+        "for name, sub in bench._subparsers._group_actions[0].choices.items():\n"
+        "    for a in sub._actions:\n"
+        "        if not a.help: missing.append((name, a.dest))\n"
+        "    buf = io.StringIO()\n"
+        "    with contextlib.redirect_stdout(buf):\n"
+        "        try: p.parse_args(['bench', name, '--help'])\n"
+        "        except SystemExit as e: assert e.code == 0\n"
+        "    print(name, len(buf.getvalue()))\n"
+        "print('missing', missing)\n"
+        "print('torch', 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "missing []" in out
+    assert out.strip().endswith("torch False")
+    for name in ("scan", "model", "train"):
+        assert f"{name} " in out
+
+
+def test_frames_for_tokens_follow_the_patch_grid():
+    spec = model_bench.parse_spec("ssamba_tiny")
+    assert model_bench.frames_for_tokens(spec.config, 512) == 1024
+    assert model_bench.frames_for_tokens(spec.config, 22000) == 44000
+    assert model_bench.patch_grid(spec.config, 44000) == (8, 2750)
+    assert model_bench.frames_for_tokens(spec.config, 20) == 48  # rounded up to whole columns
+
+
+def test_explicit_attention_estimate_grows_quadratically():
+    sdpa = model_bench.parse_spec("ssast_tiny_patch:sdpa")
+    explicit = model_bench.parse_spec("ssast_tiny_patch:explicit")
+    assert explicit.config.attention == "explicit"
+    frames = model_bench.frames_for_tokens(explicit.config, 22000)
+    matrices = 2 * 3 * 22002**2 * 4  # score matrix and its softmax, 3 heads, fp32
+    assert model_bench.estimate_bytes(explicit, frames, 1) - model_bench.estimate_bytes(sdpa, frames, 1) == matrices
+
+
+def test_slopes_ratios_and_crossover_from_rows():
+    rows = []
+    for t in (1000, 2000, 4000, 8000):
+        rows.append({"model": "a", "tokens": t, "status": "ok", "time_s": 1e-3 * t, "peak_extra_mb": 0.01 * t})
+        rows.append({"model": "b", "tokens": t, "status": "ok", "time_s": 1e-6 * t * t + 1.0,
+                     "peak_extra_mb": 1e-5 * t * t})
+    rows.append({"model": "b", "tokens": 16000, "status": "skipped"})
+    s = model_bench.summarize(rows, ["a", "b"], (2000, 8000))
+    assert s["slopes"]["a"]["time"]["all"] == pytest.approx(1.0)
+    assert s["slopes"]["b"]["memory"]["range"] == pytest.approx(2.0)
+    assert [e["tokens"] for e in s["ratios"]["b"]] == [1000, 2000, 4000, 8000]
+    assert s["ratios"]["b"][0]["time"] == pytest.approx(1.0 / 2.0)
+    # a = t/1000 s; b = (t/1000)^2 + 1 s: a is faster everywhere measured
+    assert s["crossovers"]["b"]["measured"] == 1000
+    c = model_bench.crossover({1000: 1.0, 2000: 2.0, 4000: 3.0}, {1000: 0.5, 2000: 1.5, 4000: 6.0})
+    assert c["measured"] == 4000 and c["slower_at"] == 2000 and 2000 < c["estimate"] < 4000
+    assert model_bench.crossover({1: 2.0}, {1: 1.0})["measured"] is None
+
+
+def test_model_benchmark_quick_writes_csv_plot_and_marks_skips(tmp_path, capsys):
+    out = tmp_path / "bench"
+    # 2048 tokens of explicit attention need ~67 MB of score matrices: over a 0.05 GB cap.
+    rc = bench_main(["model", "--models", *TEST_MODELS, "--tokens", "32", "64", "2048", "--quick",
+                     "--max-memory-gb", "0.05", "--out", str(out)])
+    assert rc == 0
+    columns, rows = read_csv(out / "model_bench.csv")
+    assert columns == model_bench.COLUMNS
+    assert sorted((r["model"], int(r["tokens_requested"])) for r in rows) == sorted(
+        (m, t) for m in TEST_MODELS for t in (32, 64, 2048))
+    for r in rows:
+        if r["model"] == "ssast_test_patch:explicit" and r["tokens_requested"] == "2048":
+            assert r["status"] == "skipped" and "max-memory-gb" in r["reason"]
+            assert r["time_s"] == ""
+        else:
+            assert r["status"] == "ok", r
+            assert math.isfinite(float(r["time_s"])) and int(r["runs"]) == 1
+            assert float(r["peak_extra_mb"]) >= 0 and float(r["peak_mb"]) > 0
+            assert int(r["tokens"]) == int(r["tokens_requested"])
+            assert int(r["frames"]) == 2 * int(r["tokens"])
+    png = (out / "model_bench.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["reference_model"] == "ssamba_test"
+    assert set(summary["slopes"]) == set(TEST_MODELS)
+    assert [e["tokens"] for e in summary["ratios"]["ssast_test_patch:explicit"]] == [32, 64]
+    printed = capsys.readouterr().out
+    assert "skipped: estimated" in printed and "log-log slopes" in printed and "crossover" in printed
+
+
+def test_failed_and_timed_out_configurations_are_marked(tmp_path):
+    # "cuda" scan backend on CPU tensors: the child raises; a 0.01 s timeout kills the other.
+    rc = bench_main(["model", "--models", "ssamba_test:cuda", "--tokens", "32", "64", "--quick",
+                     "--out", str(tmp_path / "a")])
+    assert rc == 0
+    _, rows = read_csv(tmp_path / "a" / "model_bench.csv")
+    assert [r["status"] for r in rows] == ["error", "skipped"]
+    assert "cuda" in rows[0]["reason"] and "after error at 32 tokens" in rows[1]["reason"]
+
+    rc = bench_main(["model", "--models", "ssast_test_patch", "--tokens", "32", "64", "--quick",
+                     "--timeout", "0.01", "--out", str(tmp_path / "b")])
+    assert rc == 0
+    _, rows = read_csv(tmp_path / "b" / "model_bench.csv")
+    assert [r["status"] for r in rows] == ["timeout", "skipped"]
+    assert (tmp_path / "b" / "model_bench.png").exists()
+
+
+def test_unknown_model_spec_is_an_error(capsys):
+    assert bench_main(["model", "--models", "ssast_test_patch:flash", "--out", "unused"]) == 2
+    assert "variant" in capsys.readouterr().err
+
+
+def test_train_benchmark_smoke(tmp_path, capsys):
+    rc = bench_main(["train", "--models", "ssamba_test", "ssast_test_patch", "--frames", "100",
+                     "--batch-size", "1", "--warmup", "0", "--repeats", "1", "--out", str(tmp_path)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "ratio ssamba_test / ssast_test_patch at 1 s" in printed
+    _, rows = read_csv(tmp_path / "train_bench.csv")
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert all(r["frames"] == "112" for r in rows)  # 100 frames padded to whole 16-frame patches
+
+
+def test_scan_benchmark_smoke(capsys):
+    from ssamba.ops import scan_cpu
+
+    if scan_cpu.load_library() is None:
+        pytest.skip("CPU scan kernel unavailable")
+    rc = bench_main(["scan", "--lengths", "64", "--backward-length", "64", "--repeats", "1",
+                     "--ref-repeats", "1", "--bound-repeats", "1", "--no-memory"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "x the bound" in printed and "cpu vs best pure-PyTorch path" in printed
