@@ -57,7 +57,7 @@ def _experiment(task: str, overrides: dict[str, Any]):
     return load_experiment(None, {"task": task, **overrides})
 
 
-def _pretrain(family: str, settings: DemoSettings, suite, stats, out: Path, seed: int) -> dict:
+def _pretrain(family: str, settings: DemoSettings, suite, stats, out: Path, seed: int, progress: bool) -> dict:
     from .training.run import pretrain
 
     model = settings.models[family]
@@ -71,7 +71,7 @@ def _pretrain(family: str, settings: DemoSettings, suite, stats, out: Path, seed
         "data.valid": str(suite.manifest("unlabeled", "validation")), "data.num_workers": 0,
         "run.out_dir": str(out), "run.batch_size": settings.batch_size, "run.epochs": 1000,
         "run.steps_per_epoch": 100, "run.max_seconds": settings.pretrain_seconds, "run.seed": seed,
-        "run.save_every": 100000,
+        "run.save_every": 100000, "run.progress": progress,
     })
     started = time.perf_counter()
     summary = pretrain(config)
@@ -80,7 +80,7 @@ def _pretrain(family: str, settings: DemoSettings, suite, stats, out: Path, seed
 
 
 def _finetune(family: str, task: str, init: str | None, settings: DemoSettings, suite, stats, out: Path,
-              seed: int) -> dict:
+              seed: int, progress: bool) -> dict:
     from .training.run import finetune
 
     model = settings.models[family]
@@ -98,6 +98,7 @@ def _finetune(family: str, task: str, init: str | None, settings: DemoSettings, 
         "optim.schedule": "constant",
         "run.out_dir": str(out), "run.batch_size": settings.finetune_batch_size, "run.epochs": 1000,
         "run.max_seconds": settings.finetune_seconds, "run.seed": seed, "run.save_every": 100000,
+        "run.progress": progress,
     })
     started = time.perf_counter()
     summary = finetune(config)
@@ -137,7 +138,7 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 
     print(f"log-mel statistics of the unlabeled pool: mean {stats[0]:.3f}, std {stats[1]:.3f}")
 
     print(f"[2/4] pretraining SSAMBA and SSAST, {settings.pretrain_seconds:.0f} s each")
-    pretrained = {f: _pretrain(f, settings, suite, stats, out / f"pretrain_{f}", seed) for f in FAMILIES}
+    pretrained = {f: _pretrain(f, settings, suite, stats, out / f"pretrain_{f}", seed, progress) for f in FAMILIES}
 
     print(f"[3/4] fine-tuning on {', '.join(TASKS)}, {settings.finetune_seconds:.0f} s per run")
     rows = []
@@ -146,7 +147,7 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 
             for init in ("pretrained", "scratch"):
                 source = str(out / f"pretrain_{family}") if init == "pretrained" else None
                 summary = _finetune(family, task, source, settings, suite, stats,
-                                    out / f"{task}_{family}_{init}", seed)
+                                    out / f"{task}_{family}_{init}", seed, progress)
                 rows.append({"task": task, "model": family, "init": init, "acc": summary["test"]["acc"],
                              "seconds": summary["seconds"], "steps": summary["steps"],
                              "run": str(out / f"{task}_{family}_{init}")})
