@@ -228,7 +228,6 @@ def _confusion_and_projection(out: Path, rows: list[dict], suite) -> list[str]:
     """Confusion matrix of pretrained SSAMBA on kws; PCA of its pretrained encoder's
     scene embeddings of the speaker test clips, coloured by speaker."""
     import matplotlib.pyplot as plt
-    import numpy as np
     import torch
 
     from .data import ClipDataset, ClipDatasetConfig, collate_clips, read_label_csv
