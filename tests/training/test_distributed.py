@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
@@ -11,7 +10,6 @@ from .synth import make_unlabeled
 
 SCRIPT = """
 import sys
-from pathlib import Path
 import torch
 from safetensors.torch import save_file
 from ssamba.training import distributed
