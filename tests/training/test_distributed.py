@@ -10,6 +10,7 @@ from .synth import make_unlabeled
 
 SCRIPT = """
 import sys
+from pathlib import Path
 import torch
 from safetensors.torch import save_file
 from ssamba.training import distributed
