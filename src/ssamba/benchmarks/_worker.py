@@ -173,10 +173,12 @@ def run_job(job: dict) -> dict:
     warm = [_timed(step, sync) for _ in range(int(job.get("warmup", 1)))]
     times: list[float] = []
     budget = float(job.get("time_budget", float("inf")))
+    cpu0 = time.process_time()
     for _ in range(max(1, int(job.get("repeats", 3)))):
         times.append(_timed(step, sync))
         if sum(times) >= budget:
             break
+    cpu = time.process_time() - cpu0
     result = dict(info, **memory.stop())
     result.update(
         time_s=statistics.median(times),
@@ -185,6 +187,9 @@ def run_job(job: dict) -> dict:
         runs=len(times),
         warmup_runs=len(warm),
         warmup_s=sum(warm),
+        # CPU seconds of this process per wall second of the timed runs: close to the
+        # thread count when the cores were ours, lower when other processes competed.
+        cpu_util=round(cpu / sum(times), 2) if sum(times) > 0 else None,
     )
     return result
 

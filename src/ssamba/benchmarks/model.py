@@ -28,7 +28,7 @@ from ._worker import RESULT_PREFIX
 COLUMNS = [
     "model", "preset", "variant", "family", "tokens_requested", "tokens", "seq_len", "frames",
     "batch", "device", "threads", "status", "reason", "time_s", "time_min_s", "time_max_s",
-    "runs", "warmup_runs", "peak_extra_mb", "peak_mb", "baseline_mb", "est_mb", "load1",
+    "runs", "warmup_runs", "cpu_util", "peak_extra_mb", "peak_mb", "baseline_mb", "est_mb", "load1",
     "wall_s", "memory_method",
 ]
 MIB = 2**20
@@ -294,13 +294,13 @@ def _fmt(x, spec: str, empty: str = "-") -> str:
 
 def print_report(rows: list[dict], labels: list[str], summary: dict, header: str) -> None:
     print(header)
-    print(f"\n{'model':<28} {'tokens':>7} {'frames':>7} {'time s':>9} {'runs':>4} "
+    print(f"\n{'model':<28} {'tokens':>7} {'frames':>7} {'time s':>9} {'runs':>4} {'cpu':>5} "
           f"{'fwd peak MiB':>13} {'est MiB':>9} {'load':>5}  status")
     for r in rows:
         note = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}"
         print(f"{r['model']:<28} {r['tokens'] or r['tokens_requested']:>7} {r['frames']:>7} "
               f"{_fmt(r.get('time_s'), '9.3f'):>9} {_fmt(r.get('runs'), 'd'):>4} "
-              f"{_fmt(r.get('peak_extra_mb'), '13.1f'):>13} {_fmt(r.get('est_mb'), '9.0f'):>9} "
+              f"{_fmt(r.get('cpu_util'), '5.2f'):>5} {_fmt(r.get('peak_extra_mb'), '13.1f'):>13} {_fmt(r.get('est_mb'), '9.0f'):>9} "
               f"{_fmt(r.get('load1'), '5.2f'):>5}  {note}")
     first = summary["reference_model"]
     if summary["ratios"]:
@@ -380,8 +380,12 @@ def run(args) -> int:
                 if res["status"] == "ok":
                     row.update(peak_extra_mb=_mb(res["peak_extra_bytes"]), peak_mb=_mb(res["peak_bytes"]),
                                baseline_mb=_mb(res["baseline_bytes"]))
+                    print(f"           -> {res['time_s']:.3f} s (median of {res['runs']}), "
+                          f"{row['peak_extra_mb']:.1f} MiB, cpu util {res['cpu_util']}",
+                          file=sys.stderr, flush=True)
                 else:
                     failed[spec.label] = f"{res['status']} at {row['tokens']} tokens"
+                    print(f"           -> {res['status']}: {res['reason']}", file=sys.stderr, flush=True)
             rows.append(row)
     elapsed = time.perf_counter() - t_start
 
@@ -397,7 +401,9 @@ def run(args) -> int:
               f"{threads} threads, {os.cpu_count()} CPUs ({cpu}); warm-up {warmup}, median of up to "
               f"{repeats} runs (time budget {args.time_budget:g} s); one fresh process per configuration; "
               f"memory = peak resident (CPU: OS max RSS) minus the baseline with model and input built; "
-              f"load average {load_start:.2f} at start, {_load1():.2f} at end; {elapsed:.0f} s in all")
+              f"cpu = process CPU s per wall s while timed (~threads when uncontended); load = 1-min "
+              f"load average at the configuration's start ({load_start:.2f} at start, {_load1():.2f} at end); "
+              f"{elapsed:.0f} s in all")
     summary.update(header=header, device=device, batch=args.batch_size, threads=threads,
                    load_start=load_start, load_end=_load1(), elapsed_s=elapsed, cpu=cpu)
     write_csv(out / "model_bench.csv", rows)

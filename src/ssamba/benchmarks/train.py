@@ -17,7 +17,8 @@ from pathlib import Path
 from .model import _fmt, _load1, _mb, parse_spec, resolve_device, run_configuration
 
 COLUMNS = ["model", "frames", "seconds", "tokens", "num_masked", "batch", "device", "threads", "status",
-           "reason", "time_s", "time_min_s", "time_max_s", "runs", "warmup_runs", "peak_extra_mb", "load1"]
+           "reason", "time_s", "time_min_s", "time_max_s", "runs", "warmup_runs", "cpu_util", "peak_extra_mb",
+           "load1"]
 
 
 def padded_frames(config, frames: int) -> int:
@@ -62,15 +63,17 @@ def run(args) -> int:
     print(f"pretraining step (masked patch modeling: InfoNCE + 10 x MSE, two encoder passes, backward, "
           f"AdamW), batch {args.batch_size}, fp32, device {device}, {threads} threads, {os.cpu_count()} CPUs; "
           f"warm-up {args.warmup}, median of {args.repeats} steps; one fresh process per configuration; "
+          f"cpu = process CPU s per wall s while timed (~threads when uncontended); "
           f"load average {load_start:.2f} at start, {_load1():.2f} at end; {elapsed:.0f} s in all")
     print(f"\n{'model':<28} {'input':>16} {'tokens':>7} {'masked':>6} {'step s':>8} {'min':>8} {'max':>8} "
-          f"{'peak MiB':>9}  status")
+          f"{'cpu':>5} {'peak MiB':>9}  status")
     for r in rows:
         note = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}"
         label = f"{r['seconds']:g} s ({r['frames']} fr)"
         print(f"{r['model']:<28} {label:>16} {_fmt(r.get('tokens'), 'd'):>7} {_fmt(r.get('num_masked'), 'd'):>6} "
               f"{_fmt(r.get('time_s'), '8.3f'):>8} {_fmt(r.get('time_min_s'), '8.3f'):>8} "
-              f"{_fmt(r.get('time_max_s'), '8.3f'):>8} {_fmt(r.get('peak_extra_mb'), '9.1f'):>9}  {note}")
+              f"{_fmt(r.get('time_max_s'), '8.3f'):>8} {_fmt(r.get('cpu_util'), '5.2f'):>5} "
+              f"{_fmt(r.get('peak_extra_mb'), '9.1f'):>9}  {note}")
     first = specs[0].label
     for other in specs[1:]:
         for frames_req in args.frames:
