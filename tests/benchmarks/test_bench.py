@@ -133,7 +133,7 @@ def test_failed_and_timed_out_configurations_are_marked(tmp_path):
 
 def test_unknown_model_spec_is_an_error(capsys):
     assert bench_main(["model", "--models", "ssast_test_patch:flash", "--out", "unused"]) == 2
-    assert "variant" in capsys.readouterr().err
+    assert "flash" in capsys.readouterr().err
 
 
 def test_train_benchmark_smoke(tmp_path, capsys):
@@ -157,3 +157,15 @@ def test_scan_benchmark_smoke(capsys):
     assert rc == 0
     printed = capsys.readouterr().out
     assert "x the bound" in printed and "cpu vs best pure-PyTorch path" in printed
+
+
+def test_worker_counts_a_warmup_over_the_budget_as_one_cold_run():
+    from ssamba.benchmarks._worker import run_job
+
+    job = {"mode": "forward", "preset": "ssast_test_patch", "frames": 64, "batch": 1, "warmup": 1,
+           "repeats": 3}
+    res = run_job(dict(job, time_budget=0.0))  # any call exceeds a zero budget
+    assert (res["runs"], res["warmup_runs"], res["cold"]) == (1, 0, True)
+    res = run_job(dict(job, time_budget=1e9))
+    assert (res["runs"], res["warmup_runs"], res["cold"]) == (3, 1, False)
+    assert res["tokens"] == 32 and res["seq_len"] == 34 and res["peak_extra_bytes"] >= 0

@@ -14,7 +14,7 @@ DEFAULT_MODEL_SPECS = ("ssamba_tiny", "ssast_tiny_patch:sdpa", "ssast_tiny_patch
 DEFAULT_TOKENS = (512, 1024, 2048, 4096, 8192, 16384, 22000)
 QUICK_TOKENS = (512, 2048, 8192)
 DEFAULT_TRAIN_SPECS = ("ssamba_tiny", "ssast_tiny_patch")
-DEFAULT_TRAIN_FRAMES = (112, 1024)
+DEFAULT_TRAIN_FRAMES = (100, 1024)
 
 _MODEL_SPEC_HELP = (
     "PRESET[:VARIANT]; VARIANT is the attention for SSAST presets ('sdpa' = PyTorch's "
@@ -80,7 +80,8 @@ Token counts are patch tokens of a 128-bin spectrogram: for 16x16 patches with s
 model is built for the exact input length (its position grid covers the input; no
 resampling). Per configuration the child process builds the model and a random input,
 records its resident memory (the baseline), runs --warmup forwards and then up to
---repeats timed forwards (fewer if --time-budget runs out; at least one), and reports
+--repeats timed forwards (fewer if --time-budget runs out; at least one; a warm-up
+that alone exceeds the budget is itself the one, "cold", run), and reports
 the median time and the peak resident memory (Linux: VmHWM after resetting the
 high-water mark at the baseline, i.e. the OS's max RSS; elsewhere getrusage's
 ru_maxrss) minus the baseline: the memory the forward itself needs. On CUDA: the
@@ -99,7 +100,7 @@ _TRAIN_DESCRIPTION = """\
 Time one pretraining step - masked patch modeling with the official joint objective
 (InfoNCE + 10 x MSE, two encoder passes with independent cluster masks), backward, and
 an AdamW step - for each model at each input length, in a fresh process per
-configuration. The default lengths are 1 s (100 frames, zero-padded to 112, a multiple
+configuration. The default lengths are 1 s (100 frames, padded to 112, a multiple
 of the 16-frame patch) and 10 s (1024 frames, the recipes' input). Reports the median
 step time after warm-up, the peak resident memory of the step above the baseline, and
 the time ratio of the first model to each other model."""
@@ -147,7 +148,9 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=None,
                    help="timed forwards per configuration, median reported (default 3; 1 with --quick)")
     p.add_argument("--time-budget", type=float, default=60.0, metavar="S",
-                   help="stop timing a configuration once its timed runs took this many seconds (at least one run)")
+                   help="stop timing a configuration once its timed runs took this many seconds (at least one "
+                        "run); a warm-up forward that alone takes this long is reported as the single "
+                        "(cold) run instead of being repeated")
     p.add_argument("--timeout", type=float, default=1200.0, metavar="S",
                    help="kill a configuration's process after this many seconds and mark it 'timeout'")
     p.add_argument("--max-memory-gb", type=float, default=16.0, metavar="GB",
@@ -165,7 +168,8 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", default=list(DEFAULT_TRAIN_SPECS), metavar="SPEC",
                    help=_MODEL_SPEC_HELP + "; the first is compared with the others")
     p.add_argument("--frames", type=int, nargs="+", default=list(DEFAULT_TRAIN_FRAMES), metavar="T",
-                   help="input lengths in frames (10 ms each), rounded up to whole 16-frame patches")
+                   help="input lengths in frames (10 ms each: 100 = 1 s, 1024 = the recipes' 10.24 s), "
+                        "padded up to whole 16-frame patches (100 -> 112)")
     p.add_argument("--batch-size", type=int, default=2, help="clips per step")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     p.add_argument("--repeats", type=int, default=3, help="timed steps, median reported")

@@ -28,7 +28,7 @@ from ._worker import RESULT_PREFIX
 COLUMNS = [
     "model", "preset", "variant", "family", "tokens_requested", "tokens", "seq_len", "frames",
     "batch", "device", "threads", "status", "reason", "time_s", "time_min_s", "time_max_s",
-    "runs", "warmup_runs", "cpu_util", "peak_extra_mb", "peak_mb", "baseline_mb", "est_mb", "load1",
+    "runs", "warmup_runs", "cold", "cpu_util", "peak_extra_mb", "peak_mb", "baseline_mb", "est_mb", "load1",
     "wall_s", "memory_method",
 ]
 MIB = 2**20
@@ -49,37 +49,32 @@ class ModelSpec:
 
 def parse_spec(text: str) -> ModelSpec:
     """``"ssast_tiny_patch:explicit"`` -> a :class:`ModelSpec` (raises ``ValueError``)."""
-    from ssamba.models import get_config
-    from ssamba.models.registry import family_of
+    import torch
+
+    from ssamba.models import SSAMBAConfig, SSASTConfig, get_config, model_from_config
+    from ssamba.ops import available_backends
 
     preset, _, variant = text.partition(":")
-    config = get_config(preset)
-    family = family_of(config)
-    if family == "ssast":
-        variant = variant or "sdpa"
-        from ssamba.layers.attention import ATTENTION_KINDS
-
-        if variant not in ATTENTION_KINDS:
-            raise ValueError(f"{text}: SSAST variant must be one of {ATTENTION_KINDS}")
+    base = get_config(preset)
+    if isinstance(base, SSASTConfig):
+        family, variant = "ssast", variant or "sdpa"
         overrides = {"attention": variant}
-    elif family == "ssamba":
-        variant = variant or "auto"
-        from ssamba.ops import available_backends
-
+    elif isinstance(base, SSAMBAConfig):
+        family, variant = "ssamba", variant or "auto"
         if variant != "auto" and variant not in available_backends():
-            raise ValueError(f"{text}: SSAMBA variant must be 'auto' or one of {available_backends()}")
+            raise ValueError(f"{text}: the SSAMBA variant is a scan backend, 'auto' or one of "
+                             f"{available_backends()}")
         overrides = {"scan_backend": variant}
     else:
         if variant:
-            raise ValueError(f"{text}: no variants for family {family!r}")
-        overrides = {}
-    import torch
-
-    from ssamba.models import model_from_config
-
-    with torch.device("meta"):  # shapes only: no memory, no initialisation
-        num_params = sum(p.numel() for p in model_from_config(config).parameters())
+            raise ValueError(f"{text}: no variants for {type(base).__name__}")
+        family, overrides = type(base).__name__, {}
     config = get_config(preset, **overrides)
+    try:
+        with torch.device("meta"):  # shapes only: checks the options, counts parameters
+            num_params = sum(p.numel() for p in model_from_config(config).parameters())
+    except ValueError as err:
+        raise ValueError(f"{text}: {err}") from err
     return ModelSpec(text, preset, variant, family, config, overrides, num_params)
 
 
@@ -273,11 +268,18 @@ def plot(path: Path, rows: list[dict], labels: list[str], title: str, slopes: di
                       label=name + ("" if k is None else f", slope {k:.2f}"))
     axes[0].set_ylabel("forward time (s), median")
     axes[1].set_ylabel("forward peak memory above baseline (MiB)")
-    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    def minor_label(v, _):  # label the 2x and 5x minor ticks only
+        lead = v / 10 ** math.floor(math.log10(v)) if v > 0 else 0
+        return f"{v:g}" if any(abs(lead - d) < 1e-6 for d in (2, 5)) else ""
+
+    tokens = sorted({r["tokens"] for r in rows if r["status"] == "ok"})
     for ax in axes:
-        for axis in (ax.xaxis, ax.yaxis):
-            axis.set_major_formatter(plain)
-            axis.set_minor_formatter(plain)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(minor_label))
+        if tokens:  # the measured token counts are the x ticks
+            ax.set_xticks(tokens)
+            ax.set_xticklabels([str(t) for t in tokens], rotation=45, fontsize=8)
+            ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
         ax.tick_params(which="minor", labelsize=7)
         ax.set_xlabel("patch tokens")
         ax.grid(True, which="both", alpha=0.3)
@@ -299,7 +301,8 @@ def print_report(rows: list[dict], labels: list[str], summary: dict, header: str
     for r in rows:
         note = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}"
         print(f"{r['model']:<28} {r['tokens'] or r['tokens_requested']:>7} {r['frames']:>7} "
-              f"{_fmt(r.get('time_s'), '9.3f'):>9} {_fmt(r.get('runs'), 'd'):>4} "
+              f"{_fmt(r.get('time_s'), '9.3f'):>9} "
+              f"{_fmt(r.get('runs'), 'd') + ('*' if r.get('cold') else ''):>4} "
               f"{_fmt(r.get('cpu_util'), '5.2f'):>5} {_fmt(r.get('peak_extra_mb'), '13.1f'):>13} {_fmt(r.get('est_mb'), '9.0f'):>9} "
               f"{_fmt(r.get('load1'), '5.2f'):>5}  {note}")
     first = summary["reference_model"]
@@ -380,7 +383,8 @@ def run(args) -> int:
                 if res["status"] == "ok":
                     row.update(peak_extra_mb=_mb(res["peak_extra_bytes"]), peak_mb=_mb(res["peak_bytes"]),
                                baseline_mb=_mb(res["baseline_bytes"]))
-                    print(f"           -> {res['time_s']:.3f} s (median of {res['runs']}), "
+                    print(f"           -> {res['time_s']:.3f} s (median of {res['runs']}"
+                          f"{', cold' if res.get('cold') else ''}), "
                           f"{row['peak_extra_mb']:.1f} MiB, cpu util {res['cpu_util']}",
                           file=sys.stderr, flush=True)
                 else:
@@ -399,7 +403,8 @@ def run(args) -> int:
         pass
     header = (f"forward (inference, no grad), batch {args.batch_size}, fp32, device {device}, "
               f"{threads} threads, {os.cpu_count()} CPUs ({cpu}); warm-up {warmup}, median of up to "
-              f"{repeats} runs (time budget {args.time_budget:g} s); one fresh process per configuration; "
+              f"{repeats} runs (time budget {args.time_budget:g} s; runs marked * are one cold run: the "
+              f"warm-up call alone took the budget); one fresh process per configuration; "
               f"memory = peak resident (CPU: OS max RSS) minus the baseline with model and input built; "
               f"cpu = process CPU s per wall s while timed (~threads when uncontended); load = 1-min "
               f"load average at the configuration's start ({load_start:.2f} at start, {_load1():.2f} at end); "

@@ -194,9 +194,7 @@ def bound_report(length: int, threads: int, repeats: int) -> list[str]:
 
     # The kernel alone: operands already in the kernel's layout, one C call per run.
     x = make_inputs(length)
-    lib = scan_cpu.load_library()
-    ops = scan_cpu._prepare(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"])
-    t_kernel = timeit(lambda: scan_cpu._forward(lib, ops, True, save=False), repeats, warmup=2)
+    t_kernel = timeit(scan_cpu.kernel_forward(**x, delta_softplus=True), repeats, warmup=2)
     t_backend = timeit(fwd("cpu", x), repeats, warmup=2)
     per = ", ".join(f"{c}: {t * 1e3:.2f}" for c, t in bound.items())
     return [

@@ -42,7 +42,7 @@ from torch import Tensor
 
 from .scan_reference import selective_scan_reference
 
-__all__ = ["bound_benchmark", "chunk_size", "is_compiled", "load_library", "selective_scan_cpu"]
+__all__ = ["bound_benchmark", "chunk_size", "is_compiled", "kernel_forward", "load_library", "selective_scan_cpu"]
 
 _SOURCE = Path(__file__).with_name("csrc") / "selective_scan_cpu.cpp"
 _ABI_VERSION = 1
@@ -349,3 +349,19 @@ def bound_benchmark(vector_updates: int, channels: int = 4, threads: int | None 
     if rc != 0:
         raise RuntimeError(f"bound micro-benchmark failed (code {rc})")
     return elapsed
+
+
+def kernel_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
+                   z: Tensor | None = None, delta_bias: Tensor | None = None,
+                   delta_softplus: bool = False):
+    """A function running only the compiled forward on operands converted here, once.
+
+    For measuring the kernel apart from the dtype/layout preparation that
+    :func:`selective_scan_cpu` does on every call (``ssamba bench scan`` compares it with
+    :func:`bound_benchmark`). Calling the returned function returns the output.
+    """
+    lib = load_library()
+    if lib is None:
+        raise RuntimeError(f"CPU scan kernel unavailable: {_load_error}")
+    ops = _prepare(u, delta, A, B, C, D, z, delta_bias)
+    return lambda: _forward(lib, ops, delta_softplus, save=False)[0]
