@@ -70,3 +70,63 @@ def test_block_carries_the_residual_stream():
     hidden2, residual2 = block(hidden, residual)
     assert torch.allclose(residual2, residual + hidden)  # eval / no drop path
     assert torch.allclose(hidden2, block.mixer(block.norm(residual2)))
+
+
+def _literal_mixer(mixer, hidden):
+    """The bimamba-v2 mixer as Vision Mamba writes it: nn.Conv1d + nn.Linear on (B, L, .)
+    layouts, and the backward direction on flipped copies, flipped back. The reference
+    scan only (the oracle)."""
+    import torch.nn.functional as F
+
+    from ssamba.ops import selective_scan_reference
+
+    def direction(ssm, x, z):  # x, z: (B, Di, L)
+        length = x.shape[-1]
+        x = F.silu(ssm.conv1d(x)[..., :length])
+        dt, b, c = ssm.x_proj(x.transpose(1, 2)).split([ssm.dt_rank, ssm.d_state, ssm.d_state], dim=-1)
+        delta = ssm.dt_proj.weight @ dt.transpose(1, 2)
+        return selective_scan_reference(x, delta, -torch.exp(ssm.A_log), b.transpose(1, 2), c.transpose(1, 2),
+                                        D=ssm.D, z=z, delta_bias=ssm.dt_proj.bias, delta_softplus=True)
+
+    x, z = mixer.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)
+    y = direction(mixer.forward_ssm, x, z)
+    y = y + direction(mixer.backward_ssm, x.flip(-1), z.flip(-1)).flip(-1)
+    return mixer.out_proj((y / 2).transpose(1, 2))
+
+
+def test_mixer_matches_the_literal_flip_based_definition():
+    # The mixer avoids flipped copies and layout transposes (anti-causal conv, reverse
+    # scan, channel-major projections); it must compute exactly the literal definition.
+    torch.manual_seed(0)
+    mixer = BiMambaMixer(16, scan_backend="cpu")
+    hidden = torch.randn(3, 23, 16)
+    grads = []
+    for fn in (mixer, lambda h: _literal_mixer(mixer, h)):
+        mixer.zero_grad()
+        h = hidden.clone().requires_grad_()
+        out = fn(h)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads.append((out.detach(), h.grad, {n: p.grad.clone() for n, p in mixer.named_parameters()}))
+    (out, gh, gp), (ref, ref_gh, ref_gp) = grads
+    assert out.shape == (3, 23, 16) and out.is_contiguous()
+    assert torch.allclose(out, ref, atol=1e-5), (out - ref).abs().max()
+    assert torch.allclose(gh, ref_gh, atol=1e-5)
+    assert gp.keys() == ref_gp.keys()
+    for name in gp:
+        assert torch.allclose(gp[name], ref_gp[name], atol=1e-4), name
+
+
+def test_depthwise_conv_matches_conv1d_both_ways():
+    import torch.nn.functional as F
+
+    from ssamba.layers.mamba import depthwise_conv
+
+    g = torch.Generator().manual_seed(0)
+    for length in (1, 2, 3, 4, 11):
+        x = torch.randn(2, 5, length, generator=g)
+        w, b = torch.randn(5, 1, 4, generator=g), torch.randn(5, generator=g)
+        causal = F.conv1d(x, w, b, padding=3, groups=5)[..., :length]
+        flipped = F.conv1d(x.flip(-1), w, b, padding=3, groups=5)[..., :length].flip(-1)
+        assert torch.allclose(depthwise_conv(x, w, b), causal, atol=1e-6)
+        assert torch.allclose(depthwise_conv(x, w, b, reverse=True), flipped, atol=1e-6)
+        assert torch.allclose(depthwise_conv(x, w, None), causal - b[:, None], atol=1e-6)

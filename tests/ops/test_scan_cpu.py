@@ -48,10 +48,10 @@ def make_inputs(gen, batch=2, channels=5, length=37, d_state=16, softplus=True):
     )
 
 
-def run(backend, x, softplus, grad_out=None):
+def run(backend, x, softplus, grad_out=None, reverse=False):
     """Output and gradients w.r.t. every tensor input that is not None."""
     leaves = {k: (v.detach().clone().requires_grad_() if v is not None else None) for k, v in x.items()}
-    out = selective_scan(**leaves, delta_softplus=softplus, backend=backend)
+    out = selective_scan(**leaves, delta_softplus=softplus, backend=backend, reverse=reverse)
     if grad_out is None:
         grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(7))
     (out.float() * grad_out).sum().backward()
@@ -67,9 +67,9 @@ def assert_close(actual, expected, rtol, what=""):
     assert err <= rtol * scale, f"{what}: max abs err {err:.3g}, scale {scale:.3g}"
 
 
-def compare(x, softplus, rtol=1e-4, dtype=None):
-    expected, g_ref = run("reference", x, softplus)
-    got, g_cpu = run("cpu", x, softplus)
+def compare(x, softplus, rtol=1e-4, dtype=None, reverse=False):
+    expected, g_ref = run("reference", x, softplus, reverse=reverse)
+    got, g_cpu = run("cpu", x, softplus, reverse=reverse)
     assert got.dtype == x["u"].dtype and got.shape == x["u"].shape
     assert_close(got, expected, rtol, "output")
     assert g_cpu.keys() == g_ref.keys()
@@ -88,13 +88,26 @@ def lengths(chunk):
 @pytest.mark.parametrize("use_z", [False, True])
 @pytest.mark.parametrize("use_bias", [False, True])
 @pytest.mark.parametrize("softplus", [False, True])
-def test_matches_reference(kernel, gen, length, use_d, use_z, use_bias, softplus):
+@pytest.mark.parametrize("reverse", [False, True])
+def test_matches_reference(kernel, gen, length, use_d, use_z, use_bias, softplus, reverse):
     L = lengths(kernel.chunk_size())[length]
     x = make_inputs(gen, batch=2, channels=5, length=L, softplus=softplus)
     x["D"] = x["D"] if use_d else None
     x["z"] = x["z"] if use_z else None
     x["delta_bias"] = x["delta_bias"] if use_bias else None
-    compare(x, softplus)
+    compare(x, softplus, reverse=reverse)
+
+
+def test_reverse_is_not_forward(kernel, gen):
+    # The reverse scan reads the sequence backwards: its first output depends on the
+    # last input, which the forward scan's first output cannot see.
+    x = make_inputs(gen, batch=1, channels=3, length=2 * kernel.chunk_size() + 3)
+    fwd = selective_scan(**x, delta_softplus=True, backend="cpu")
+    bwd = selective_scan(**x, delta_softplus=True, backend="cpu", reverse=True)
+    x["u"][..., -1] += 1.0
+    assert torch.equal(selective_scan(**x, delta_softplus=True, backend="cpu")[..., 0], fwd[..., 0])
+    assert not torch.equal(selective_scan(**x, delta_softplus=True, backend="cpu", reverse=True)[..., 0],
+                           bwd[..., 0])
 
 
 @pytest.mark.parametrize("d_state", [1, 5, 16, 24, 40, 64, 144])
@@ -105,13 +118,17 @@ def test_state_sizes(kernel, gen, d_state):
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3, 7, 64])
-def test_thread_partitions(kernel, gen, threads):
-    # Thread ranges that split a batch element, cover several, or outnumber the channels.
+def test_thread_partitions(kernel, gen, threads, monkeypatch):
+    # Thread ranges that split a batch element, cover several, or outnumber the channels
+    # (the work threshold for a second thread is lifted so that tiny inputs split too).
+    monkeypatch.setattr(kernel, "MIN_STEPS_PER_THREAD", 1)
     x = make_inputs(gen, batch=3, channels=5, length=kernel.chunk_size() + 9)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
+        assert kernel._partition(3, 5, x["u"].shape[-1])[0] == min(torch.get_num_threads(), 15)
         compare(x, softplus=True)
+        compare(x, softplus=True, reverse=True)
     finally:
         torch.set_num_threads(before)
 
@@ -229,3 +246,14 @@ def test_compiles_into_a_fresh_cache_and_reuses_it(kernel, tmp_path, monkeypatch
     second = scan_cpu._compile(scan_cpu._SOURCE, cache)
     assert first == second and second.stat().st_mtime_ns == mtime
     assert [p.name for p in cache.iterdir()] == [first.name]  # no temporary files left
+
+
+def test_small_inputs_run_on_one_thread(kernel):
+    # Below the work threshold a second thread costs more than it saves.
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert kernel._partition(2, 384, 57)[0] == 1
+        assert kernel._partition(2, 384, 513)[0] == 2
+    finally:
+        torch.set_num_threads(before)

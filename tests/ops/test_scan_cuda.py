@@ -40,9 +40,9 @@ def make_inputs(batch=2, channels=8, length=300, d_state=16, device="cuda"):
     return {k: v.to(device) for k, v in x.items()}
 
 
-def run(backend, x):
+def run(backend, x, reverse=False):
     leaves = {k: v.detach().clone().requires_grad_() for k, v in x.items()}
-    out = selective_scan(**leaves, delta_softplus=True, backend=backend)
+    out = selective_scan(**leaves, delta_softplus=True, backend=backend, reverse=reverse)
     grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out.device)
     (out.float() * grad_out).sum().backward()
     return out, {k: v.grad for k, v in leaves.items()}
@@ -55,11 +55,12 @@ def test_auto_picks_cuda():
 
 @needs_mamba
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_matches_reference(dtype):
+@pytest.mark.parametrize("reverse", [False, True])
+def test_matches_reference(dtype, reverse):
     x = make_inputs()
     x = {k: (v.to(dtype) if k in ("u", "delta", "B", "C", "z") else v) for k, v in x.items()}
-    expected, g_ref = run("reference", x)
-    got, g_cuda = run("cuda", x)
+    expected, g_ref = run("reference", x, reverse)
+    got, g_cuda = run("cuda", x, reverse)
     assert got.dtype == dtype
     tol = 1e-3 if dtype == torch.float32 else 3e-2
     for name, a, b in [("output", got, expected)] + [(k, g_cuda[k], g_ref[k]) for k in g_ref]:

@@ -42,9 +42,9 @@ def spies(monkeypatch):
         pytest.skip(f"CPU scan kernel unavailable: {scan_cpu._load_error}")
     counts = {name: 0 for name in ops._BACKENDS}
     for name, backend in list(ops._BACKENDS.items()):
-        def spy(*args, _fn=backend.fn, _name=name):
+        def spy(*args, _fn=backend.fn, _name=name, **kwargs):
             counts[_name] += 1
-            return _fn(*args)
+            return _fn(*args, **kwargs)
 
         monkeypatch.setitem(ops._BACKENDS, name, dataclasses.replace(backend, fn=spy))
     kernel = CountingLibrary(lib)

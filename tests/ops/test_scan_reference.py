@@ -7,14 +7,15 @@ import torch.nn.functional as F
 from ssamba.ops import available_backends, selective_scan, selective_scan_reference
 
 
-def naive_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """Element by element, straight from the equations, in float64."""
+def naive_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, reverse=False):
+    """Element by element, straight from the equations, in float64 (``reverse``: the
+    recurrence visits t = L-1 ... 0)."""
     u, delta, A, B, C = (t.double() for t in (u, delta, A, B, C))
     batch, channels, length = u.shape
     out = torch.zeros(batch, channels, length, dtype=torch.float64)
     for b, d in itertools.product(range(batch), range(channels)):
         h = torch.zeros(A.shape[1], dtype=torch.float64)
-        for t in range(length):
+        for t in (range(length - 1, -1, -1) if reverse else range(length)):
             dt = delta[b, d, t] + (delta_bias[d].double() if delta_bias is not None else 0.0)
             if delta_softplus:
                 dt = F.softplus(dt)
@@ -48,7 +49,8 @@ def random_inputs(gen, batch=2, channels=3, length=7, d_state=4):
 @pytest.mark.parametrize("use_z", [False, True])
 @pytest.mark.parametrize("use_bias", [False, True])
 @pytest.mark.parametrize("softplus", [False, True])
-def test_reference_matches_naive_loop(use_d, use_z, use_bias, softplus, gen):
+@pytest.mark.parametrize("reverse", [False, True])
+def test_reference_matches_naive_loop(use_d, use_z, use_bias, softplus, reverse, gen):
     x = random_inputs(gen)
     if not softplus:
         x["delta"] = x["delta"].abs()  # a positive step size without softplus
@@ -59,8 +61,8 @@ def test_reference_matches_naive_loop(use_d, use_z, use_bias, softplus, gen):
         delta_softplus=softplus,
     )
     args = (x["u"], x["delta"], x["A"], x["B"], x["C"])
-    expected = naive_scan(*args, **kwargs)
-    got = selective_scan(*args, backend="reference", **kwargs)
+    expected = naive_scan(*args, **kwargs, reverse=reverse)
+    got = selective_scan(*args, backend="reference", **kwargs, reverse=reverse)
     assert got.dtype == torch.float32 and got.shape == x["u"].shape
     assert torch.allclose(got.double(), expected, atol=1e-5, rtol=1e-5)
 

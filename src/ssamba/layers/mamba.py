@@ -3,9 +3,15 @@
 A mixer projects tokens ``(B, L, D)`` to an inner width ``Di = expand * D`` split into a
 signal ``x`` and a gate ``z`` (one shared ``in_proj``), runs one selective SSM per
 direction, and projects back with one shared ``out_proj``. Each direction owns its
-causal depthwise conv, ``x_proj``, ``dt_proj``, ``A_log`` and ``D``. The backward
-direction runs on the time-flipped ``x`` and ``z`` and is flipped back here, in the
-layer, so that no scan backend can drop it.
+depthwise conv, ``x_proj``, ``dt_proj``, ``A_log`` and ``D``.
+
+The backward direction is the forward computation on the time-flipped sequence,
+flipped back (Vision Mamba's "bimamba v2"). It is computed without flipped copies: its
+conv looks ahead instead of back (the flipped kernel applied anti-causally, the same
+numbers) and its scan runs with ``reverse=True``. Every tensor stays in the scan's
+channel-major ``(B, Di, L)`` layout from ``in_proj`` to ``out_proj``, so no layout copies
+are made either. ``tests/layers`` checks the mixer against the literal flip-based
+definition.
 """
 
 from __future__ import annotations
@@ -18,6 +24,35 @@ from torch import Tensor, nn
 
 from ..ops import selective_scan
 from .norms import DropPath, make_norm
+
+
+def channel_matmul(weight: Tensor, x: Tensor) -> Tensor:
+    """``weight (O, I) @ x (B, I, L) -> (B, O, L)``, contiguous: a per-token linear map in
+    channel-major layout (``torch.matmul`` would compute the transpose and leave a
+    strided result that the next op copies)."""
+    return torch.bmm(weight.expand(x.shape[0], -1, -1), x)
+
+
+def depthwise_conv(x: Tensor, weight: Tensor, bias: Tensor | None, reverse: bool = False) -> Tensor:
+    """Depthwise conv over time of ``x (B, C, L)`` with ``weight (C, 1, K)``: causal
+    (``out[t] = sum_i w[i] x[t-K+1+i]``, what ``Conv1d(padding=K-1)`` gives in its first L
+    outputs), or with ``reverse`` the causal conv of the time-flipped sequence, flipped
+    back (``out[t] = sum_i w[i] x[t+K-1-i]``). K shifted multiply-adds: for Mamba's K = 4
+    on CPU this is ~2x faster than the oneDNN depthwise convolution."""
+    k, length = weight.shape[-1], x.shape[-1]
+    w = weight[:, 0, :, None]  # (C, K, 1)
+    # The last tap sees x[t] itself and spans the whole output; tap i is shifted by
+    # s = K-1-i steps and reaches s outputs less (zero padding, without a padded copy).
+    out = x * w[:, k - 1] if bias is None else torch.addcmul(bias[:, None], w[:, k - 1], x)
+    for i in range(k - 1):
+        s = k - 1 - i
+        if s >= length:
+            continue
+        if reverse:  # out[t] += w[i] x[t + s]
+            out[..., : length - s].addcmul_(w[:, i], x[..., s:])
+        else:  # out[t] += w[i] x[t - s]
+            out[..., s:].addcmul_(w[:, i], x[..., : length - s])
+    return out
 
 
 class SelectiveSSM(nn.Module):
@@ -58,24 +93,27 @@ class SelectiveSSM(nn.Module):
         self.A_log._no_weight_decay = True
         self.D._no_weight_decay = True
 
-    def forward(self, x: Tensor, z: Tensor, scan_backend: str = "auto") -> Tensor:
-        length = x.shape[-1]
-        x = F.silu(self.conv1d(x)[..., :length])  # causal: keep the first L outputs
-        dt, b, c = self.x_proj(x.transpose(1, 2)).split(
-            [self.dt_rank, self.d_state, self.d_state], dim=-1
-        )  # (B, L, r), (B, L, N), (B, L, N)
-        delta = (dt @ self.dt_proj.weight.T).transpose(1, 2)  # (B, Di, L); bias goes in the scan
+    def forward(self, x: Tensor, z: Tensor, scan_backend: str = "auto", reverse: bool = False) -> Tensor:
+        """``x, z: (B, Di, L) -> (B, Di, L)``; ``reverse`` runs the direction from the last
+        step to the first (equal to flipping ``x`` and ``z`` in time, running forward,
+        and flipping the result back)."""
+        x = F.silu(depthwise_conv(x, self.conv1d.weight, self.conv1d.bias, reverse))
+        dt, b, c = channel_matmul(self.x_proj.weight, x).split(
+            [self.dt_rank, self.d_state, self.d_state], dim=1
+        )  # (B, r, L), (B, N, L), (B, N, L)
+        delta = channel_matmul(self.dt_proj.weight, dt)  # (B, Di, L); the bias goes in the scan
         return selective_scan(
             x,
             delta,
             -torch.exp(self.A_log.float()),
-            b.transpose(1, 2),
-            c.transpose(1, 2),
+            b,
+            c,
             D=self.D.float(),
             z=z,
             delta_bias=self.dt_proj.bias.float(),
             delta_softplus=True,
             backend=scan_backend,
+            reverse=reverse,
         )
 
 
@@ -113,14 +151,16 @@ class BiMambaMixer(nn.Module):
         self.out_proj = nn.Linear(d_inner, d_model, bias=False, **kw)
 
     def forward(self, hidden: Tensor) -> Tensor:
-        x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)  # (B, Di, L) each
+        tokens = hidden.transpose(1, 2)  # (B, D, L), a view
+        w_x, w_z = self.in_proj.weight.chunk(2, dim=0)
+        x, z = channel_matmul(w_x, tokens), channel_matmul(w_z, tokens)  # (B, Di, L) each
         y = self.forward_ssm(x, z, self.scan_backend)
+        weight = self.out_proj.weight
         if self.backward_ssm is not None:
-            y_back = self.backward_ssm(x.flip(-1), z.flip(-1), self.scan_backend).flip(-1)
-            y = y + y_back
+            y = y + self.backward_ssm(x, z, self.scan_backend, reverse=True)
             if self.average_directions:
-                y = y / 2
-        return self.out_proj(y.transpose(1, 2))
+                weight = weight * 0.5  # (y_f + y_b) / 2 folded into the small weight
+        return torch.bmm(y.transpose(1, 2), weight.t().expand(y.shape[0], -1, -1))  # (B, L, D)
 
 
 class MambaBlock(nn.Module):

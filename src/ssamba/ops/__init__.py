@@ -5,8 +5,10 @@ tested against it (outputs and gradients). Backends register under a name with a
 availability check and a priority; ``backend="auto"`` picks the available one with the
 highest priority for the given tensors.
 
-Bidirectionality is *not* a backend concern: layers flip the sequence themselves, so
-no backend can silently drop a direction.
+Bidirectional layers call the scan once per direction; ``reverse=True`` runs the
+recurrence from the last step to the first (defined by the reference as
+``flip(scan(flip(inputs)))`` and tested per backend), so the backward direction costs
+no flipped copies where a backend scans in reverse natively (the CPU kernel does).
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def register_backend(
     is_available: Callable[[Tensor], bool] = lambda u: True,
     priority: int = 0,
 ) -> None:
-    """Register ``fn`` (same signature as :func:`selective_scan_reference`) as ``name``."""
+    """Register ``fn`` (same signature as :func:`selective_scan_reference`, ``reverse``
+    included) as ``name``."""
     _BACKENDS[name] = ScanBackend(name, fn, is_available, priority)
 
 
@@ -86,10 +89,12 @@ def selective_scan(
     delta_bias: Tensor | None = None,
     delta_softplus: bool = False,
     backend: str = "auto",
+    reverse: bool = False,
 ) -> Tensor:
     """Selective scan ``(B, D, L) -> (B, D, L)``; see :mod:`ssamba.ops.scan_reference`.
 
-    ``backend`` is a registered name (:func:`available_backends`) or ``"auto"``.
+    ``backend`` is a registered name (:func:`available_backends`) or ``"auto"``;
+    ``reverse`` scans from the last step to the first (see the reference).
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
     if backend == "auto":
@@ -104,7 +109,7 @@ def selective_scan(
                 f"scan backend {backend!r} cannot run on {u.device.type} tensors here; "
                 f"available: {available_backends(u)}"
             )
-    return chosen.fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return chosen.fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse=reverse)
 
 
 register_backend("reference", selective_scan_reference, priority=0)

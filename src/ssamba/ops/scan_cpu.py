@@ -45,7 +45,7 @@ from .scan_reference import selective_scan_reference
 __all__ = ["bound_benchmark", "chunk_size", "is_compiled", "kernel_forward", "load_library", "selective_scan_cpu"]
 
 _SOURCE = Path(__file__).with_name("csrc") / "selective_scan_cpu.cpp"
-_ABI_VERSION = 1
+_ABI_VERSION = 2
 _FLAG_SETS = (
     ["-O3", "-march=native", "-mprefer-vector-width=512"],
     ["-O3", "-march=native"],
@@ -134,9 +134,9 @@ def _configure(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.ssamba_scan_chunk_size.restype = i32
     lib.ssamba_scan_lanes.restype = i32
     lib.ssamba_scan_fwd.restype = i32
-    lib.ssamba_scan_fwd.argtypes = [p] * 8 + [i32, p, p, i64, i64, i64, i64, i32, p]
+    lib.ssamba_scan_fwd.argtypes = [p] * 8 + [i32, i32, p, p, i64, i64, i64, i64, i32, p]
     lib.ssamba_scan_bwd.restype = i32
-    lib.ssamba_scan_bwd.argtypes = ([p] * 8 + [i32] + [p] * 10 + [i64, i64, i64, i64, i32, p, p])
+    lib.ssamba_scan_bwd.argtypes = ([p] * 8 + [i32, i32] + [p] * 10 + [i64, i64, i64, i64, i32, p, p])
     if lib.ssamba_scan_abi_version() != _ABI_VERSION:
         raise RuntimeError("stale compiled kernel (ABI version mismatch)")
     return lib
@@ -210,10 +210,19 @@ def _prepare(u, delta, A, B, C, D, z, delta_bias):
             _f32(D), _f32(z), _f32(delta_bias), np_)
 
 
-def _partition(batch: int, dim: int) -> tuple[int, Tensor, Tensor, Tensor, int]:
+# Channel-steps (one step of one channel: N state updates) below which a second thread
+# costs more than it saves: starting it, and sharing a core with torch's intra-op
+# workers, which spin for a while after every op. Measured on a 2-core x86 (AVX-512):
+# B=2, D=384, L=57 (44 k steps) ran in 0.54 ms on one thread and 0.63 ms on two; at
+# L=513 (394 k) two threads took 2.6 ms against 4.8 ms.
+MIN_STEPS_PER_THREAD = 100_000
+
+
+def _partition(batch: int, dim: int, length: int = MIN_STEPS_PER_THREAD) -> tuple[int, Tensor, Tensor, Tensor, int]:
     """Split the batch*dim channels over threads; per-thread dB/dC slot bookkeeping."""
     total = batch * dim
-    nthreads = max(1, min(torch.get_num_threads(), total))
+    worth = -(-total * max(length, 1) // MIN_STEPS_PER_THREAD)  # threads the work pays for
+    nthreads = max(1, min(torch.get_num_threads(), total, worth))
     starts = [t * total // nthreads for t in range(nthreads + 1)]
     slot_base, slot_batch = [], []
     for t in range(nthreads):
@@ -225,7 +234,7 @@ def _partition(batch: int, dim: int) -> tuple[int, Tensor, Tensor, Tensor, int]:
             torch.tensor(slot_batch, dtype=torch.int64), len(slot_batch))
 
 
-def _forward(lib, ops, softplus: bool, save: bool):
+def _forward(lib, ops, softplus: bool, save: bool, reverse: bool = False):
     u, delta, Ap, Bt, Ct, Dv, z, bias, np_ = ops
     batch, dim, L = u.shape
     out = torch.empty_like(u)
@@ -233,10 +242,10 @@ def _forward(lib, ops, softplus: bool, save: bool):
     if save:
         nchunks = -(-L // lib.ssamba_scan_chunk_size())
         ckpt = torch.empty(batch * dim, nchunks, np_, dtype=torch.float32)
-    nthreads, starts, _, _, _ = _partition(batch, dim)
+    nthreads, starts, _, _, _ = _partition(batch, dim, L)
     rc = lib.ssamba_scan_fwd(
         _ptr(u), _ptr(delta), _ptr(Ap), _ptr(Bt), _ptr(Ct), _ptr(Dv), _ptr(z), _ptr(bias),
-        int(softplus), _ptr(out), _ptr(ckpt), batch, dim, L, np_, nthreads, _ptr(starts))
+        int(softplus), int(reverse), _ptr(out), _ptr(ckpt), batch, dim, L, np_, nthreads, _ptr(starts))
     if rc != 0:
         raise RuntimeError(f"CPU selective scan forward failed (code {rc})")
     return out, ckpt
@@ -244,11 +253,12 @@ def _forward(lib, ops, softplus: bool, save: bool):
 
 class _SelectiveScanCPU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, lib, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    def forward(ctx, lib, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
         ops = _prepare(u, delta, A, B, C, D, z, delta_bias)
-        out, ckpt = _forward(lib, ops, delta_softplus, save=True)
+        out, ckpt = _forward(lib, ops, delta_softplus, save=True, reverse=reverse)
         ctx.lib = lib
         ctx.softplus = bool(delta_softplus)
+        ctx.reverse = bool(reverse)
         ctx.n = A.shape[1]
         ctx.np_ = ops[-1]
         ctx.dtypes = [None if t is None else t.dtype for t in (u, delta, A, B, C, D, z, delta_bias)]
@@ -262,7 +272,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
         lib, np_, n = ctx.lib, ctx.np_, ctx.n
         batch, dim, L = u.shape
         gout = gout.to(torch.float32).contiguous()
-        nthreads, starts, slot_base, slot_batch, nslots = _partition(batch, dim)
+        nthreads, starts, slot_base, slot_batch, nslots = _partition(batch, dim, L)
         du = torch.empty_like(u)
         ddelta = torch.empty_like(u)
         dA = torch.empty(batch, dim, np_, dtype=torch.float32)
@@ -273,7 +283,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
         dbias = torch.empty(batch, dim, dtype=torch.float32) if bias is not None else None
         rc = lib.ssamba_scan_bwd(
             _ptr(u), _ptr(delta), _ptr(Ap), _ptr(Bt), _ptr(Ct), _ptr(Dv), _ptr(z), _ptr(bias),
-            int(ctx.softplus), _ptr(ckpt), _ptr(gout), _ptr(du), _ptr(ddelta), _ptr(dA),
+            int(ctx.softplus), int(ctx.reverse), _ptr(ckpt), _ptr(gout), _ptr(du), _ptr(ddelta), _ptr(dA),
             _ptr(dBs), _ptr(dCs), _ptr(dD), _ptr(dz), _ptr(dbias),
             batch, dim, L, np_, nthreads, _ptr(starts), _ptr(slot_base))
         if rc != 0:
@@ -296,7 +306,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
         needs = ctx.needs_input_grad[1:9]
         out = [None if (g is None or not need) else g.to(dt)
                for g, need, dt in zip(grads, needs, ctx.dtypes)]
-        return (None, *out, None)
+        return (None, *out, None, None)
 
 
 def selective_scan_cpu(
@@ -309,18 +319,20 @@ def selective_scan_cpu(
     z: Tensor | None = None,
     delta_bias: Tensor | None = None,
     delta_softplus: bool = False,
+    reverse: bool = False,
 ) -> Tensor:
-    """Same contract as :func:`selective_scan_reference`, computed by the fused kernel."""
+    """Same contract as :func:`selective_scan_reference`, computed by the fused kernel
+    (``reverse`` natively: the kernel walks the sequence backwards, nothing is flipped)."""
     if u.dtype == torch.float64:  # the kernel is fp32; fp64 callers (gradcheck) get fp64
-        return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
     lib = load_library()
     if lib is None:
-        return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
     tensors = (u, delta, A, B, C, D, z, delta_bias)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        return _SelectiveScanCPU.apply(lib, *tensors, delta_softplus)
+        return _SelectiveScanCPU.apply(lib, *tensors, delta_softplus, reverse)
     ops = _prepare(*tensors)
-    out, _ = _forward(lib, ops, delta_softplus, save=False)
+    out, _ = _forward(lib, ops, delta_softplus, save=False, reverse=reverse)
     return out.to(u.dtype)
 
 

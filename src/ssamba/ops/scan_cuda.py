@@ -48,11 +48,19 @@ def selective_scan_cuda(
     z: Tensor | None = None,
     delta_bias: Tensor | None = None,
     delta_softplus: bool = False,
+    reverse: bool = False,
 ) -> Tensor:
-    """Same contract as :func:`~ssamba.ops.scan_reference.selective_scan_reference`."""
+    """Same contract as :func:`~ssamba.ops.scan_reference.selective_scan_reference`.
+
+    mamba-ssm's kernel only scans forwards: ``reverse`` flips the operands and the output.
+    """
     fn = _mamba_selective_scan_fn()
     if fn is None:
         raise RuntimeError("the 'cuda' scan backend needs mamba-ssm (pip install mamba-ssm)")
+    if reverse:
+        u, delta, B, C = (t.flip(-1) for t in (u, delta, B, C))
+        z = None if z is None else z.flip(-1)
+        return selective_scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus).flip(-1)
     dtype = u.dtype
     return fn(
         u,

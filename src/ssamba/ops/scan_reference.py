@@ -8,6 +8,11 @@ element b, channel d and state index n::
     y[t]      = sum_n C[n, t] * h[t, n] + D * u[t]
     out[t]    = y[t] * silu(z[t])                       (if z is given)
 
+With ``reverse=True`` the recurrence runs from the last step to the first, i.e. the
+result is ``flip(scan(flip(inputs)))`` along L: the backward direction of a
+bidirectional layer, without the caller flipping anything. That identity is this
+oracle's definition of ``reverse``; fast backends implement it natively.
+
 Shapes follow mamba-ssm: ``u, delta, z: (B, D, L)``, ``A: (D, N)``,
 ``B, C: (B, N, L)``, ``D, delta_bias: (D,)``.
 
@@ -33,11 +38,16 @@ def selective_scan_reference(
     z: Tensor | None = None,
     delta_bias: Tensor | None = None,
     delta_softplus: bool = False,
+    reverse: bool = False,
 ) -> Tensor:
     """Run the selective scan step by step; returns ``(B, D, L)`` in ``u.dtype``.
 
     Computes in fp32 (fp64 when ``u`` is fp64, so that ``gradcheck`` can use it).
     """
+    if reverse:
+        u, delta, B, C = (t.flip(-1) for t in (u, delta, B, C))
+        z = None if z is None else z.flip(-1)
+        return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus).flip(-1)
     out_dtype = u.dtype
     compute = torch.float64 if u.dtype == torch.float64 else torch.float32
     u, delta, A, B, C = (t.to(compute) for t in (u, delta, A, B, C))

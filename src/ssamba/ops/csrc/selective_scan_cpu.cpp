@@ -200,22 +200,43 @@ struct Params {
     float *out, *ckpt;
     float *du, *ddelta, *dA, *dB, *dC, *dD, *dz, *dbias;
     int64_t batch, dim, L, NP;
-    int nv, softplus;
+    int nv, softplus, reverse;
     const int64_t *starts, *slot_base;
 };
 
-// Copy src[0:n] into dst (a K-long buffer), zero-filling the tail.
-INLINE void copy_pad(float* dst, const float* src, int n) {
-    std::memcpy(dst, src, sizeof(float) * n);
-    for (int i = n; i < K; ++i) dst[i] = 0.0f;
+// Scan order vs memory order: with p.reverse the scan's step t is the sequence's element
+// L-1-t (the backward direction of a bidirectional layer, with no flipped copies).
+// load_seq/store_seq move steps [c0, c0+kn) of one channel's sequence to/from a K-long
+// buffer (zero tail on load); row_of gives the memory row of step c0 and row_step the
+// row stride per step, for the (L, NP) B/C layouts.
+INLINE void load_seq(const Params& p, float* dst, const float* seq, int64_t c0, int kn) {
+    if (!p.reverse) {
+        std::memcpy(dst, seq + c0, sizeof(float) * kn);
+    } else {
+        const float* src = seq + (p.L - 1 - c0);
+        for (int i = 0; i < kn; ++i) dst[i] = src[-i];
+    }
+    for (int i = kn; i < K; ++i) dst[i] = 0.0f;
 }
 
+INLINE void store_seq(const Params& p, float* seq, const float* src, int64_t c0, int kn) {
+    if (!p.reverse) {
+        std::memcpy(seq + c0, src, sizeof(float) * kn);
+    } else {
+        float* dst = seq + (p.L - 1 - c0);
+        for (int i = 0; i < kn; ++i) dst[-i] = src[i];
+    }
+}
+
+INLINE int64_t row_of(const Params& p, int64_t c0) { return p.reverse ? p.L - 1 - c0 : c0; }
+INLINE int64_t row_step(const Params& p) { return p.reverse ? -p.NP : p.NP; }
+
 // dt (and softplus derivative) for one chunk; buffers are K long.
-INLINE void chunk_dt(const Params& p, const float* delta, const float* u, float bias, int kn,
+INLINE void chunk_dt(const Params& p, const float* delta, const float* u, int64_t c0, float bias, int kn,
                      float* dtb, float* dtub, float* sgb) {
     alignas(64) float xb[K], ub[K];
-    copy_pad(xb, delta, kn);
-    copy_pad(ub, u, kn);
+    load_seq(p, xb, delta, c0, kn);
+    load_seq(p, ub, u, c0, kn);
     for (int k = 0; k < K; k += W) {
         v16 x = loadv(xb + k) + bias;
         v16 dt = x;
@@ -248,7 +269,7 @@ struct Work {
 template <int NVT>
 void fwd_channel(const Params& p, int64_t b, int64_t d, Work& w) {
     const int nv = NVT > 0 ? NVT : p.nv;
-    const int64_t L = p.L, NP = p.NP, ch = b * p.dim + d;
+    const int64_t L = p.L, NP = p.NP, S = row_step(p), ch = b * p.dim + d;
     const float* u = p.u + ch * L;
     const float* delta = p.delta + ch * L;
     const float* z = p.z ? p.z + ch * L : nullptr;
@@ -280,23 +301,23 @@ void fwd_channel(const Params& p, int64_t b, int64_t d, Work& w) {
             float* cp = p.ckpt + (ch * nchunks + c) * NP;
             for (int j = 0; j < nv; ++j) storev(cp + j * W, h[j]);
         }
-        chunk_dt(p, delta + c0, u + c0, bias, kn, dtb, dtub, nullptr);
-        const float* Bp = Bt + c0 * NP;
-        const float* Cp = Ct + c0 * NP;
+        chunk_dt(p, delta, u, c0, bias, kn, dtb, dtub, nullptr);
+        const float* Bp = Bt + row_of(p, c0) * NP;
+        const float* Cp = Ct + row_of(p, c0) * NP;
         for (int k = 0; k < kn; ++k) {
             const v16 dt = splat(dtb[k]), dtu = splat(dtub[k]);
             v16 acc = splat(0.0f);
             for (int j = 0; j < nv; ++j) {
                 const v16 a = vexp2(dt * A2[j]);
-                h[j] = a * h[j] + dtu * loadv(Bp + k * NP + j * W);
-                acc += loadv(Cp + k * NP + j * W) * h[j];
+                h[j] = a * h[j] + dtu * loadv(Bp + k * S + j * W);
+                acc += loadv(Cp + k * S + j * W) * h[j];
             }
             accb[k] = acc;
         }
         for (int k = kn; k < K; ++k) accb[k] = splat(0.0f);
         for (int k = 0; k < K; k += W) reduce16(accb + k, yb + k);
-        copy_pad(ub, u + c0, kn);
-        if (z) copy_pad(zb, z + c0, kn);
+        load_seq(p, ub, u, c0, kn);
+        if (z) load_seq(p, zb, z, c0, kn);
         for (int k = 0; k < K; k += W) {
             v16 o = loadv(yb + k) + loadv(ub + k) * Dd;
             if (z) {
@@ -305,14 +326,14 @@ void fwd_channel(const Params& p, int64_t b, int64_t d, Work& w) {
             }
             storev(yb + k, o);
         }
-        std::memcpy(out + c0, yb, sizeof(float) * kn);
+        store_seq(p, out, yb, c0, kn);
     }
 }
 
 template <int NVT>
 void bwd_channel(const Params& p, int64_t b, int64_t d, float* dBs, float* dCs, Work& w) {
     const int nv = NVT > 0 ? NVT : p.nv;
-    const int64_t L = p.L, NP = p.NP, ch = b * p.dim + d;
+    const int64_t L = p.L, NP = p.NP, S = row_step(p), ch = b * p.dim + d;
     const float* u = p.u + ch * L;
     const float* delta = p.delta + ch * L;
     const float* z = p.z ? p.z + ch * L : nullptr;
@@ -354,11 +375,11 @@ void bwd_channel(const Params& p, int64_t b, int64_t d, float* dBs, float* dCs, 
     for (int64_t c = nchunks - 1; c >= 0; --c) {
         const int64_t c0 = c * K;
         const int kn = (int)std::min<int64_t>(K, L - c0);
-        chunk_dt(p, delta + c0, u + c0, bias, kn, dtb, dtub, sgb);
-        copy_pad(ub, u + c0, kn);
-        copy_pad(gb, gout + c0, kn);
+        chunk_dt(p, delta, u, c0, bias, kn, dtb, dtub, sgb);
+        load_seq(p, ub, u, c0, kn);
+        load_seq(p, gb, gout, c0, kn);
         if (z) {
-            copy_pad(zb, z + c0, kn);
+            load_seq(p, zb, z, c0, kn);
             for (int k = 0; k < K; k += W) {
                 const v16 zz = loadv(zb + k), sz = vsigmoid(zz);
                 storev(szb + k, sz);
@@ -374,19 +395,19 @@ void bwd_channel(const Params& p, int64_t b, int64_t d, float* dBs, float* dCs, 
             h[j] = loadv(cp + j * W);
             hbuf[j] = h[j];
         }
-        const float* Bp = Bt + c0 * NP;
-        const float* Cp = Ct + c0 * NP;
-        float* dCp = dCs + c0 * NP;
+        const float* Bp = Bt + row_of(p, c0) * NP;
+        const float* Cp = Ct + row_of(p, c0) * NP;
+        float* dCp = dCs + row_of(p, c0) * NP;
         for (int k = 0; k < kn; ++k) {
             const v16 dt = splat(dtb[k]), dtu = splat(dtub[k]), gy = splat(gyb[k]);
             v16 acc = splat(0.0f);
             for (int j = 0; j < nv; ++j) {
                 const v16 a = vexp2(dt * A2[j]);
-                h[j] = a * h[j] + dtu * loadv(Bp + k * NP + j * W);
+                h[j] = a * h[j] + dtu * loadv(Bp + k * S + j * W);
                 abuf[k * nv + j] = a;
                 hbuf[(k + 1) * nv + j] = h[j];
-                storev(dCp + k * NP + j * W, loadv(dCp + k * NP + j * W) + gy * h[j]);
-                if (z) acc += loadv(Cp + k * NP + j * W) * h[j];
+                storev(dCp + k * S + j * W, loadv(dCp + k * S + j * W) + gy * h[j]);
+                if (z) acc += loadv(Cp + k * S + j * W) * h[j];
             }
             if (z) accb[k] = acc;
         }
@@ -399,22 +420,22 @@ void bwd_channel(const Params& p, int64_t b, int64_t d, float* dBs, float* dCs, 
                 const v16 y = loadv(yb + k) + loadv(ub + k) * Dd;
                 storev(dzb + k, loadv(gb + k) * y * s * (zz * (1.0f - s) + 1.0f));
             }
-            std::memcpy(dz + c0, dzb, sizeof(float) * kn);
+            store_seq(p, dz, dzb, c0, kn);
         }
 
         // Reverse through the chunk: g = dL/dh_k = carry + gy_k C_k; carry <- exp(dt_k A) g.
-        float* dBp = dBs + c0 * NP;
+        float* dBp = dBs + row_of(p, c0) * NP;
         for (int k = kn - 1; k >= 0; --k) {
             const v16 dt = splat(dtb[k]), dtu = splat(dtub[k]), gy = splat(gyb[k]);
             v16 s1 = splat(0.0f), s2 = splat(0.0f);
             for (int j = 0; j < nv; ++j) {
                 const v16 a = abuf[k * nv + j];
-                const v16 g = carry[j] + gy * loadv(Cp + k * NP + j * W);
+                const v16 g = carry[j] + gy * loadv(Cp + k * S + j * W);
                 const v16 t = g * hbuf[k * nv + j] * a;  // dL/d(dt*A), per state
                 dAacc[j] += t * dt;
                 s1 += t * Av[j];
-                s2 += g * loadv(Bp + k * NP + j * W);
-                storev(dBp + k * NP + j * W, loadv(dBp + k * NP + j * W) + g * dtu);
+                s2 += g * loadv(Bp + k * S + j * W);
+                storev(dBp + k * S + j * W, loadv(dBp + k * S + j * W) + g * dtu);
                 carry[j] = a * g;
             }
             s1b[k] = s1;
@@ -434,8 +455,8 @@ void bwd_channel(const Params& p, int64_t b, int64_t d, float* dBs, float* dCs, 
             dbias_acc += dd;
             dD_acc += gy * uu;
         }
-        std::memcpy(ddelta + c0, S1, sizeof(float) * kn);
-        std::memcpy(du + c0, gb, sizeof(float) * kn);
+        store_seq(p, ddelta, S1, c0, kn);
+        store_seq(p, du, gb, c0, kn);
     }
     for (int j = 0; j < nv; ++j) storev(p.dA + ch * NP + j * W, dAacc[j]);
     if (p.dD) p.dD[ch] = hsum(dD_acc);
@@ -597,21 +618,21 @@ BoundFn pick_bound(int ch) {
 
 extern "C" {
 
-EXPORT int ssamba_scan_abi_version() { return 1; }
+EXPORT int ssamba_scan_abi_version() { return 2; }
 EXPORT int ssamba_scan_chunk_size() { return K; }
 EXPORT int ssamba_scan_lanes() { return W; }
 
 // Forward. ckpt may be null (inference). starts: nthreads+1 channel offsets (flat b*dim+d).
 EXPORT int ssamba_scan_fwd(const float* u, const float* delta, const float* A, const float* Bt,
                     const float* Ct, const float* Dv, const float* z, const float* bias,
-                    int softplus, float* out, float* ckpt, int64_t batch, int64_t dim,
-                    int64_t L, int64_t NP, int nthreads, const int64_t* starts) {
+                    int softplus, int reverse, float* out, float* ckpt, int64_t batch,
+                    int64_t dim, int64_t L, int64_t NP, int nthreads, const int64_t* starts) {
     if (NP <= 0 || NP % W != 0 || L < 0 || nthreads < 1) return 1;
     Params p{};
     p.u = u; p.delta = delta; p.A = A; p.Bt = Bt; p.Ct = Ct; p.Dv = Dv; p.z = z; p.bias = bias;
     p.out = out; p.ckpt = ckpt;
     p.batch = batch; p.dim = dim; p.L = L; p.NP = NP; p.nv = (int)(NP / W);
-    p.softplus = softplus; p.starts = starts;
+    p.softplus = softplus; p.reverse = reverse; p.starts = starts;
     FwdFn fn = pick_fwd(p.nv);
     return run_threads(nthreads, [&](int t) {
         Work work(p.nv);
@@ -623,7 +644,7 @@ EXPORT int ssamba_scan_fwd(const float* u, const float* delta, const float* A, c
 // touches into slots slot_base[t] + (b - starts[t] / dim). dz/dD/dbias may be null.
 EXPORT int ssamba_scan_bwd(const float* u, const float* delta, const float* A, const float* Bt,
                     const float* Ct, const float* Dv, const float* z, const float* bias,
-                    int softplus, const float* ckpt, const float* gout, float* du,
+                    int softplus, int reverse, const float* ckpt, const float* gout, float* du,
                     float* ddelta, float* dA, float* dB, float* dC, float* dD, float* dz,
                     float* dbias, int64_t batch, int64_t dim, int64_t L, int64_t NP,
                     int nthreads, const int64_t* starts, const int64_t* slot_base) {
@@ -634,7 +655,7 @@ EXPORT int ssamba_scan_bwd(const float* u, const float* delta, const float* A, c
     p.du = du; p.ddelta = ddelta; p.dA = dA; p.dB = dB; p.dC = dC; p.dD = dD; p.dz = dz;
     p.dbias = dbias;
     p.batch = batch; p.dim = dim; p.L = L; p.NP = NP; p.nv = (int)(NP / W);
-    p.softplus = softplus; p.starts = starts; p.slot_base = slot_base;
+    p.softplus = softplus; p.reverse = reverse; p.starts = starts; p.slot_base = slot_base;
     BwdFn fn = pick_bwd(p.nv);
     return run_threads(nthreads, [&](int t) {
         Work work(p.nv);
