@@ -257,3 +257,15 @@ def test_small_inputs_run_on_one_thread(kernel):
         assert kernel._partition(2, 384, 513)[0] == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_openmp_kernel_shares_pytorchs_thread_pool(kernel):
+    # Built with -fopenmp, the kernel must bind to the libgomp PyTorch already loaded
+    # (one OpenMP runtime, one pool), not load a second one whose threads would compete.
+    from pathlib import Path
+
+    maps = Path("/proc/self/maps")
+    if not kernel.uses_openmp() or not maps.exists():
+        pytest.skip("kernel built without OpenMP, or no /proc")
+    libs = {line.split()[-1] for line in maps.read_text().splitlines() if "libgomp" in line}
+    assert len(libs) == 1, libs

@@ -42,11 +42,15 @@ from torch import Tensor
 
 from .scan_reference import selective_scan_reference
 
-__all__ = ["bound_benchmark", "chunk_size", "is_compiled", "kernel_forward", "load_library", "selective_scan_cpu"]
+__all__ = ["bound_benchmark", "chunk_size", "is_compiled", "kernel_forward", "load_library", "selective_scan_cpu", "uses_openmp"]
 
 _SOURCE = Path(__file__).with_name("csrc") / "selective_scan_cpu.cpp"
 _ABI_VERSION = 2
+# Tried in order until one compiles. -fopenmp puts the kernel's threads on PyTorch's
+# OpenMP pool (see run_threads in the source); without it the kernel starts its own.
 _FLAG_SETS = (
+    ["-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp"],
+    ["-O3", "-march=native", "-fopenmp"],
     ["-O3", "-march=native", "-mprefer-vector-width=512"],
     ["-O3", "-march=native"],
     ["-O3"],
@@ -133,6 +137,7 @@ def _configure(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.ssamba_scan_abi_version.restype = i32
     lib.ssamba_scan_chunk_size.restype = i32
     lib.ssamba_scan_lanes.restype = i32
+    lib.ssamba_scan_openmp.restype = i32
     lib.ssamba_scan_fwd.restype = i32
     lib.ssamba_scan_fwd.argtypes = [p] * 8 + [i32, i32, p, p, i64, i64, i64, i64, i32, p]
     lib.ssamba_scan_bwd.restype = i32
@@ -175,6 +180,13 @@ def load_library() -> ctypes.CDLL | None:
 def is_compiled() -> bool:
     """True if the kernel is loaded (does not trigger compilation)."""
     return _lib is not None
+
+
+def uses_openmp() -> bool:
+    """True if the loaded kernel runs its threads on an OpenMP team (compiled with
+    -fopenmp); False if it starts its own threads."""
+    lib = load_library()
+    return bool(lib is not None and lib.ssamba_scan_openmp())
 
 
 def chunk_size() -> int:

@@ -34,6 +34,10 @@
 #include <thread>
 #include <vector>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -496,8 +500,15 @@ class FlushDenormals {
 #endif
 };
 
-// Runs fn(0..nthreads-1), fn(0) on the calling thread. Returns 0, or 2 if a thread could
-// not be started or fn threw (e.g. out of memory).
+// Runs fn(0..nthreads-1). Returns 0, or 2 if a thread could not be started or fn threw
+// (e.g. out of memory).
+//
+// Built with OpenMP, the slices run on an OpenMP team. Loaded into a process where
+// PyTorch has already loaded its libgomp.so.1, that is PyTorch's own thread pool: the
+// workers that spin for a while after every torch op pick the slices up instead of
+// competing for the cores with threads of ours. (With std::thread, the kernel's second
+// thread ran no faster than one inside a model step on a 2-core machine.) A team smaller
+// than asked for (nested regions, thread limits) still runs every slice.
 template <typename F>
 int run_threads(int nthreads, F&& fn) {
     std::atomic<int> failed{0};
@@ -513,6 +524,13 @@ int run_threads(int nthreads, F&& fn) {
         body(0);
         return failed ? 2 : 0;
     }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nthreads)
+    {
+        const int team = omp_get_num_threads();
+        for (int t = omp_get_thread_num(); t < nthreads; t += team) body(t);
+    }
+#else
     std::vector<std::thread> pool;
     pool.reserve(nthreads - 1);
     try {
@@ -522,6 +540,7 @@ int run_threads(int nthreads, F&& fn) {
     }
     if (!failed) body(0);
     for (auto& t : pool) t.join();
+#endif
     return failed ? 2 : 0;
 }
 
@@ -621,6 +640,11 @@ extern "C" {
 EXPORT int ssamba_scan_abi_version() { return 2; }
 EXPORT int ssamba_scan_chunk_size() { return K; }
 EXPORT int ssamba_scan_lanes() { return W; }
+#ifdef _OPENMP
+EXPORT int ssamba_scan_openmp() { return 1; }
+#else
+EXPORT int ssamba_scan_openmp() { return 0; }
+#endif
 
 // Forward. ckpt may be null (inference). starts: nthreads+1 channel offsets (flat b*dim+d).
 EXPORT int ssamba_scan_fwd(const float* u, const float* delta, const float* A, const float* Bt,
