@@ -182,6 +182,13 @@ def is_compiled() -> bool:
     return _lib is not None
 
 
+def _require_library() -> ctypes.CDLL:
+    lib = load_library()
+    if lib is None:
+        raise RuntimeError(f"CPU scan kernel unavailable: {_load_error}")
+    return lib
+
+
 def uses_openmp() -> bool:
     """True if the loaded kernel runs its threads on an OpenMP team (compiled with
     -fopenmp); False if it starts its own threads."""
@@ -191,10 +198,7 @@ def uses_openmp() -> bool:
 
 def chunk_size() -> int:
     """Steps between the state checkpoints the forward stores for the backward."""
-    lib = load_library()
-    if lib is None:
-        raise RuntimeError(f"CPU scan kernel unavailable: {_load_error}")
-    return lib.ssamba_scan_chunk_size()
+    return _require_library().ssamba_scan_chunk_size()
 
 
 def _ptr(t: Tensor | None) -> int | None:
@@ -223,14 +227,13 @@ def _prepare(u, delta, A, B, C, D, z, delta_bias):
 
 
 # Channel-steps (one step of one channel: N state updates) below which a second thread
-# costs more than it saves: starting it, and sharing a core with torch's intra-op
-# workers, which spin for a while after every op. Measured on a 2-core x86 (AVX-512):
-# B=2, D=384, L=57 (44 k steps) ran in 0.54 ms on one thread and 0.63 ms on two; at
-# L=513 (394 k) two threads took 2.6 ms against 4.8 ms.
+# costs more than it saves (handing work to it, and waking it). On the project's 2-core
+# x86 (AVX-512) B=2, D=384, L=57 (44 k steps) ran faster on one thread than on two,
+# L=513 (394 k) nearly twice as fast on two.
 MIN_STEPS_PER_THREAD = 100_000
 
 
-def _partition(batch: int, dim: int, length: int = MIN_STEPS_PER_THREAD) -> tuple[int, Tensor, Tensor, Tensor, int]:
+def _partition(batch: int, dim: int, length: int) -> tuple[int, Tensor, Tensor, Tensor, int]:
     """Split the batch*dim channels over threads; per-thread dB/dC slot bookkeeping."""
     total = batch * dim
     worth = -(-total * max(length, 1) // MIN_STEPS_PER_THREAD)  # threads the work pays for
@@ -384,8 +387,6 @@ def kernel_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     :func:`selective_scan_cpu` does on every call (``ssamba bench scan`` compares it with
     :func:`bound_benchmark`). Calling the returned function returns the output.
     """
-    lib = load_library()
-    if lib is None:
-        raise RuntimeError(f"CPU scan kernel unavailable: {_load_error}")
+    lib = _require_library()
     ops = _prepare(u, delta, A, B, C, D, z, delta_bias)
     return lambda: _forward(lib, ops, delta_softplus, save=False)[0]

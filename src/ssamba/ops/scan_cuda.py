@@ -15,6 +15,8 @@ from typing import Callable
 
 from torch import Tensor
 
+from .scan_reference import scan_reversed_by_flipping
+
 __all__ = ["is_available", "selective_scan_cuda"]
 
 _fn: Callable[..., Tensor] | None = None
@@ -58,9 +60,7 @@ def selective_scan_cuda(
     if fn is None:
         raise RuntimeError("the 'cuda' scan backend needs mamba-ssm (pip install mamba-ssm)")
     if reverse:
-        u, delta, B, C = (t.flip(-1) for t in (u, delta, B, C))
-        z = None if z is None else z.flip(-1)
-        return selective_scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus).flip(-1)
+        return scan_reversed_by_flipping(selective_scan_cuda, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     dtype = u.dtype
     return fn(
         u,

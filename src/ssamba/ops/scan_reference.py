@@ -28,6 +28,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def scan_reversed_by_flipping(scan, u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                              delta_softplus=False) -> Tensor:
+    """``reverse=True`` by definition: ``scan`` (a forward-only scan with the reference's
+    signature) on the time-flipped operands, flipped back. For backends without a native
+    reverse scan."""
+    u, delta, B, C = (t.flip(-1) for t in (u, delta, B, C))
+    z = None if z is None else z.flip(-1)
+    return scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus).flip(-1)
+
+
 def selective_scan_reference(
     u: Tensor,
     delta: Tensor,
@@ -45,9 +55,8 @@ def selective_scan_reference(
     Computes in fp32 (fp64 when ``u`` is fp64, so that ``gradcheck`` can use it).
     """
     if reverse:
-        u, delta, B, C = (t.flip(-1) for t in (u, delta, B, C))
-        z = None if z is None else z.flip(-1)
-        return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus).flip(-1)
+        return scan_reversed_by_flipping(selective_scan_reference, u, delta, A, B, C, D, z, delta_bias,
+                                         delta_softplus)
     out_dtype = u.dtype
     compute = torch.float64 if u.dtype == torch.float64 else torch.float32
     u, delta, A, B, C = (t.to(compute) for t in (u, delta, A, B, C))

@@ -235,10 +235,11 @@ INLINE void store_seq(const Params& p, float* seq, const float* src, int64_t c0,
 INLINE int64_t row_of(const Params& p, int64_t c0) { return p.reverse ? p.L - 1 - c0 : c0; }
 INLINE int64_t row_step(const Params& p) { return p.reverse ? -p.NP : p.NP; }
 
-// dt (and softplus derivative) for one chunk; buffers are K long.
+// dt (and softplus derivative) for one chunk; buffers are K long. Leaves the chunk of u
+// in ub for the caller.
 INLINE void chunk_dt(const Params& p, const float* delta, const float* u, int64_t c0, float bias, int kn,
-                     float* dtb, float* dtub, float* sgb) {
-    alignas(64) float xb[K], ub[K];
+                     float* dtb, float* dtub, float* sgb, float* ub) {
+    alignas(64) float xb[K];
     load_seq(p, xb, delta, c0, kn);
     load_seq(p, ub, u, c0, kn);
     for (int k = 0; k < K; k += W) {
@@ -305,7 +306,7 @@ void fwd_channel(const Params& p, int64_t b, int64_t d, Work& w) {
             float* cp = p.ckpt + (ch * nchunks + c) * NP;
             for (int j = 0; j < nv; ++j) storev(cp + j * W, h[j]);
         }
-        chunk_dt(p, delta, u, c0, bias, kn, dtb, dtub, nullptr);
+        chunk_dt(p, delta, u, c0, bias, kn, dtb, dtub, nullptr, ub);
         const float* Bp = Bt + row_of(p, c0) * NP;
         const float* Cp = Ct + row_of(p, c0) * NP;
         for (int k = 0; k < kn; ++k) {
@@ -320,7 +321,6 @@ void fwd_channel(const Params& p, int64_t b, int64_t d, Work& w) {
         }
         for (int k = kn; k < K; ++k) accb[k] = splat(0.0f);
         for (int k = 0; k < K; k += W) reduce16(accb + k, yb + k);
-        load_seq(p, ub, u, c0, kn);
         if (z) load_seq(p, zb, z, c0, kn);
         for (int k = 0; k < K; k += W) {
             v16 o = loadv(yb + k) + loadv(ub + k) * Dd;
@@ -379,8 +379,7 @@ void bwd_channel(const Params& p, int64_t b, int64_t d, float* dBs, float* dCs, 
     for (int64_t c = nchunks - 1; c >= 0; --c) {
         const int64_t c0 = c * K;
         const int kn = (int)std::min<int64_t>(K, L - c0);
-        chunk_dt(p, delta, u, c0, bias, kn, dtb, dtub, sgb);
-        load_seq(p, ub, u, c0, kn);
+        chunk_dt(p, delta, u, c0, bias, kn, dtb, dtub, sgb, ub);
         load_seq(p, gb, gout, c0, kn);
         if (z) {
             load_seq(p, zb, z, c0, kn);
