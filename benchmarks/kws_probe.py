@@ -1,0 +1,93 @@
+"""Is the demo's keyword-spotting task learnable, and do the encoders' features carry it?
+
+Linear probes (softmax regression, full batch, Adam) on a random sample of the offline
+suite's kws clips: training clips vs clips from held-out test voices. Features:
+
+* ``log-mel``: the normalised log-mel spectrogram, average-pooled 4 x 4 (no network);
+* ``encoder``: mean-pooled patch tokens of a frozen encoder (``--encoder DIR``, e.g. the
+  demo's ``pretrain_ssamba`` folder), beside the same architecture randomly initialised.
+
+    python benchmarks/kws_probe.py [--encoder demo_out/pretrain_ssamba] [--train 2000 --test 600]
+
+Builds (or reuses) the default suite. Prints test accuracies; chance is 1/35.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+
+def load(suite, split: str, count: int, frontend, labels, seed: int):
+    from ssamba.data import ClipDataset, ClipDatasetConfig, collate_clips
+
+    data = ClipDataset(suite.manifest("kws", split), ClipDatasetConfig(frontend=frontend), labels)
+    pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:count]
+    batch = collate_clips([data[int(i)] for i in pick])
+    return batch["spec"], batch["target"].argmax(1)
+
+
+def probe(train_x, train_y, test_x, test_y, classes: int, steps: int = 300) -> tuple[float, float]:
+    """Train/test accuracy of a linear classifier on standardised features."""
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-5
+    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    weight = torch.zeros(train_x.shape[1], classes, requires_grad=True)
+    bias = torch.zeros(classes, requires_grad=True)
+    optimizer = torch.optim.Adam([weight, bias], lr=1e-2)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(train_x @ weight + bias, train_y) + 1e-3 * weight.pow(2).sum()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        return tuple(((x @ weight + bias).argmax(1) == y).float().mean().item()
+                     for x, y in ((train_x, train_y), (test_x, test_y)))
+
+
+def encode(encoder, spec):
+    encoder.eval()
+    with torch.no_grad():
+        return torch.cat([encoder.forward_features(spec[i:i + 200])[:, encoder.num_prefix_tokens:].mean(1)
+                          for i in range(0, len(spec), 200)])
+
+
+def main(argv=None) -> int:
+    from ssamba.corpora import build_suite
+    from ssamba.data import compute_stats, read_label_csv
+    from ssamba.frontend import FrontendConfig
+    from ssamba.models import load_model, model_from_config
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--encoder", default=None, help="a saved encoder (model folder) to probe frozen")
+    p.add_argument("--train", type=int, default=2000, help="training clips sampled")
+    p.add_argument("--test", type=int, default=600, help="test clips sampled (held-out voices)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    torch.manual_seed(args.seed)
+    suite = build_suite(None, seed=0, scale="default", progress=False)
+    labels = read_label_csv(suite.label_csv("kws"))
+    mean, std = compute_stats(suite.manifest("unlabeled", "train"), max_clips=200)
+    frontend = FrontendConfig(target_length=100, mean=mean, std=std)  # the demo's kws input
+    train_x, train_y = load(suite, "train", args.train, frontend, labels, args.seed)
+    test_x, test_y = load(suite, "test", args.test, frontend, labels, args.seed)
+    n = labels.num_classes
+    print(f"kws: {len(train_y)} training clips, {len(test_y)} test clips (unseen voices), chance {100 / n:.1f}%")
+
+    def pooled(x):
+        return torch.nn.functional.avg_pool2d(x.unsqueeze(1), (4, 4)).flatten(1)
+
+    tr, te = probe(pooled(train_x), train_y, pooled(test_x), test_y, n)
+    print(f"log-mel, pooled 4x4        train {100 * tr:5.1f}%  test {100 * te:5.1f}%")
+    if args.encoder:
+        encoder = load_model(args.encoder)
+        random = model_from_config(encoder.config)
+        for name, model in ((f"encoder {args.encoder}", encoder), ("same encoder, random init", random)):
+            tr, te = probe(encode(model, train_x), train_y, encode(model, test_x), test_y, n)
+            print(f"{name:<26} train {100 * tr:5.1f}%  test {100 * te:5.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
