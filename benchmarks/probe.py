@@ -1,15 +1,16 @@
-"""Is the demo's keyword-spotting task learnable, and do the encoders' features carry it?
+"""Is a demo task learnable, and do the encoders' features carry it?
 
-Linear probes (softmax regression, full batch, Adam) on a random sample of the offline
-suite's kws clips: training clips vs clips from held-out test voices. Features:
+Linear probes (softmax regression, full batch, Adam) on a random sample of one task of
+the offline suite (``kws``, ``speaker`` or ``sounds``): training clips vs test clips
+(unseen voices, words or programs). Features:
 
 * ``log-mel``: the normalised log-mel spectrogram, average-pooled 4 x 4 (no network);
-* ``encoder``: mean-pooled patch tokens of a frozen encoder (``--encoder DIR``, e.g. the
+* ``encoder``: mean-pooled tokens (class tokens left out) of a frozen encoder (``--encoder DIR``, e.g. the
   demo's ``pretrain_ssamba`` folder), beside the same architecture randomly initialised.
 
-    python benchmarks/kws_probe.py [--encoder demo_out/pretrain_ssamba] [--train 2000 --test 600]
+    python benchmarks/probe.py [--task kws] [--encoder demo_out/pretrain_ssamba] [--train 2000 --test 600]
 
-Builds (or reuses) the default suite. Prints test accuracies; chance is 1/35.
+Builds (or reuses) the default suite. Prints train and test accuracies and chance.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ import argparse
 import torch
 
 
-def load(suite, split: str, count: int, frontend, labels, seed: int):
+def load(suite, task: str, split: str, count: int, frontend, labels, seed: int):
     from ssamba.data import ClipDataset, ClipDatasetConfig, collate_clips
 
-    data = ClipDataset(suite.manifest("kws", split), ClipDatasetConfig(frontend=frontend), labels)
+    data = ClipDataset(suite.manifest(task, split), ClipDatasetConfig(frontend=frontend), labels)
     pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:count]
     batch = collate_clips([data[int(i)] for i in pick])
     return batch["spec"], batch["target"].argmax(1)
@@ -55,25 +56,28 @@ def encode(encoder, spec):
 def main(argv=None) -> int:
     from ssamba.corpora import build_suite
     from ssamba.data import compute_stats, read_label_csv
+    from ssamba.demo import MODES
     from ssamba.frontend import FrontendConfig
     from ssamba.models import load_model, model_from_config
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--task", default="kws", choices=("kws", "speaker", "sounds"), help="which task of the suite")
     p.add_argument("--encoder", default=None, help="a saved encoder (model folder) to probe frozen")
     p.add_argument("--train", type=int, default=2000, help="training clips sampled")
-    p.add_argument("--test", type=int, default=600, help="test clips sampled (held-out voices)")
+    p.add_argument("--test", type=int, default=600, help="test clips sampled (unseen voices, words or programs)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
     torch.manual_seed(args.seed)
     suite = build_suite(None, seed=0, scale="default", progress=False)
-    labels = read_label_csv(suite.label_csv("kws"))
+    labels = read_label_csv(suite.label_csv(args.task))
     mean, std = compute_stats(suite.manifest("unlabeled", "train"), max_clips=200)
-    frontend = FrontendConfig(target_length=100, mean=mean, std=std)  # the demo's kws input
-    train_x, train_y = load(suite, "train", args.train, frontend, labels, args.seed)
-    test_x, test_y = load(suite, "test", args.test, frontend, labels, args.seed)
+    frames = MODES["default"].task_frames[args.task]
+    frontend = FrontendConfig(target_length=frames, mean=mean, std=std)  # the demo's input
+    train_x, train_y = load(suite, args.task, "train", args.train, frontend, labels, args.seed)
+    test_x, test_y = load(suite, args.task, "test", args.test, frontend, labels, args.seed)
     n = labels.num_classes
-    print(f"kws: {len(train_y)} training clips, {len(test_y)} test clips (unseen voices), chance {100 / n:.1f}%")
+    print(f"{args.task}: {len(train_y)} training clips, {len(test_y)} test clips, chance {100 / n:.1f}%")
 
     def pooled(x):
         return torch.nn.functional.avg_pool2d(x.unsqueeze(1), (4, 4)).flatten(1)
