@@ -50,7 +50,7 @@ class DemoSettings:
 
 
 MODES = {
-    "default": DemoSettings(scale="default", pretrain_seconds=240, finetune_seconds=45),
+    "default": DemoSettings(scale="default", pretrain_seconds=240, finetune_seconds=40),
     "quick": DemoSettings(scale="quick", pretrain_seconds=20, finetune_seconds=6, batch_size=16),
 }
 
