@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ssamba.objectives import cluster_mask, random_mask
+from ssamba.objectives import cluster_mask, official_mask, official_mask_from_anchors, random_mask
 
 
 def _components(mask_2d: torch.Tensor) -> list[int]:
@@ -67,3 +67,66 @@ def test_bad_counts():
         cluster_mask(1, (8, 64), 513, g)
     with pytest.raises(ValueError, match="cannot mask"):
         random_mask(1, 512, 0, g)
+
+
+# -- the official generator ---------------------------------------------------------------
+
+def official_loop(c: int, anchors: list[int], cols: int, num_patches: int, num_masked: int) -> list[int]:
+    """``gen_maskid_patch`` as the official code writes it, fed a given anchor sequence."""
+    mask_id, draws = [], iter(anchors)
+    while len(set(mask_id)) <= num_masked:
+        start = next(draws)
+        for i in range(c):
+            for j in range(c):
+                cand = start + cols * i + j
+                if 0 < cand < num_patches:
+                    mask_id.append(cand)
+    return sorted(set(mask_id))[:num_masked]
+
+
+@pytest.mark.parametrize("grid,num_masked", [((8, 64), 400), ((8, 64), 250), ((8, 64), 1), ((4, 12), 40), ((3, 5), 13)])
+def test_official_mask_equals_the_sequential_loop_on_the_same_draws(grid, num_masked):
+    g = torch.Generator().manual_seed(3)
+    batch, num_patches = 24, grid[0] * grid[1]
+    c = torch.tensor([3, 4, 5])[torch.randint(3, (batch,), generator=g)]
+    anchors = torch.randint(num_patches, (batch, 4000), generator=g)
+    mask = official_mask_from_anchors(c, anchors, grid, num_masked)
+    for b in range(batch):
+        want = official_loop(int(c[b]), anchors[b].tolist(), grid[1], num_patches, num_masked)
+        assert mask[b].nonzero().flatten().tolist() == want
+
+
+def test_official_mask_draws_more_anchors_when_a_chunk_is_short():
+    # a chunk of 2 anchors is never enough for 400 patches: the loop must keep drawing,
+    # and the result is the one the whole anchor stream gives at once
+    g = torch.Generator().manual_seed(5)
+    mask = official_mask(6, (8, 64), 400, g, chunk=2)
+    g = torch.Generator().manual_seed(5)
+    c = torch.tensor([3, 4, 5])[torch.randint(3, (6,), generator=g)]
+    stream = torch.cat([torch.randint(512, (6, 2), generator=g) for _ in range(2000)], dim=1)
+    assert torch.equal(mask, official_mask_from_anchors(c, stream, (8, 64), 400))
+    assert official_mask_from_anchors(c, stream[:, :2], (8, 64), 400) is None
+
+
+def test_official_mask_signature():
+    """At 400 of 512: index 0 and the last index are never masked; the first frequency row
+    is masked about 42% of the time, the middle rows about 88%."""
+    mask = official_mask(2000, (8, 64), 400, torch.Generator().manual_seed(0)).float()
+    assert torch.all(mask.sum(1) == 400)
+    assert mask[:, 0].sum() == 0 and mask[:, -1].sum() == 0
+    per_row = mask.view(-1, 8, 64).mean((0, 2))
+    assert 0.36 < per_row[0] < 0.48
+    assert torch.all((per_row[3:5] > 0.82) & (per_row[3:5] < 0.94))
+    assert per_row[0] < per_row[1] < per_row[2] < per_row[3]
+    # blocks spill over the right edge: a block anchored at the end of a row continues at
+    # the start of the next, so masked runs cross rows (never the case for clipped blocks)
+    rows = mask.view(-1, 8, 64)
+    assert (rows[:, 3, -1] * rows[:, 4, 0]).mean() > 0.5
+
+
+def test_official_mask_is_seeded_and_checks_its_count():
+    a = official_mask(4, (8, 64), 300, torch.Generator().manual_seed(7))
+    assert torch.equal(a, official_mask(4, (8, 64), 300, torch.Generator().manual_seed(7)))
+    assert not torch.equal(a, official_mask(4, (8, 64), 300, torch.Generator().manual_seed(8)))
+    with pytest.raises(ValueError, match="official masking can mask 1 to 510"):
+        official_mask(1, (8, 64), 511, torch.Generator())  # the official loop would never end

@@ -16,7 +16,8 @@ def loop_info_nce(pred, target, softmax):
         else:
             total_for_loss = total
         nce = nce + torch.sum(torch.diag(lsoftmax(total_for_loss)))
-        correct += torch.sum(torch.argmax(total.softmax(dim=0), dim=0) == torch.arange(n)).item()
+        # the official count: softmax over the last axis (each target's row), argmax over targets
+        correct += torch.sum(torch.argmax(total.softmax(dim=-1), dim=0) == torch.arange(n)).item()
     return nce / (-1.0 * batch * n), correct / (batch * n)
 
 
@@ -28,6 +29,22 @@ def test_info_nce_equals_per_clip_loop(softmax, gen):
     want_loss, want_acc = loop_info_nce(pred, target, softmax)
     assert torch.allclose(loss, want_loss, rtol=1e-5)
     assert acc.item() == pytest.approx(want_acc)
+
+
+def test_official_and_raw_accuracy_differ_and_raw_is_the_plain_argmax(gen):
+    # targets of very different norms (loud and quiet patches): a few loud ones win the raw
+    # argmax of most columns; normalising each target's row over the predictions first
+    # (the official count) undoes that
+    target = torch.randn(4, 50, 32, generator=gen) * torch.rand(4, 50, 1, generator=gen).pow(4) * 10
+    pred = torch.nn.functional.normalize(target, dim=-1) * 3 + 0.5 * torch.randn(4, 50, 32, generator=gen)
+    _, official = info_nce(pred, target)
+    _, raw = info_nce(pred, target, accuracy="raw")
+    scores = target @ pred.transpose(1, 2)
+    assert raw.item() == pytest.approx((scores.argmax(1) == torch.arange(50)).float().mean().item())
+    assert official.item() == pytest.approx(loop_info_nce(pred, target, "official")[1])
+    assert official.item() > raw.item() + 0.25
+    with pytest.raises(ValueError, match="nce_accuracy"):
+        info_nce(pred, target, accuracy="approximate")
 
 
 def test_the_two_softmax_axes_differ(gen):
@@ -94,3 +111,23 @@ def test_frame_models_use_random_masking_and_refuse_overlapping_patches(gen):
     square = MaskedPatchModeling(PatchModelingConfig(num_masked=8), 32, (16, 16))
     with pytest.raises(ValueError, match="non-overlapping"):
         square(encoder, torch.randn(1, 64, 128), torch.Generator())
+
+
+def test_masking_names_dispatch_to_their_generators(monkeypatch):
+    from ssamba.objectives import masking, patch_modeling
+
+    used = []
+    for name in ("official_mask", "cluster_mask", "random_mask"):
+        original = getattr(masking, name)
+        monkeypatch.setattr(patch_modeling, name, lambda *a, _f=original, _n=name, **k: used.append(_n) or _f(*a, **k))
+    g = torch.Generator().manual_seed(0)
+    cases = [("official", (8, 4), "official_mask"), ("official", (1, 32), "random_mask"),  # frames: uniform
+             ("cluster", (8, 4), "cluster_mask"), ("random", (8, 4), "random_mask"), ("auto", (8, 4), "cluster_mask")]
+    for name, grid, expected in cases:
+        objective = MaskedPatchModeling(PatchModelingConfig(num_masked=8, masking=name), 32, (16, 16))
+        used.clear()
+        mask = objective.draw_mask(2, grid, g, torch.device("cpu"))
+        assert used == [expected] and mask.shape == (2, grid[0] * grid[1])
+    assert PatchModelingConfig().masking == "official" and PatchModelingConfig().nce_accuracy == "official"
+    with pytest.raises(ValueError, match="nce_accuracy"):
+        MaskedPatchModeling(PatchModelingConfig(nce_accuracy="loose"), 32, (16, 16))

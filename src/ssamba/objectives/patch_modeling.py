@@ -11,6 +11,12 @@ Official behaviours kept as options:
   (the code's ``lsoftmax`` over the last axis of ``target @ pred^T``); ``"paper"``
   normalises each prediction's scores over the targets, as the paper's equation reads.
   Accuracy is "prediction picks its own target" in both.
+* ``nce_accuracy="official"``: the masked-patch accuracy of the official code - each
+  target's scores are first normalised with a softmax over the predictions, then each
+  prediction counts as correct when its own target has the largest normalised score;
+  ``"raw"`` takes the argmax of the raw scores instead (a stricter count).
+* ``masking="official"``: the official mask generator (:func:`official_mask`) for patch
+  models, a uniform sample for frame models (one frequency row of tokens).
 * ``use_separate_passes=True``: the two losses come from two forward passes with
   independently drawn masks, as the official joint training does; ``False`` uses one
   pass and one mask for both.
@@ -24,9 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .masking import cluster_mask, random_mask
+from .masking import cluster_mask, official_mask, random_mask
 
 NCE_SOFTMAX = ("official", "paper")
+NCE_ACCURACY = ("official", "raw")
+MASKINGS = ("official", "cluster", "random", "auto")
 
 
 @dataclass
@@ -34,10 +42,13 @@ class PatchModelingConfig:
     """Options of :class:`MaskedPatchModeling`; defaults are the official recipe."""
 
     num_masked: int = 400  # patches hidden per clip (250 / 300 / 400 of 512)
-    masking: str = "auto"  # "cluster", "random", or "auto": cluster for square patches, random for frames
+    # "official": gen_maskid_patch for patches, uniform for frames; "cluster": centred
+    # c x c blocks; "random": uniform; "auto": centred blocks for square patches, else uniform
+    masking: str = "official"
     cluster_sizes: tuple[int, ...] = (3, 4, 5)  # c of the c x c blocks, drawn per clip
     mse_weight: float = 10.0  # L = nce + mse_weight * mse
     nce_softmax: str = "official"  # axis of the InfoNCE softmax: "official" or "paper"
+    nce_accuracy: str = "official"  # masked-patch accuracy: "official" (normalised scores) or "raw"
     use_separate_passes: bool = True  # quirk: nce and mse from two passes with independent masks
     use_nce: bool = True  # discriminative objective on
     use_mse: bool = True  # generative objective on
@@ -49,21 +60,25 @@ def patchify(spec: Tensor, patch_size: tuple[int, int]) -> Tensor:
     return F.unfold(image, kernel_size=patch_size, stride=patch_size).transpose(1, 2)
 
 
-def info_nce(pred: Tensor, target: Tensor, softmax: str = "official") -> tuple[Tensor, Tensor]:
+def info_nce(pred: Tensor, target: Tensor, softmax: str = "official",
+             accuracy: str = "official") -> tuple[Tensor, Tensor]:
     """InfoNCE over the masked patches of each clip; returns ``(loss, accuracy)``.
 
     ``pred``, ``target``: ``(B, N, K)``. Scores ``S[b, j, k] = <target_j, pred_k>`` (no
-    temperature, no normalisation). Accuracy: prediction ``k`` scores its own target
-    ``k`` above every other target of the clip.
+    temperature, no normalisation). Accuracy, the share of predictions ``k`` whose own
+    target ``k`` wins the argmax over targets of: ``"official"`` ``softmax(S, dim=-1)``
+    (each target's scores normalised over the predictions first), ``"raw"`` ``S`` itself.
     """
     if softmax not in NCE_SOFTMAX:
         raise ValueError(f"unknown nce_softmax {softmax!r}; choose one of {NCE_SOFTMAX}")
+    if accuracy not in NCE_ACCURACY:
+        raise ValueError(f"unknown nce_accuracy {accuracy!r}; choose one of {NCE_ACCURACY}")
     scores = target @ pred.transpose(1, 2)  # (B, N_target, N_pred)
     log_probs = scores.log_softmax(dim=2 if softmax == "official" else 1)
     loss = -log_probs.diagonal(dim1=1, dim2=2).mean()
     own = torch.arange(scores.shape[1], device=scores.device)
-    accuracy = (scores.argmax(dim=1) == own).float().mean()
-    return loss, accuracy
+    judged = scores.detach().softmax(dim=2) if accuracy == "official" else scores.detach()
+    return loss, (judged.argmax(dim=1) == own).float().mean()
 
 
 class PredictionHead(nn.Sequential):
@@ -85,8 +100,12 @@ class MaskedPatchModeling(nn.Module):
         super().__init__()
         if not (config.use_nce or config.use_mse):
             raise ValueError("at least one of use_nce and use_mse must be on")
-        if config.masking not in ("auto", "cluster", "random"):
-            raise ValueError(f"unknown masking {config.masking!r}; choose auto, cluster or random")
+        if config.masking not in MASKINGS:
+            raise ValueError(f"unknown masking {config.masking!r}; choose one of {MASKINGS}")
+        if config.nce_softmax not in NCE_SOFTMAX:
+            raise ValueError(f"unknown nce_softmax {config.nce_softmax!r}; choose one of {NCE_SOFTMAX}")
+        if config.nce_accuracy not in NCE_ACCURACY:
+            raise ValueError(f"unknown nce_accuracy {config.nce_accuracy!r}; choose one of {NCE_ACCURACY}")
         self.config = config
         self.patch_size = tuple(patch_size)
         values = self.patch_size[0] * self.patch_size[1]
@@ -102,7 +121,9 @@ class MaskedPatchModeling(nn.Module):
         processes gets the masks the whole batch would get in one process."""
         start, total = rows if rows is not None else (0, batch)
         n = self.config.num_masked
-        if self.use_cluster:
+        if self.config.masking == "official" and grid[0] > 1:  # patches (frames: one row, uniform)
+            mask = official_mask(total, grid, n, generator, self.config.cluster_sizes, device)
+        elif self.use_cluster:
             mask = cluster_mask(total, grid, n, generator, self.config.cluster_sizes, device)
         else:
             mask = random_mask(total, grid[0] * grid[1], n, generator, device)
@@ -130,7 +151,7 @@ class MaskedPatchModeling(nn.Module):
         loss = spec.new_zeros(())
         if c.use_nce:
             target = targets[mask].view(batch, c.num_masked, -1)
-            out["nce"], out["acc"] = info_nce(self.nce_head(hidden), target, c.nce_softmax)
+            out["nce"], out["acc"] = info_nce(self.nce_head(hidden), target, c.nce_softmax, c.nce_accuracy)
             loss = loss + out["nce"]
         if c.use_mse:
             if c.use_nce and c.use_separate_passes:
