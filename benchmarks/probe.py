@@ -10,7 +10,8 @@ the offline suite (``kws``, ``speaker`` or ``sounds``): training clips vs test c
 
     python benchmarks/probe.py [--task kws] [--encoder demo_out/pretrain_ssamba] [--train 2000 --test 600]
 
-Builds (or reuses) the default suite. Prints train and test accuracies and chance.
+Builds (or reuses) the default suite. Prints train and test accuracies and chance. The
+demo (``ssamba demo``) runs the full protocol: every layer, several seeds, fine-tuning.
 """
 
 from __future__ import annotations
@@ -29,28 +30,19 @@ def load(suite, task: str, split: str, count: int, frontend, labels, seed: int):
     return batch["spec"], batch["target"].argmax(1)
 
 
-def probe(train_x, train_y, test_x, test_y, classes: int, steps: int = 300) -> tuple[float, float]:
-    """Train/test accuracy of a linear classifier on standardised features."""
-    mean, std = train_x.mean(0), train_x.std(0) + 1e-5
-    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
-    weight = torch.zeros(train_x.shape[1], classes, requires_grad=True)
-    bias = torch.zeros(classes, requires_grad=True)
-    optimizer = torch.optim.Adam([weight, bias], lr=1e-2)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(train_x @ weight + bias, train_y) + 1e-3 * weight.pow(2).sum()
-        loss.backward()
-        optimizer.step()
-    with torch.no_grad():
-        return tuple(((x @ weight + bias).argmax(1) == y).float().mean().item()
-                     for x, y in ((train_x, train_y), (test_x, test_y)))
+def probe(train_x, train_y, test_x, test_y, classes: int) -> tuple[float, float]:
+    """Train/test accuracy of a linear classifier (:func:`ssamba.training.probe.linear_probe`)."""
+    from ssamba.training.probe import linear_probe
+
+    train, test = linear_probe(train_x, train_y, [(train_x, train_y), (test_x, test_y)], classes)[:, 0].tolist()
+    return train, test
 
 
 def encode(encoder, spec):
-    encoder.eval()
-    with torch.no_grad():
-        return torch.cat([encoder.forward_features(spec[i:i + 200])[:, encoder.num_prefix_tokens:].mean(1)
-                          for i in range(0, len(spec), 200)])
+    """Mean-pooled tokens of the encoder's last hidden state (its output)."""
+    from ssamba.training.probe import layer_embeddings
+
+    return layer_embeddings(encoder, spec)[-1]
 
 
 def main(argv=None) -> int:
@@ -79,8 +71,7 @@ def main(argv=None) -> int:
     n = labels.num_classes
     print(f"{args.task}: {len(train_y)} training clips, {len(test_y)} test clips, chance {100 / n:.1f}%")
 
-    def pooled(x):
-        return torch.nn.functional.avg_pool2d(x.unsqueeze(1), (4, 4)).flatten(1)
+    from ssamba.training.probe import pooled_logmel as pooled
 
     tr, te = probe(pooled(train_x), train_y, pooled(test_x), test_y, n)
     print(f"log-mel, pooled 4x4        train {100 * tr:5.1f}%  test {100 * te:5.1f}%")

@@ -1,24 +1,33 @@
-"""``ssamba demo``: the whole system on a laptop, offline, in minutes.
+"""``ssamba demo``: does pretraining work? The whole system on a laptop, offline.
 
 1. Build (or reuse) the offline audio suite (:mod:`ssamba.corpora`): synthesised speech
    and instrument notes, as manifests.
 2. Pretrain a CPU-sized SSAMBA and the matching SSAST on the unlabeled pool for the same
-   wall-clock budget (masked patch modeling: InfoNCE + MSE).
-3. Fine-tune each pretrained encoder, and the same architecture from scratch, on keyword
-   spotting, speaker identification and instrument-family classification, each for the
-   same budget.
-4. Print one table (task x model x pretrained/scratch: test accuracy, wall time) and draw
-   the pretraining curves, the accuracy bars, a confusion matrix and a 2-D projection of
-   clip embeddings.
+   number of optimiser steps at the same batch (the paper's "equal compute"), with
+   masked patch modeling (InfoNCE + MSE); validate and keep a snapshot at equal periods.
+3. Linear probes: for keyword spotting, speaker identification and instrument families,
+   a logistic regression on frozen, pooled embeddings of every layer (the layer chosen
+   on validation) of the pretrained encoder, of the same architecture at random init,
+   and of the pooled log-mel spectrogram; also of the pretraining snapshots, so the
+   gain can be followed against pretraining steps.
+4. Low-label fine-tuning: each pretrained encoder and the same architecture from scratch,
+   fine-tuned on a few labelled clips per class for a fixed number of steps.
+5. Probes and fine-tuning run over several seeds (the seed draws the probe's training
+   clips, the random init, the labelled subset and the fine-tuning run); tables give
+   mean +- sd and plots show error bars and chance.
 
-Every number printed is measured in the run.
+Budgets are optimiser steps, never seconds, so a seed gives the same numbers on any
+machine (up to floating-point nondeterminism); wall time is measured and printed beside
+them. Every number printed is measured in the run.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +37,22 @@ FAMILIES = ("ssamba", "ssast")
 
 @dataclass
 class DemoSettings:
-    """Budgets and sizes of one demo mode."""
+    """Budgets (in optimiser steps) and sizes of one demo mode."""
 
     scale: str  # corpus scale (ssamba.corpora)
-    pretrain_seconds: float  # wall-clock pretraining budget per model
-    finetune_seconds: float  # wall-clock budget per fine-tuning run
+    pretrain_steps: int  # optimiser steps of pretraining, the same for both families
+    finetune_steps: int  # optimiser steps of each low-label fine-tuning run
+    labels_per_class: int = 16  # labelled training clips per class for low-label fine-tuning
+    seeds: int = 3  # probes and fine-tuning repeated over this many seeds
+    periods: int = 4  # pretraining is validated and snapshotted at the end of each of these
+    probed_periods: tuple[int, ...] = (1, 2)  # snapshots probed besides the final one (gain vs steps)
+    probe_pool: int = 1200  # training clips embedded per task; each seed's probe fits on a sample of
+    probe_train_clips: int = 800  # ... this many of them
+    probe_valid_clips: int = 300  # validation clips (choose the layer)
     batch_size: int = 32  # pretraining
     finetune_batch_size: int = 16
+    pretrain_lr: float = 1e-3
+    finetune_lr: float = 1e-3
     pretrain_frames: int = 144  # 1.44 s: 72 frame tokens
     num_masked: int = 36  # of 72 tokens
     task_frames: dict[str, int] = field(default_factory=lambda: {"kws": 100, "speaker": 144, "sounds": 144})
@@ -42,7 +60,7 @@ class DemoSettings:
         # CPU-sized and matched: the same width and about the same parameters (~0.7 M).
         # Frame tokens (SSAST's frame variant: 128 mel bins x 2 frames each) for both: on
         # this speech-heavy suite 16 x 16 patches (6 time steps per 1 s word) left keyword
-        # spotting at chance within the fine-tuning budget; frames resolve 20 ms.
+        # spotting at chance; frames resolve 20 ms.
         "ssamba": {"preset": "ssamba_tiny", "options": {"embed_dim": 96, "depth": 8, "drop_path_rate": 0.0,
                                                         "patch_size": (128, 2), "patch_stride": (128, 2)}},
         "ssast": {"preset": "ssast_tiny_frame", "options": {"embed_dim": 96, "depth": 6, "num_heads": 3}},
@@ -50,8 +68,12 @@ class DemoSettings:
 
 
 MODES = {
-    "default": DemoSettings(scale="default", pretrain_seconds=240, finetune_seconds=40),
-    "quick": DemoSettings(scale="quick", pretrain_seconds=20, finetune_seconds=6, batch_size=16),
+    "default": DemoSettings(scale="default", pretrain_steps=600, finetune_steps=100),
+    "quick": DemoSettings(scale="quick", pretrain_steps=24, finetune_steps=12, labels_per_class=4, batch_size=16,
+                          periods=2, probed_periods=(1,), probe_pool=120, probe_train_clips=80,
+                          probe_valid_clips=40),
+    "full": DemoSettings(scale="default", pretrain_steps=4000, finetune_steps=300, labels_per_class=20, periods=8,
+                         probed_periods=(1, 2, 4, 6)),
 }
 
 
@@ -61,30 +83,166 @@ def _experiment(task: str, overrides: dict[str, Any]):
     return load_experiment(None, {"task": task, **overrides})
 
 
+def _timed(function, config) -> dict:
+    started = time.perf_counter()
+    summary = function(config)
+    summary["seconds"] = time.perf_counter() - started
+    return summary
+
+
+# -- pretraining ------------------------------------------------------------------------
+
 def _pretrain(family: str, settings: DemoSettings, suite, stats, out: Path, seed: int, progress: bool) -> dict:
     from .training.run import pretrain
 
     model = settings.models[family]
+    period = max(1, settings.pretrain_steps // settings.periods)
     config = _experiment("pretrain", {
         "model.preset": model["preset"],
         "model.options": {**model["options"], "input_tdim": settings.pretrain_frames},
         "frontend.target_length": settings.pretrain_frames, "frontend.mean": stats[0], "frontend.std": stats[1],
         "objective.num_masked": settings.num_masked, "objective.use_separate_passes": False,
-        "optim.lr": 1e-3, "optim.warmup_steps": 50, "optim.schedule": "constant",
+        "optim.lr": settings.pretrain_lr, "optim.warmup_steps": min(50, settings.pretrain_steps // 4),
+        "optim.schedule": "constant",
         "data.train": str(suite.manifest("unlabeled", "train")),
         "data.valid": str(suite.manifest("unlabeled", "validation")), "data.num_workers": 0,
-        "run.out_dir": str(out), "run.batch_size": settings.batch_size, "run.epochs": 1000,
-        "run.steps_per_epoch": 100, "run.max_seconds": settings.pretrain_seconds, "run.seed": seed,
-        "run.save_every": 100000, "run.progress": progress,
+        "run.out_dir": str(out), "run.batch_size": settings.batch_size, "run.epochs": settings.periods,
+        "run.steps_per_epoch": period, "run.max_steps": settings.pretrain_steps, "run.seed": seed,
+        "run.save_every": 10 ** 9, "run.keep_checkpoints": settings.periods + 1, "run.progress": progress,
     })
-    started = time.perf_counter()
-    summary = pretrain(config)
-    summary["seconds"] = time.perf_counter() - started
-    return summary
+    return _timed(pretrain, config)
 
 
-def _finetune(family: str, task: str, init: str | None, settings: DemoSettings, suite, stats, out: Path,
-              seed: int, progress: bool) -> dict:
+def _snapshots(run: Path, settings: DemoSettings) -> dict[int, Path]:
+    """Pretraining step -> checkpoint folder, for the probed periods."""
+    period = max(1, settings.pretrain_steps // settings.periods)
+    wanted = {k * period for k in settings.probed_periods if k * period < settings.pretrain_steps}
+    found = {int(p.name.split("-")[1]): p for p in (run / "checkpoints").glob("step-*")}
+    return {step: found[step] for step in sorted(wanted) if step in found}
+
+
+# -- data for the probes ------------------------------------------------------------------
+
+def _load_specs(manifest, frontend, labels, indices):
+    import torch
+
+    from .data import ClipDataset, ClipDatasetConfig, collate_clips
+
+    data = ClipDataset(manifest, ClipDatasetConfig(frontend=frontend), labels)
+    batch = collate_clips([data[int(i)] for i in indices])
+    return batch["spec"], batch["target"].argmax(1).to(torch.int64)
+
+
+def _probe_data(suite, task: str, settings: DemoSettings, stats, seed: int) -> dict:
+    """The clips every probe of ``task`` sees: a pool of training clips, validation, test."""
+    import torch
+
+    from .data import read_label_csv, read_manifest
+    from .frontend import FrontendConfig
+
+    labels = read_label_csv(suite.label_csv(task))
+    frontend = FrontendConfig(target_length=settings.task_frames[task], mean=stats[0], std=stats[1])
+    out = {"classes": labels.num_classes}
+    for split, count in (("train", settings.probe_pool), ("validation", settings.probe_valid_clips),
+                         ("test", None)):
+        manifest = suite.manifest(task, split)
+        size = len(read_manifest(manifest))
+        order = torch.randperm(size, generator=torch.Generator().manual_seed(seed))
+        picked = order[:count].sort().values if count else torch.arange(size)
+        out[split] = _load_specs(manifest, frontend, labels, picked)
+    return out
+
+
+def _probe(embed, data: dict, settings: DemoSettings, seed: int) -> dict:
+    """Probe one representation (``embed``: spec -> (S, N, D) or (N, D)) with one seed's
+    sample of the training pool."""
+    import torch
+
+    from .training.probe import probe_layers
+
+    def layers(spec):
+        x = embed(spec)
+        return x if x.dim() == 3 else x.unsqueeze(0)
+
+    pool, pool_y = data["train"]
+    take = torch.randperm(len(pool), generator=torch.Generator().manual_seed(1000 + seed))
+    take = take[:settings.probe_train_clips]
+    train = layers(pool)[:, take]
+    result = probe_layers(train, pool_y[take], layers(data["validation"][0]), data["validation"][1],
+                          layers(data["test"][0]), data["test"][1], data["classes"])
+    return asdict(result)
+
+
+def _run_probes(suite, settings: DemoSettings, stats, out: Path, seed: int, seeds: list[int]) -> tuple[dict, dict]:
+    """Probe results ``[task][representation] -> list over seeds`` and the gain-vs-steps
+    curve ``[task][family] -> [(step, test accuracy)]`` (first seed)."""
+    import torch
+
+    from .models import load_model, model_from_config
+    from .training.checkpoint import load_checkpoint
+    from .training.probe import layer_embeddings, pooled_logmel
+
+    encoders = {f: load_model(out / f"pretrain_{f}" / "final").eval() for f in FAMILIES}
+    snapshots = {f: {step: load_checkpoint(path)[0].eval()
+                     for step, path in _snapshots(out / f"pretrain_{f}", settings).items()}
+                 for f in FAMILIES}
+    results: dict = {}
+    curve: dict = {}
+    for task in TASKS:
+        data = _probe_data(suite, task, settings, stats, seed)
+        cache: dict = {}
+
+        def embedder(model, key):
+            def embed(spec):
+                ident = (key, id(spec))
+                if ident not in cache:
+                    cache[ident] = layer_embeddings(model, spec)
+                return cache[ident]
+            return embed
+
+        row = {"log-mel": [_probe(pooled_logmel, data, settings, s) for s in seeds]}
+        curve[task] = {}
+        for family in FAMILIES:
+            row[f"{family} pretrained"] = [_probe(embedder(encoders[family], family), data, settings, s)
+                                           for s in seeds]
+            random_runs = []
+            for s in seeds:
+                torch.manual_seed(s)
+                random = model_from_config(encoders[family].config).eval()
+                random_runs.append(_probe(embedder(random, f"{family} random {s}"), data, settings, s))
+            row[f"{family} random init"] = random_runs
+            points = [(0, random_runs[0]["test"])]
+            for step, model in snapshots[family].items():
+                points.append((step, _probe(embedder(model, f"{family} {step}"), data, settings, seeds[0])["test"]))
+            points.append((settings.pretrain_steps, row[f"{family} pretrained"][0]["test"]))
+            curve[task][family] = points
+            cache.clear()
+        results[task] = {"chance": 1 / data["classes"], **row}
+    return results, curve
+
+
+# -- low-label fine-tuning ------------------------------------------------------------------
+
+def _few_labels_manifest(suite, task: str, per_class: int, seed: int, out: Path) -> Path:
+    """A manifest of ``per_class`` training clips of each class, drawn with ``seed``."""
+    import random
+
+    from .data import read_manifest, write_manifest
+
+    entries = read_manifest(suite.manifest(task, "train"))
+    by_label: dict[str, list] = {}
+    for entry in entries:
+        by_label.setdefault(entry.labels[0], []).append(entry)
+    rng = random.Random(seed)
+    chosen = [e for label in sorted(by_label) for e in rng.sample(by_label[label], min(per_class, len(by_label[label])))]
+    path = out / "manifests" / f"{task}-{per_class}-per-class-seed{seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_manifest(chosen, path)
+    return path
+
+
+def _finetune(family: str, task: str, init: Path | None, manifest: Path, settings: DemoSettings, suite, stats,
+              out: Path, seed: int, progress: bool) -> dict:
     from .training.run import finetune
 
     model = settings.models[family]
@@ -92,147 +250,259 @@ def _finetune(family: str, task: str, init: str | None, settings: DemoSettings, 
     config = _experiment("finetune", {
         "model.preset": model["preset"],
         "model.options": {**model["options"], "input_tdim": frames},
-        "model.init_from": init or "",
+        "model.init_from": str(init) if init else "",
         "frontend.target_length": frames, "frontend.mean": stats[0], "frontend.std": stats[1],
-        "data.train": str(suite.manifest(task, "train")), "data.valid": str(suite.manifest(task, "validation")),
-        "data.test": str(suite.manifest(task, "test")), "data.label_csv": str(suite.label_csv(task)),
-        # No SpecAugment: at these budgets (1-2 epochs) it costs more than it regularises;
-        # with freqm = timem = 24 keyword spotting stayed near chance for both inits.
+        "data.train": str(manifest), "data.test": str(suite.manifest(task, "test")),
+        "data.label_csv": str(suite.label_csv(task)),
+        # No SpecAugment: at these budgets it costs more than it regularises (with
+        # freqm = timem = 24 keyword spotting stayed near chance for both inits).
         "data.freqm": 0, "data.timem": 0, "data.num_workers": 0,
         "finetune.loss": "ce", "finetune.metric": "acc",
-        "optim.optimizer": "adam", "optim.lr": 1e-3, "optim.weight_decay": 5e-7, "optim.warmup_steps": 20,
-        "optim.schedule": "constant",
-        "run.out_dir": str(out), "run.batch_size": settings.finetune_batch_size, "run.epochs": 1000,
-        "run.max_seconds": settings.finetune_seconds, "run.seed": seed, "run.save_every": 100000,
-        "run.progress": progress,
+        "optim.optimizer": "adam", "optim.lr": settings.finetune_lr, "optim.weight_decay": 5e-7,
+        "optim.warmup_steps": min(20, settings.finetune_steps // 4), "optim.schedule": "constant",
+        "run.out_dir": str(out), "run.batch_size": settings.finetune_batch_size, "run.epochs": 1,
+        "run.steps_per_epoch": settings.finetune_steps, "run.max_steps": settings.finetune_steps,
+        "run.seed": seed, "run.save_every": 10 ** 9, "run.progress": progress,
     })
-    started = time.perf_counter()
-    summary = finetune(config)
-    summary["seconds"] = time.perf_counter() - started
-    return summary
+    return _timed(finetune, config)
 
 
-def format_table(rows: list[dict]) -> str:
-    """The demo's results table (test accuracy in %, wall time per fine-tuning run)."""
-    lines = [f"{'task':<9} {'model':<7} {'pretrained':>10} {'scratch':>8} {'gain':>6}   time (pre / scratch)",
-             "-" * 70]
-    for task in TASKS:
+# -- report ---------------------------------------------------------------------------
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return mean, sd
+
+
+def _cell(values: list[float]) -> str:
+    mean, sd = _mean_sd(values)
+    return f"{100 * mean:5.1f} +- {100 * sd:4.1f}"
+
+
+def format_probe_table(probes: dict) -> str:
+    """Probe test accuracy (%), mean +- sd over seeds, and the pretrained-minus-random gains."""
+    head = f"{'task':<8} {'chance':>6}  {'log-mel':>13}"
+    for family in FAMILIES:
+        head += f"  {family + ' pre':>13}  {family + ' random':>13}  {'gain':>5}"
+    lines = [head, "-" * len(head)]
+    for task, row in probes.items():
+        line = f"{task:<8} {100 * row['chance']:5.1f}%  {_cell([r['test'] for r in row['log-mel']])}"
         for family in FAMILIES:
-            pre = next(r for r in rows if r["task"] == task and r["model"] == family and r["init"] == "pretrained")
-            scr = next(r for r in rows if r["task"] == task and r["model"] == family and r["init"] == "scratch")
-            lines.append(f"{task:<9} {family:<7} {100 * pre['acc']:>9.1f}% {100 * scr['acc']:>7.1f}% "
-                         f"{100 * (pre['acc'] - scr['acc']):>+6.1f}   {pre['seconds']:.0f} s / {scr['seconds']:.0f} s")
+            pre = [r["test"] for r in row[f"{family} pretrained"]]
+            rand = [r["test"] for r in row[f"{family} random init"]]
+            line += f"  {_cell(pre)}  {_cell(rand)}  {100 * (_mean_sd(pre)[0] - _mean_sd(rand)[0]):+5.1f}"
+        lines.append(line)
     return "\n".join(lines)
 
 
-def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 0,
-             cache_dir: str | Path | None = None, progress: bool = True) -> dict:
-    """Run the demo; returns (and writes to ``out_dir/results.json``) everything it printed."""
+def format_finetune_table(rows: list[dict], probes: dict) -> str:
+    """Low-label fine-tuning test accuracy (%), mean +- sd over seeds, with the gains."""
+    head = f"{'task':<8} {'chance':>6}"
+    for family in FAMILIES:
+        head += f"  {family + ' pre':>13}  {family + ' scratch':>14}  {'gain':>5}"
+    lines = [head, "-" * len(head)]
+    for task in TASKS:
+        line = f"{task:<8} {100 * probes[task]['chance']:5.1f}%"
+        for family in FAMILIES:
+            pre, scr = ([r["acc"] for r in rows if r["task"] == task and r["model"] == family and r["init"] == init]
+                        for init in ("pretrained", "scratch"))
+            line += f"  {_cell(pre)}  {_cell(scr):>14}  {100 * (_mean_sd(pre)[0] - _mean_sd(scr)[0]):+5.1f}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _clean_checkpoints(run: Path, keep: bool) -> None:
+    if not keep:
+        shutil.rmtree(run / "checkpoints", ignore_errors=True)
+
+
+def run_demo(out_dir: str | Path = "demo_out", mode: str = "default", seed: int = 0,
+             cache_dir: str | Path | None = None, progress: bool = True, keep_checkpoints: bool = False) -> dict:
+    """Run the demo; returns (and writes to ``out_dir/results.json``) everything it printed.
+
+    Wall times are the keys named ``seconds`` (and ``total_seconds``); everything else
+    is a function of the seed and the mode.
+    """
     from .corpora import build_suite
     from .data import compute_stats
 
-    settings = MODES["quick" if quick else "default"]
+    if mode not in MODES:
+        raise ValueError(f"unknown demo mode {mode!r}; choose one of {', '.join(MODES)}")
+    settings = MODES[mode]
+    seeds = [seed + k for k in range(settings.seeds)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    seconds: dict[str, float] = {}
 
-    print(f"[1/4] offline audio suite ({settings.scale} scale)")
+    print(f"[1/5] offline audio suite ({settings.scale} scale)", flush=True)
     root = Path(cache_dir) / f"{settings.scale}-seed{seed}" if cache_dir else None  # one suite per folder
     suite = build_suite(root, seed=seed, scale=settings.scale, progress=progress)
     print(suite.table())
     stats = compute_stats(suite.manifest("unlabeled", "train"), max_clips=200)
     print(f"log-mel statistics of the unlabeled pool: mean {stats[0]:.3f}, std {stats[1]:.3f}")
+    seconds["suite"] = time.perf_counter() - started
 
-    print(f"[2/4] pretraining SSAMBA and SSAST, {settings.pretrain_seconds:.0f} s each")
+    print(f"[2/5] pretraining SSAMBA and SSAST, {settings.pretrain_steps} steps each at batch "
+          f"{settings.batch_size}", flush=True)
     pretrained = {f: _pretrain(f, settings, suite, stats, out / f"pretrain_{f}", seed, progress) for f in FAMILIES}
+    pre_summary = {}
+    for family, summary in pretrained.items():
+        import csv
 
-    print(f"[3/4] fine-tuning on {', '.join(TASKS)}, {settings.finetune_seconds:.0f} s per run")
+        with open(out / f"pretrain_{family}" / "metrics.csv") as handle:
+            history = [r for r in csv.DictReader(handle) if r.get("valid_acc")]
+        curve = [(int(float(r["step"])), float(r["valid_acc"])) for r in history]
+        pre_summary[family] = {"steps": summary["steps"], "seconds": summary["seconds"],
+                               "valid_acc": curve[-1][1] if curve else float("nan"), "valid_acc_by_step": curve}
+        print(f"pretraining {family}: {summary['steps']} steps in {summary['seconds']:.0f} s; masked-patch "
+              f"accuracy (official definition, validation) {100 * pre_summary[family]['valid_acc']:.1f}% "
+              f"(chance {100 / settings.num_masked:.1f}%)")
+
+    print(f"[3/5] linear probes on frozen embeddings, {len(seeds)} seeds", flush=True)
+    probe_started = time.perf_counter()
+    probes, curve = _run_probes(suite, settings, stats, out, seed, seeds)
+    seconds["probes"] = time.perf_counter() - probe_started
+    for family in FAMILIES:
+        _clean_checkpoints(out / f"pretrain_{family}", keep_checkpoints)
+
+    print(f"[4/5] low-label fine-tuning: {settings.labels_per_class} labelled clips per class, "
+          f"{settings.finetune_steps} steps, {len(seeds)} seeds", flush=True)
     rows = []
     for task in TASKS:
-        for family in FAMILIES:
-            for init in ("pretrained", "scratch"):
-                source = str(out / f"pretrain_{family}") if init == "pretrained" else None
-                summary = _finetune(family, task, source, settings, suite, stats,
-                                    out / f"{task}_{family}_{init}", seed, progress)
-                rows.append({"task": task, "model": family, "init": init, "acc": summary["test"]["acc"],
-                             "seconds": summary["seconds"], "steps": summary["steps"],
-                             "run": str(out / f"{task}_{family}_{init}")})
+        for s in seeds:
+            manifest = _few_labels_manifest(suite, task, settings.labels_per_class, s, out)
+            for family in FAMILIES:
+                for init in ("pretrained", "scratch"):
+                    name = f"lowlabel/{task}_{family}_{init}_seed{s}"
+                    source = out / f"pretrain_{family}" if init == "pretrained" else None
+                    summary = _finetune(family, task, source, manifest, settings, suite, stats, out / name, s,
+                                        progress)
+                    _clean_checkpoints(out / name, keep_checkpoints)
+                    rows.append({"task": task, "model": family, "init": init, "seed": s,
+                                 "acc": summary["test"]["acc"], "steps": summary["steps"],
+                                 "seconds": summary["seconds"], "run": name})
 
-    print("[4/4] results (test accuracy; test voices / words / programs unseen in training)")
-    table = format_table(rows)
-    print(table)
-    pre_summary = {f: {"steps": s["steps"], "seconds": s["seconds"],
-                       "valid": {k: v for k, v in s["history"][-1].items() if k.startswith("valid_")}
-                       if s.get("history") else {}} for f, s in pretrained.items()}
-    for family, info in pre_summary.items():
-        valid = info["valid"]
-        print(f"pretraining {family}: {info['steps']} steps in {info['seconds']:.0f} s; masked-patch accuracy "
-              f"{100 * valid.get('valid_acc', float('nan')):.1f}% (chance {100 / settings.num_masked:.1f}%)")
-    plots = draw_plots(out, rows, suite)
-    results = {"settings": settings.__dict__, "suite": suite.stats(), "pretraining": pre_summary,
-               "finetuning": rows, "table": table, "plots": plots,
-               "total_seconds": time.perf_counter() - started}
+    print("[5/5] results (test sets: voices, words and programs unseen in training and in the pool)")
+    probe_table = format_probe_table(probes)
+    finetune_table = format_finetune_table(rows, probes)
+    print(f"linear probes (test accuracy %, mean +- sd over {len(seeds)} seeds; layer chosen on validation; "
+          f"{settings.probe_train_clips} training clips)")
+    print(probe_table)
+    print(f"low-label fine-tuning (test accuracy %, mean +- sd over {len(seeds)} seeds; "
+          f"{settings.labels_per_class} labels per class, {settings.finetune_steps} steps at batch "
+          f"{settings.finetune_batch_size})")
+    print(finetune_table)
+    for family in FAMILIES:
+        times = [r["seconds"] for r in rows if r["model"] == family]
+        print(f"wall time {family}: pretraining {pre_summary[family]['seconds']:.0f} s, fine-tuning "
+              f"{sum(times):.0f} s over {len(times)} runs")
+    plots = draw_plots(out, settings, pre_summary, probes, curve, rows, suite)
+    seconds["total"] = time.perf_counter() - started
+    results = {"mode": mode, "seed": seed, "seeds": seeds, "settings": asdict(settings), "suite": suite.stats(),
+               "pretraining": pre_summary, "probes": probes, "probe_gain_by_step": curve, "finetuning": rows,
+               "tables": {"probes": probe_table, "finetuning": finetune_table}, "plots": plots,
+               "seconds": seconds}
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    print(f"plots and results in {out} ({results['total_seconds'] / 60:.1f} min in all)")
+    print(f"plots and results in {out} ({seconds['total'] / 60:.1f} min in all)")
     return results
 
 
-def draw_plots(out: Path, rows: list[dict], suite) -> list[str]:
-    """Pretraining curves, accuracy bars, a confusion matrix and an embedding projection."""
+# -- plots -------------------------------------------------------------------------------
+
+def draw_plots(out: Path, settings: DemoSettings, pre_summary: dict, probes: dict, curve: dict, rows: list[dict],
+               suite) -> list[str]:
+    """Pretraining curves, probe and fine-tuning bars with error bars, gain vs steps,
+    a confusion matrix and an embedding projection (file names relative to ``out``)."""
     import csv
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     paths = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        paths.append(name)
+
     # pretraining curves
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for family in FAMILIES:
         with open(out / f"pretrain_{family}" / "metrics.csv") as handle:
             history = list(csv.DictReader(handle))
-        for ax, key in zip(axes, ("train_loss", "valid_acc")):
-            points = [(float(r["step"]), float(r[key])) for r in history if r.get(key)]
-            if points:
-                ax.plot(*zip(*points), "-" if key.startswith("train") else "o-", label=family.upper(), markersize=3)
+        points = [(float(r["step"]), float(r["train_loss"])) for r in history if r.get("train_loss")]
+        if points:
+            axes[0].plot(*zip(*points), label=family.upper())
+        acc = pre_summary[family]["valid_acc_by_step"]
+        if acc:
+            axes[1].plot([s for s, _ in acc], [100 * a for _, a in acc], "o-", label=family.upper(), markersize=4)
+    axes[1].axhline(100 / settings.num_masked, color="grey", ls=":", label="chance")
     axes[0].set_title("pretraining loss (InfoNCE + 10 x MSE)")
-    axes[1].set_title("masked-patch accuracy (validation)")
+    axes[0].set_ylabel("loss")
+    axes[1].set_title("masked-patch accuracy (official definition, validation)")
+    axes[1].set_ylabel("accuracy (%)")
     for ax in axes:
         ax.set_xlabel("optimiser step")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "pretraining.png", dpi=110)
-    plt.close(fig)
-    paths.append(str(out / "pretraining.png"))
+    save(fig, "pretraining.png")
 
-    # accuracy bars
-    fig, ax = plt.subplots(figsize=(8, 3.8))
-    labels = [(f, i) for f in FAMILIES for i in ("pretrained", "scratch")]
-    width = 0.2
-    for k, (family, init) in enumerate(labels):
-        values = [100 * next(r["acc"] for r in rows if r["task"] == t and r["model"] == family and r["init"] == init)
-                  for t in TASKS]
-        ax.bar(np.arange(len(TASKS)) + (k - 1.5) * width, values, width, label=f"{family.upper()} {init}")
-    ax.set_xticks(np.arange(len(TASKS)), TASKS)
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "accuracy.png", dpi=110)
-    plt.close(fig)
-    paths.append(str(out / "accuracy.png"))
+    # probes and fine-tuning: bars with error bars (sd over seeds) and chance lines
+    probe_series = ["log-mel"] + [f"{f} {k}" for f in FAMILIES for k in ("pretrained", "random init")]
+    probe_values = {name: [[r["test"] for r in probes[t][name]] for t in TASKS] for name in probe_series}
+    tune_series = [f"{f} {k}" for f in FAMILIES for k in ("pretrained", "scratch")]
+    tune_values = {name: [[r["acc"] for r in rows if r["task"] == t and f"{r['model']} {r['init']}" == name]
+                          for t in TASKS] for name in tune_series}
+    chance = [probes[t]["chance"] for t in TASKS]
+    for name, series, values, title in (
+            ("probes.png", probe_series, probe_values,
+             f"linear probes on frozen embeddings ({settings.probe_train_clips} training clips)"),
+            ("finetuning.png", tune_series, tune_values,
+             f"low-label fine-tuning ({settings.labels_per_class} labels per class, "
+             f"{settings.finetune_steps} steps)")):
+        fig, ax = plt.subplots(figsize=(9, 4))
+        width = 0.8 / len(series)
+        for k, label in enumerate(series):
+            stats = [_mean_sd(v) for v in values[label]]
+            xs = [t + (k - (len(series) - 1) / 2) * width for t in range(len(TASKS))]
+            ax.bar(xs, [100 * m for m, _ in stats], width, yerr=[100 * s for _, s in stats], capsize=3,
+                   label=label.replace("ssamba", "SSAMBA").replace("ssast", "SSAST"))
+        for t, c in enumerate(chance):
+            ax.hlines(100 * c, t - 0.45, t + 0.45, colors="k", linestyles=":", label="chance" if t == 0 else None)
+        ax.set_xticks(range(len(TASKS)), TASKS)
+        ax.set_ylabel(f"test accuracy (%), mean +- sd over {settings.seeds} seeds")
+        ax.set_ylim(0, 100)
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        save(fig, name)
+
+    # gain against pretraining steps
+    fig, axes = plt.subplots(1, len(TASKS), figsize=(12, 3.6))
+    for ax, task in zip(axes, TASKS):
+        for family in FAMILIES:
+            points = curve[task][family]
+            ax.plot([s for s, _ in points], [100 * a for _, a in points], "o-", label=family.upper())
+        ax.axhline(100 * probes[task]["chance"], color="grey", ls=":", label="chance")
+        ax.set_title(f"{task}: linear probe vs pretraining")
+        ax.set_xlabel("pretraining step (0 = random init)")
+        ax.set_ylabel("probe test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    save(fig, "gain_vs_steps.png")
 
     paths += _confusion_and_projection(out, rows, suite)
     return paths
 
 
 def _confusion_and_projection(out: Path, rows: list[dict], suite) -> list[str]:
-    """Confusion matrix of pretrained SSAMBA on kws; PCA of its pretrained encoder's
-    scene embeddings of the speaker test clips, coloured by speaker."""
+    """Confusion matrix of the first seed's low-label pretrained SSAMBA on kws; PCA of the
+    pretrained encoder's clip embeddings of the speaker test clips, coloured by speaker."""
     import matplotlib.pyplot as plt
     import torch
 
@@ -241,7 +511,7 @@ def _confusion_and_projection(out: Path, rows: list[dict], suite) -> list[str]:
 
     paths = []
     run = next(r["run"] for r in rows if r["task"] == "kws" and r["model"] == "ssamba" and r["init"] == "pretrained")
-    model = load_model(run).eval()
+    model = load_model(out / run).eval()
     labels = read_label_csv(suite.label_csv("kws"))
     data = ClipDataset(suite.manifest("kws", "test"), ClipDatasetConfig(frontend=model.frontend_config), labels)
     batch = collate_clips([data[i] for i in range(len(data))])
@@ -253,16 +523,18 @@ def _confusion_and_projection(out: Path, rows: list[dict], suite) -> list[str]:
     matrix.index_put_((truth, predicted), torch.ones_like(truth, dtype=torch.float), accumulate=True)
     matrix = matrix / matrix.sum(1, keepdim=True).clamp_min(1)
     fig, ax = plt.subplots(figsize=(8, 7))
-    ax.imshow(matrix.numpy(), cmap="Blues", vmin=0, vmax=1)
+    image = ax.imshow(matrix.numpy(), cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, label="share of the spoken word's clips")
     ax.set_xticks(range(n), labels.names, rotation=90, fontsize=6)
     ax.set_yticks(range(n), labels.names, fontsize=6)
     ax.set_xlabel("predicted")
     ax.set_ylabel("spoken")
-    ax.set_title(f"keyword spotting, pretrained SSAMBA: {100 * (predicted == truth).float().mean():.1f}% on unseen voices")
+    ax.set_title(f"kws, pretrained SSAMBA, few labels: {100 * (predicted == truth).float().mean():.1f}% "
+                 "on unseen voices")
     fig.tight_layout()
     fig.savefig(out / "confusion_kws.png", dpi=110)
     plt.close(fig)
-    paths.append(str(out / "confusion_kws.png"))
+    paths.append("confusion_kws.png")
 
     encoder = load_model(out / "pretrain_ssamba").eval()
     speakers = read_label_csv(suite.label_csv("speaker"))
@@ -278,27 +550,43 @@ def _confusion_and_projection(out: Path, rows: list[dict], suite) -> list[str]:
     who = batch["target"].argmax(1).numpy()
     fig, ax = plt.subplots(figsize=(6, 5))
     ax.scatter(xy[:, 0], xy[:, 1], c=who, cmap="tab20", s=10)
+    ax.set_xlabel("principal component 1")
+    ax.set_ylabel("principal component 2")
     ax.set_title("pretrained SSAMBA (no labels seen): speaker test clips, PCA")
     fig.tight_layout()
     fig.savefig(out / "embeddings_speaker.png", dpi=110)
     plt.close(fig)
-    paths.append(str(out / "embeddings_speaker.png"))
+    paths.append("embeddings_speaker.png")
     return paths
 
 
 def cmd_demo(args) -> int:
-    """Offline demo: build the synthetic audio suite, pretrain SSAMBA and SSAST, fine-tune
-    each (and each from scratch) on keyword spotting, speaker ID and sounds, compare."""
-    run_demo(args.out, quick=args.quick, seed=args.seed, cache_dir=args.cache, progress=not args.no_progress)
+    """Offline demo: build the synthetic audio suite, pretrain SSAMBA and SSAST for equal
+    steps, then compare pretrained, random-init and log-mel features by linear probes and
+    low-label fine-tuning on keyword spotting, speaker ID and sounds, over 3 seeds."""
+    mode = "quick" if args.quick else "full" if args.full else "default"
+    run_demo(args.out, mode=mode, seed=args.seed, cache_dir=args.cache, progress=not args.no_progress,
+             keep_checkpoints=args.keep_checkpoints)
     return 0
 
 
 def add_demo_parser(sub) -> None:
+    default, quick, full = MODES["default"], MODES["quick"], MODES["full"]
     p = sub.add_parser("demo", help=cmd_demo.__doc__, description=cmd_demo.__doc__ + (
-        " The default run takes about 20 minutes on a 2-core CPU; --quick about 3."))
-    p.add_argument("--quick", action="store_true", help="a smaller suite and short budgets (a smoke run)")
+        f" Budgets are optimiser steps, so a seed gives the same table on any machine. Default: "
+        f"{default.pretrain_steps} pretraining steps, {default.finetune_steps}-step fine-tuning runs (about 20 "
+        f"minutes on a 2-core CPU); --quick: a smoke run of a few minutes; --full: {full.pretrain_steps} "
+        f"pretraining and {full.finetune_steps}-step fine-tuning runs (about an hour or more)."))
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true",
+                      help=f"a smaller suite and {quick.pretrain_steps}/{quick.finetune_steps}-step budgets "
+                           "(a smoke run)")
+    size.add_argument("--full", action="store_true", help="longer pretraining and fine-tuning budgets")
     p.add_argument("--out", default="demo_out", help="folder for the runs, plots and results.json")
     p.add_argument("--cache", default=None, help="where the audio suite is cached (default: ~/.cache/ssamba/corpora)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the suite and of every run")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--seed", type=int, default=0, help="seed of the suite, pretraining and the first of the 3 "
+                                                       "probe/fine-tuning seeds (seed, seed+1, seed+2)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or progress lines")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep the runs' checkpoints (optimiser states; by default only final models and metrics)")
     p.set_defaults(func=cmd_demo)

@@ -452,13 +452,13 @@ def _build(root, seed, spec, soundfont, inputs, expected, progress, workers, log
         log(f"[corpus] loading the SoundFont {soundfont}")
         _RENDERER = _music.Renderer(soundfont)
 
-    from tqdm.auto import tqdm
+    from ..progress import progress as progress_bar
 
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     durations: dict[tuple[str, str], int] = {}
     problems = []
-    bar = tqdm(total=total, desc=f"corpus {spec.name}", unit="clip", disable=not progress, file=sys.stderr)
+    bar = progress_bar(total, f"corpus {spec.name}", unit="clip", enabled=progress, every=max(1, total // 10))
     try:
         # Jobs are independent of which worker runs them and of what it ran before: each loads
         # its own espeak-ng (speech.py), each render starts from silence, each clip seeds its noise.

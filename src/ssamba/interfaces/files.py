@@ -76,7 +76,7 @@ def _groups(items: list[tuple[Path, str]], batch_size: int):
 def embed_files(inputs: list[str | Path], embedder: Embedder, out_dir: str | Path, output_format: str = "npz",
                 batch_size: int = 8, progress: bool = True) -> dict:
     """Write embeddings of every input under ``out_dir``; returns the index (also saved)."""
-    from tqdm.auto import tqdm
+    from ..progress import progress as progress_bar
 
     if output_format not in FORMATS:
         raise ValueError(f"unknown format {output_format!r}; choose one of {FORMATS}")
@@ -86,7 +86,7 @@ def embed_files(inputs: list[str | Path], embedder: Embedder, out_dir: str | Pat
     index: dict = {"model_hop_ms": embedder.hop_ms, "embedding_size": embedder.embedding_size,
                    "files": [], "failed": []}
     collected: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    bar = tqdm(total=len(items), disable=not progress, unit="file", desc="embedding")
+    bar = progress_bar(len(items), "embedding", unit="file", enabled=progress, every=max(1, len(items) // 20))
     for group in _groups(items, batch_size):
         batch, waves = [], []
         for path, name in group:

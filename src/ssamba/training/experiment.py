@@ -58,7 +58,8 @@ class RunSection:
     save_every: int = 1000  # optimiser steps between checkpoints (also at each epoch's end)
     keep_checkpoints: int = 2  # newest checkpoints kept on disk
     log_every: int = 10  # optimiser steps between rows of metrics.csv
-    progress: bool = True  # progress bars
+    progress: bool = True  # a progress bar on a terminal; in a log, a line every print_every steps
+    print_every: int = 50  # optimiser steps between progress lines when not on a terminal
 
 
 @dataclass

@@ -290,14 +290,13 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train to ``total_steps`` (from wherever the trainer stands) and return a summary."""
-        from tqdm.auto import tqdm
+        from ..progress import progress as progress_bar
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._open_tensorboard()
         accum = self.optim_config.grad_accum
-        progress = tqdm(total=self.total_steps, initial=self.step,
-                        disable=not (self.run.progress and self.world.is_main),
-                        desc=f"{type(self.task).__name__}", unit="step", dynamic_ncols=True)
+        progress = progress_bar(self.total_steps, self.out_dir.name, unit="step", initial=self.step,
+                                enabled=self.run.progress and self.world.is_main, every=self.run.print_every)
         batches = self._train_batches()
         running: dict[str, float] = {}
         clips, started = 0, time.perf_counter()
