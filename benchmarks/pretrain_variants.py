@@ -47,14 +47,8 @@ def main(argv=None) -> int:
     encoder = load_model(out / "final").eval()
     for task in demo.TASKS:
         data = demo._probe_data(suite, task, settings, stats, seed=0)
-        cache: dict = {}
-
-        def embed(spec):
-            if id(spec) not in cache:
-                cache[id(spec)] = layer_embeddings(encoder, spec)
-            return cache[id(spec)]
-
-        probe = demo._probe(embed, data, settings, seed=0)
+        features = demo._features(lambda spec: layer_embeddings(encoder, spec), data)
+        probe = demo._probe(features, data, settings, seed=0)
         result[task] = (round(100 * probe["test"], 1), probe["layer"])
     print(args.name, overrides, result, flush=True)
     return 0

@@ -23,6 +23,7 @@ them. Every number printed is measured in the run.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import shutil
@@ -66,6 +67,11 @@ class DemoSettings:
         "ssast": {"preset": "ssast_tiny_frame", "options": {"embed_dim": 96, "depth": 6, "num_heads": 3}},
     })
 
+    @property
+    def period(self) -> int:
+        """Pretraining steps between validations and snapshots."""
+        return max(1, self.pretrain_steps // self.periods)
+
 
 MODES = {
     "default": DemoSettings(scale="default", pretrain_steps=600, finetune_steps=100),
@@ -98,7 +104,6 @@ def _pretrain(family: str, settings: DemoSettings, suite, stats, out: Path, seed
     from .training.run import pretrain
 
     model = settings.models[family]
-    period = max(1, settings.pretrain_steps // settings.periods)
     config = _experiment("pretrain", {
         "model.preset": model["preset"],
         "model.options": {**model["options"], "input_tdim": settings.pretrain_frames},
@@ -109,7 +114,7 @@ def _pretrain(family: str, settings: DemoSettings, suite, stats, out: Path, seed
         "data.train": str(suite.manifest("unlabeled", "train")),
         "data.valid": str(suite.manifest("unlabeled", "validation")), "data.num_workers": 0,
         "run.out_dir": str(out), "run.batch_size": settings.batch_size, "run.epochs": settings.periods,
-        "run.steps_per_epoch": period, "run.max_steps": settings.pretrain_steps, "run.seed": seed,
+        "run.steps_per_epoch": settings.period, "run.max_steps": settings.pretrain_steps, "run.seed": seed,
         "run.save_every": 10 ** 9, "run.keep_checkpoints": settings.periods + 1, "run.progress": progress,
         **(overrides or {}),
     })
@@ -118,29 +123,19 @@ def _pretrain(family: str, settings: DemoSettings, suite, stats, out: Path, seed
 
 def _snapshots(run: Path, settings: DemoSettings) -> dict[int, Path]:
     """Pretraining step -> checkpoint folder, for the probed periods."""
-    period = max(1, settings.pretrain_steps // settings.periods)
-    wanted = {k * period for k in settings.probed_periods if k * period < settings.pretrain_steps}
+    wanted = {k * settings.period for k in settings.probed_periods if k * settings.period < settings.pretrain_steps}
     found = {int(p.name.split("-")[1]): p for p in (run / "checkpoints").glob("step-*")}
     return {step: found[step] for step in sorted(wanted) if step in found}
 
 
 # -- data for the probes ------------------------------------------------------------------
 
-def _load_specs(manifest, frontend, labels, indices):
-    import torch
-
-    from .data import ClipDataset, ClipDatasetConfig, collate_clips
-
-    data = ClipDataset(manifest, ClipDatasetConfig(frontend=frontend), labels)
-    batch = collate_clips([data[int(i)] for i in indices])
-    return batch["spec"], batch["target"].argmax(1).to(torch.int64)
-
-
 def _probe_data(suite, task: str, settings: DemoSettings, stats, seed: int) -> dict:
-    """The clips every probe of ``task`` sees: a pool of training clips, validation, test."""
+    """The clips every probe of ``task`` sees: a pool of training clips, validation, test;
+    each split as ``(spec (N, T, F), class index (N,))``."""
     import torch
 
-    from .data import read_label_csv, read_manifest
+    from .data import ClipDataset, ClipDatasetConfig, collate_clips, read_label_csv
     from .frontend import FrontendConfig
 
     labels = read_label_csv(suite.label_csv(task))
@@ -148,31 +143,34 @@ def _probe_data(suite, task: str, settings: DemoSettings, stats, seed: int) -> d
     out = {"classes": labels.num_classes}
     for split, count in (("train", settings.probe_pool), ("validation", settings.probe_valid_clips),
                          ("test", None)):
-        manifest = suite.manifest(task, split)
-        size = len(read_manifest(manifest))
-        order = torch.randperm(size, generator=torch.Generator().manual_seed(seed))
-        picked = order[:count].sort().values if count else torch.arange(size)
-        out[split] = _load_specs(manifest, frontend, labels, picked)
+        data = ClipDataset(suite.manifest(task, split), ClipDatasetConfig(frontend=frontend), labels)
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+        picked = order[:count].sort().values if count else torch.arange(len(data))
+        batch = collate_clips([data[int(i)] for i in picked])
+        out[split] = (batch["spec"], batch["target"].argmax(1))
     return out
 
 
-def _probe(embed, data: dict, settings: DemoSettings, seed: int) -> dict:
-    """Probe one representation (``embed``: spec -> (S, N, D) or (N, D)) with one seed's
-    sample of the training pool."""
+def _features(embed, data: dict) -> dict:
+    """``embed`` (spec -> (S, N, D) or (N, D)) applied once to each split of ``data``."""
+    out = {}
+    for split in ("train", "validation", "test"):
+        x = embed(data[split][0])
+        out[split] = x if x.dim() == 3 else x.unsqueeze(0)
+    return out
+
+
+def _probe(features: dict, data: dict, settings: DemoSettings, seed: int) -> dict:
+    """Probe one representation (:func:`_features`) with one seed's sample of the training pool."""
     import torch
 
     from .training.probe import probe_layers
 
-    def layers(spec):
-        x = embed(spec)
-        return x if x.dim() == 3 else x.unsqueeze(0)
-
-    pool, pool_y = data["train"]
-    take = torch.randperm(len(pool), generator=torch.Generator().manual_seed(1000 + seed))
+    pool_y = data["train"][1]
+    take = torch.randperm(len(pool_y), generator=torch.Generator().manual_seed(1000 + seed))
     take = take[:settings.probe_train_clips]
-    train = layers(pool)[:, take]
-    result = probe_layers(train, pool_y[take], layers(data["validation"][0]), data["validation"][1],
-                          layers(data["test"][0]), data["test"][1], data["classes"])
+    result = probe_layers(features["train"][:, take], pool_y[take], features["validation"], data["validation"][1],
+                          features["test"], data["test"][1], data["classes"])
     return asdict(result)
 
 
@@ -193,33 +191,25 @@ def _run_probes(suite, settings: DemoSettings, stats, out: Path, seed: int, seed
     curve: dict = {}
     for task in TASKS:
         data = _probe_data(suite, task, settings, stats, seed)
-        cache: dict = {}
 
-        def embedder(model, key):
-            def embed(spec):
-                ident = (key, id(spec))
-                if ident not in cache:
-                    cache[ident] = layer_embeddings(model, spec)
-                return cache[ident]
-            return embed
+        def probes_of(model, over_seeds):
+            features = _features(lambda spec: layer_embeddings(model, spec), data)
+            return [_probe(features, data, settings, s) for s in over_seeds]
 
-        row = {"log-mel": [_probe(pooled_logmel, data, settings, s) for s in seeds]}
+        logmel = _features(pooled_logmel, data)
+        row = {"log-mel": [_probe(logmel, data, settings, s) for s in seeds]}
         curve[task] = {}
         for family in FAMILIES:
-            row[f"{family} pretrained"] = [_probe(embedder(encoders[family], family), data, settings, s)
-                                           for s in seeds]
+            row[f"{family} pretrained"] = probes_of(encoders[family], seeds)
             random_runs = []
-            for s in seeds:
+            for s in seeds:  # a fresh random init per seed, probed with that seed's clips
                 torch.manual_seed(s)
-                random = model_from_config(encoders[family].config).eval()
-                random_runs.append(_probe(embedder(random, f"{family} random {s}"), data, settings, s))
+                random_runs += probes_of(model_from_config(encoders[family].config).eval(), [s])
             row[f"{family} random init"] = random_runs
             points = [(0, random_runs[0]["test"])]
-            for step, model in snapshots[family].items():
-                points.append((step, _probe(embedder(model, f"{family} {step}"), data, settings, seeds[0])["test"]))
+            points += [(step, probes_of(model, seeds[:1])[0]["test"]) for step, model in snapshots[family].items()]
             points.append((settings.pretrain_steps, row[f"{family} pretrained"][0]["test"]))
             curve[task][family] = points
-            cache.clear()
         results[task] = {"chance": 1 / data["classes"], **row}
     return results, curve
 
@@ -352,8 +342,6 @@ def run_demo(out_dir: str | Path = "demo_out", mode: str = "default", seed: int 
     pretrained = {f: _pretrain(f, settings, suite, stats, out / f"pretrain_{f}", seed, progress) for f in FAMILIES}
     pre_summary = {}
     for family, summary in pretrained.items():
-        import csv
-
         with open(out / f"pretrain_{family}" / "metrics.csv") as handle:
             history = [r for r in csv.DictReader(handle) if r.get("valid_acc")]
         curve = [(int(float(r["step"])), float(r["valid_acc"])) for r in history]
@@ -418,8 +406,6 @@ def draw_plots(out: Path, settings: DemoSettings, pre_summary: dict, probes: dic
                suite) -> list[str]:
     """Pretraining curves, probe and fine-tuning bars with error bars, gain vs steps,
     a confusion matrix and an embedding projection (file names relative to ``out``)."""
-    import csv
-
     import matplotlib
 
     matplotlib.use("Agg")

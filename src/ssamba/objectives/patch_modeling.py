@@ -54,6 +54,11 @@ class PatchModelingConfig:
     use_mse: bool = True  # generative objective on
 
 
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {choices}")
+
+
 def patchify(spec: Tensor, patch_size: tuple[int, int]) -> Tensor:
     """``(B, T, F)`` -> ``(B, P, kf * kt)`` non-overlapping patches in token order (f * T' + t)."""
     image = spec.transpose(1, 2).unsqueeze(1)  # (B, 1, F, T)
@@ -69,10 +74,8 @@ def info_nce(pred: Tensor, target: Tensor, softmax: str = "official",
     target ``k`` wins the argmax over targets of: ``"official"`` ``softmax(S, dim=-1)``
     (each target's scores normalised over the predictions first), ``"raw"`` ``S`` itself.
     """
-    if softmax not in NCE_SOFTMAX:
-        raise ValueError(f"unknown nce_softmax {softmax!r}; choose one of {NCE_SOFTMAX}")
-    if accuracy not in NCE_ACCURACY:
-        raise ValueError(f"unknown nce_accuracy {accuracy!r}; choose one of {NCE_ACCURACY}")
+    _check_choice("nce_softmax", softmax, NCE_SOFTMAX)
+    _check_choice("nce_accuracy", accuracy, NCE_ACCURACY)
     scores = target @ pred.transpose(1, 2)  # (B, N_target, N_pred)
     log_probs = scores.log_softmax(dim=2 if softmax == "official" else 1)
     loss = -log_probs.diagonal(dim1=1, dim2=2).mean()
@@ -100,12 +103,9 @@ class MaskedPatchModeling(nn.Module):
         super().__init__()
         if not (config.use_nce or config.use_mse):
             raise ValueError("at least one of use_nce and use_mse must be on")
-        if config.masking not in MASKINGS:
-            raise ValueError(f"unknown masking {config.masking!r}; choose one of {MASKINGS}")
-        if config.nce_softmax not in NCE_SOFTMAX:
-            raise ValueError(f"unknown nce_softmax {config.nce_softmax!r}; choose one of {NCE_SOFTMAX}")
-        if config.nce_accuracy not in NCE_ACCURACY:
-            raise ValueError(f"unknown nce_accuracy {config.nce_accuracy!r}; choose one of {NCE_ACCURACY}")
+        _check_choice("masking", config.masking, MASKINGS)
+        _check_choice("nce_softmax", config.nce_softmax, NCE_SOFTMAX)
+        _check_choice("nce_accuracy", config.nce_accuracy, NCE_ACCURACY)
         self.config = config
         self.patch_size = tuple(patch_size)
         values = self.patch_size[0] * self.patch_size[1]

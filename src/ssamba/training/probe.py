@@ -47,7 +47,7 @@ def linear_probe(train_x: Tensor, train_y: Tensor, eval_sets: list[tuple[Tensor,
     fitted at once - Adam is elementwise, so summing their losses changes none of them.
     Features are standardised with the training statistics.
     """
-    if len(train_x) == 0 or train_x.shape[-2] == 0:
+    if train_x.shape[-2] == 0:
         raise ValueError("a linear probe needs at least one training clip")
     single = train_x.dim() == 2
     if single:
