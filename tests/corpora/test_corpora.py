@@ -213,7 +213,7 @@ def test_default_and_quick_plans():
         assert len({c.meta["voice"] for c in plan["kws"].clips if c.split == "test"}) == kws_voices[2]
         assert len(plan["sounds"].label_ids) == 8
     default = make_plan(0, "default")
-    assert len(default["speaker"].label_ids) == 28
+    assert len(default["speaker"].label_ids) == 36
     assert 3000 <= sum(c.split == "train" for c in default["kws"].clips) <= 6000
     assert 3000 <= len(default["unlabeled"].clips) <= 6000
 
@@ -248,3 +248,33 @@ def test_cli_build_reuses(suites, capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "reused" in out and "kws" in out and "speaker" in out
+
+
+def test_plans_have_rooms_and_overlapping_events():
+    plan = make_plan(0, "default")
+    spec = get_scale("default")
+    for name, task in plan.items():
+        clips = task.clips
+        reverb = np.mean([c.reverb is not None for c in clips])
+        overlay = np.mean([c.overlay is not None for c in clips])
+        assert abs(reverb - spec.reverb_prob) < 0.05 and abs(overlay - spec.overlap_prob) < 0.05, (name, reverb, overlay)
+        for clip in clips:  # the overlapping event is of the other kind: the label is not mixed up
+            assert clip.overlay is None or clip.overlay["kind"] != clip.kind
+    dry = make_plan(0, ScaleSpec("dry", reverb_prob=0.0, overlap_prob=0.0))
+    assert all(c.reverb is None and c.overlay is None for task in dry.values() for c in task.clips)
+    with pytest.raises(ValueError, match="overlap_prob"):
+        ScaleSpec("bad", overlap_prob=1.5)
+
+
+def test_check_plan_catches_a_leaking_overlay():
+    plan = make_plan(0, "mini")
+    test_voice = next(c for c in plan["kws"].clips if c.split == "test")
+    victim = next(c for c in plan["sounds"].clips)
+    victim.overlay = {"kind": "speech", "voice": test_voice.meta["voice"], "source": {}, "db": -10.0, "position": 0.0, "seed": 0}
+    with pytest.raises(AssertionError, match="overlapping event"):
+        check_plan(plan)
+
+
+def test_mini_suite_has_reverberant_and_overlapped_clips(suites):
+    rows = [r for task in TASKS for r in _metadata(suites[0], task)]
+    assert any(r["reverb"] for r in rows) and any(r["overlay"] for r in rows)

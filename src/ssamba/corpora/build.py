@@ -283,41 +283,59 @@ def _resample(audio: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray
 def synthesize_clip(clip: ClipSpec, tts=None, renderer: "_music.Renderer | None" = None) -> np.ndarray:
     """The 16 kHz float32 samples of ``clip``.
 
-    ``tts`` (an :class:`~ssamba.corpora.speech.Espeak`) speaks speech clips: its samples
-    depend on what it said before (see :mod:`ssamba.corpora.speech`), so pass the same fresh
-    instance through a fixed sequence of clips; by default a new one is made for this clip.
-    ``renderer`` renders music clips (default: the one preloaded by the build, or a new one).
+    ``tts`` (an :class:`~ssamba.corpora.speech.Espeak`) speaks speech clips and speech
+    overlays: its samples depend on what it said before (see :mod:`ssamba.corpora.speech`),
+    so pass the same fresh instance through a fixed sequence of clips; by default a new one
+    is made for this clip. ``renderer`` renders music (default: the one preloaded by the
+    build, or a new one).
     """
-    if clip.kind == "speech":
+    kinds = {clip.kind} | ({clip.overlay["kind"]} if clip.overlay else set())
+    if "speech" in kinds and tts is None:
         from .speech import Espeak
 
-        if tts is None:
-            with Espeak() as fresh:
-                return synthesize_clip(clip, fresh, renderer)
-        src = clip.source
+        with Espeak() as fresh:
+            return synthesize_clip(clip, fresh, renderer)
+    if "music" in kinds and renderer is None:
+        renderer = _RENDERER or _music.Renderer()
+    audio = _source_audio(clip.kind, clip.source, clip.speed, clip.length, clip.seed, tts, renderer)
+    overlay = {}
+    if clip.overlay:
+        event = clip.overlay
+        overlay = {
+            "overlay": _source_audio(event["kind"], event["source"], 1.0, clip.length, event["seed"], tts, renderer),
+            "overlay_db": event["db"],
+            "overlay_position": event["position"],
+        }
+    position = clip.position if clip.kind == "speech" else 0.0
+    return finish_clip(
+        audio, clip.length, position, clip.level_dbfs, clip.noise, clip.snr_db, SAMPLE_RATE, clip.seed,
+        reverb=clip.reverb, **overlay,
+    )
+
+
+def _source_audio(kind: str, source: dict, speed: float, length: int, seed: int, tts, renderer) -> np.ndarray:
+    """One dry event at 16 kHz: espeak-ng speech (trimmed of silence) or rendered notes (``length`` samples)."""
+    if kind == "speech":
         audio = tts.synthesize(
-            src["text"], src["accent"], src["variant"], rate=src["rate"], pitch=src["pitch"],
-            pitch_range=src["pitch_range"], seed=clip.seed,
+            source["text"], source["accent"], source["variant"], rate=source["rate"], pitch=source["pitch"],
+            pitch_range=source["pitch_range"], seed=seed,
         )
         audio = trim_silence(audio, threshold=1e-3, margin=int(0.01 * tts.sample_rate))
         if audio.size == 0:
-            raise ValueError(f"espeak-ng produced silence for {src}")
-        audio = _resample(audio, int(round(tts.sample_rate * clip.speed)), SAMPLE_RATE)
-        return finish_clip(audio, clip.length, clip.position, clip.level_dbfs, clip.noise, clip.snr_db, SAMPLE_RATE, clip.seed)
-    if clip.kind == "music":
-        renderer = renderer or _RENDERER or _music.Renderer()
+            raise ValueError(f"espeak-ng produced silence for {source}")
+        return _resample(audio, int(round(tts.sample_rate * speed)), SAMPLE_RATE)
+    if kind == "music":
         rate = renderer.sample_rate
-        num = int(np.ceil(clip.length / SAMPLE_RATE * rate * clip.speed)) + 64
-        notes = [_music.Note(*n) for n in clip.source["notes"]]
-        raw = renderer.render(clip.source["program"], notes, num)
+        num = int(np.ceil(length / SAMPLE_RATE * rate * speed)) + 64
+        notes = [_music.Note(*n) for n in source["notes"]]
+        raw = renderer.render(source["program"], notes, num)
         shift = 0
         while float(np.abs(raw).max()) < 1e-4 and abs(shift) < 24:  # outside the instrument's samples
             mean_key = np.mean([n.key for n in notes])
             shift += 12 if mean_key + shift < 60 else -12
-            raw = renderer.render(clip.source["program"], [_music.Note(n.onset, n.key + shift, n.velocity, n.duration) for n in notes], num)
-        audio = _resample(raw, int(round(rate * clip.speed)), SAMPLE_RATE)[: clip.length]
-        return finish_clip(audio, clip.length, 0.0, clip.level_dbfs, clip.noise, clip.snr_db, SAMPLE_RATE, clip.seed)
-    raise ValueError(f"unknown clip kind {clip.kind!r}")
+            raw = renderer.render(source["program"], [_music.Note(n.onset, n.key + shift, n.velocity, n.duration) for n in notes], num)
+        return _resample(raw, int(round(rate * speed)), SAMPLE_RATE)[:length]
+    raise ValueError(f"unknown clip kind {kind!r}")
 
 
 def _run_job(job: tuple[str, list[ClipSpec]]) -> tuple[str, list[tuple[str, int, float, float]]]:
@@ -332,8 +350,9 @@ def _run_job(job: tuple[str, list[ClipSpec]]) -> tuple[str, list[tuple[str, int,
 
     task_dir, clips = job
     results = []
-    tts = Espeak() if any(clip.kind == "speech" for clip in clips) else None  # fresh state per job
-    if _RENDERER is None and any(clip.kind == "music" for clip in clips):  # not forked: load once per worker
+    kinds = {clip.kind for clip in clips} | {clip.overlay["kind"] for clip in clips if clip.overlay}
+    tts = Espeak() if "speech" in kinds else None  # fresh state per job
+    if _RENDERER is None and "music" in kinds:  # not forked: load once per worker
         _RENDERER = _music.Renderer()
     for clip in clips:
         try:

@@ -2,7 +2,8 @@
 
 The plan is pure Python + numpy (no audio): voices are split between tasks, speakers and
 programs between splits, and each clip gets its text or notes, voice, pitch, rate, speed,
-level, background noise and its own noise seed. Synthesis (:mod:`ssamba.corpora.build`)
+level, background noise, room reverberation, an overlapping event of the other kind (music
+behind speech, speech behind music) and its own noise seed. Synthesis (:mod:`ssamba.corpora.build`)
 only executes it, so the audio is a function of (seed, scale, code).
 
 Disjointness (checked by :func:`check_plan`):
@@ -12,7 +13,9 @@ Disjointness (checked by :func:`check_plan`):
   occur in its training clips;
 - ``sounds``: GM programs of train, validation and test are disjoint;
 - ``unlabeled``: no kws validation/test voice, no speaker-task voice, no sounds
-  validation/test program.
+  validation/test program, in its clips or in their overlapping events;
+- overlapping events in labeled clips use only voices of no task (``unlabeled_only``)
+  and programs outside the sounds validation/test sets.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ class ScaleSpec:
     kws_voices: tuple[int, int, int] = (40, 8, 12)
     kws_takes: tuple[int, int, int] = (3, 1, 2)
     # speaker: (variants x pitch bands) speakers, clips per speaker
-    speaker_variants: int = 14
+    speaker_variants: int = 18
     speaker_bands: int = 2
     speaker_clips: tuple[int, int, int] = (60, 10, 20)
     # sounds: families, programs per family, clips per program
@@ -48,6 +51,9 @@ class ScaleSpec:
     # unlabeled: speech (sentences) and music (phrases) clips
     unlabeled_speech: tuple[int, int, int] = (2800, 150, 50)
     unlabeled_music: tuple[int, int, int] = (1200, 50, 50)
+    # every clip: chance of room reverberation, and of an overlapping event of the other kind
+    reverb_prob: float = 0.5
+    overlap_prob: float = 0.4
     # clip lengths in seconds
     kws_seconds: float = 1.0
     clip_seconds: float = 1.5
@@ -66,6 +72,11 @@ class ScaleSpec:
             raise ValueError("a GM family has 8 programs; sound_programs must sum to at most 8")
         if min(self.kws_voices) < 1 or min(self.sound_programs) < 1 or self.speaker_variants < 1:
             raise ValueError("every split needs at least one kws voice and one sounds program")
+        if used == len(VARIANTS):
+            raise ValueError(f"scale {self.name!r} leaves no espeak variant for the unlabeled pool's own voices")
+        for name in ("reverb_prob", "overlap_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 SCALES_BY_NAME: dict[str, ScaleSpec] = {
@@ -116,6 +127,8 @@ class ClipSpec:
     position: float  # placement of short audio / crop of long audio (0..1)
     seed: int  # noise (and espeak) seed
     meta: dict = field(default_factory=dict)  # voice / speaker / family / program / words
+    reverb: dict | None = None  # rt60 (s), drr_db, lowpass_hz of the synthetic room, or None (dry)
+    overlay: dict | None = None  # a second event: kind, source, db (re the clip), position, seed; or None
 
     def record(self) -> dict:
         """A JSON-able row for the task's ``metadata.jsonl``."""
@@ -146,16 +159,53 @@ def _rng(seed: int, *salt: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, *salt])
 
 
-def _augment(rng: np.random.Generator, speed: float, noise_prob: float = 0.8, snr=(5.0, 30.0)) -> dict:
-    """The augmentation draws shared by all tasks: speed jitter, level, background noise."""
+def _augment(rng: np.random.Generator, spec: ScaleSpec, speed: float, noise_prob: float = 0.8, snr=(5.0, 30.0)) -> dict:
+    """The augmentation draws shared by all tasks: speed jitter, level, background noise, reverberation."""
     noisy = rng.random() < noise_prob
-    return {
+    out = {
         "speed": float(rng.uniform(1.0 - speed, 1.0 + speed)) if speed else 1.0,
         "level_dbfs": float(rng.uniform(-30.0, -16.0)),
         "noise": str(rng.choice(["white", "pink", "brown", "hum"])) if noisy else None,
         "snr_db": float(rng.uniform(*snr)),
         "seed": int(rng.integers(0, 2**31 - 1)),
     }
+    if rng.random() < spec.reverb_prob:
+        out["reverb"] = {
+            "rt60": float(rng.uniform(0.2, 0.9)),
+            "drr_db": float(rng.uniform(-3.0, 12.0)),
+            "lowpass_hz": float(rng.uniform(2000.0, 7000.0)),
+        }
+    return out
+
+
+@dataclass(frozen=True)
+class OverlayPool:
+    """Where overlapping events come from: voices for speech behind music, programs for music behind speech."""
+
+    voices: list[Voice]
+    programs: list[tuple[str, int]]  # (GM family, program)
+
+
+def _overlay(rng: np.random.Generator, spec: ScaleSpec, kind: str, pool: OverlayPool) -> dict:
+    """``{"overlay": ...}`` with probability ``spec.overlap_prob`` (else ``{}``): an event of
+    ``kind`` ("speech": a sentence; "music": notes), ``db`` 6-18 dB below the clip's source."""
+    if rng.random() >= spec.overlap_prob:
+        return {}
+    event = {"kind": kind, "db": float(rng.uniform(-18.0, -6.0)), "position": float(rng.uniform(0.0, 1.0))}
+    if kind == "speech":
+        voice = pool.voices[int(rng.integers(len(pool.voices)))]
+        event["source"] = {
+            "text": make_sentence(rng), "accent": voice.accent, "variant": voice.variant,
+            "rate": int(rng.integers(140, 221)), "pitch": int(rng.integers(10, 91)),
+            "pitch_range": int(rng.integers(25, 81)),
+        }
+        event["voice"] = voice.name
+    else:
+        family, program = pool.programs[int(rng.integers(len(pool.programs)))]
+        event["source"] = {"program": int(program), "notes": make_notes(rng, GM_FAMILIES[family][1], 0.8)}
+        event["family"] = family
+    event["seed"] = int(rng.integers(0, 2**31 - 1))
+    return {"overlay": event}
 
 
 def _split_voices(seed: int, spec: ScaleSpec) -> dict[str, list[Voice]]:
@@ -174,7 +224,7 @@ def _split_voices(seed: int, spec: ScaleSpec) -> dict[str, list[Voice]]:
     return groups
 
 
-def _plan_kws(seed: int, spec: ScaleSpec, groups) -> TaskPlan:
+def _plan_kws(seed: int, spec: ScaleSpec, groups, pool: OverlayPool) -> TaskPlan:
     rng = _rng(seed, 2)
     if spec.kws_words == len(KWS_WORDS):
         words = list(KWS_WORDS)
@@ -194,7 +244,8 @@ def _plan_kws(seed: int, spec: ScaleSpec, groups) -> TaskPlan:
                     clips.append(ClipSpec(
                         task="kws", split=split, index=-1, label=word, path="", kind="speech",
                         length=length, source=source, position=float(rng.uniform(0.0, 1.0)),
-                        meta={"voice": voice.name, "take": take}, **_augment(rng, speed=0.08),
+                        meta={"voice": voice.name, "take": take}, **_augment(rng, spec, speed=0.08),
+                        **_overlay(rng, spec, "music", pool),
                     ))
     return TaskPlan("kws", words, words, clips)
 
@@ -205,7 +256,7 @@ def _band_pitch(band: int, bands: int) -> tuple[float, float]:
     return center - 0.25 * width, center + 0.25 * width
 
 
-def _plan_speaker(seed: int, spec: ScaleSpec, groups) -> TaskPlan:
+def _plan_speaker(seed: int, spec: ScaleSpec, groups, pool: OverlayPool) -> TaskPlan:
     rng = _rng(seed, 3)
     length = int(round(spec.clip_seconds * SAMPLE_RATE))
     band_names = ("low", "high") if spec.speaker_bands == 2 else tuple(f"band{b}" for b in range(spec.speaker_bands))
@@ -220,10 +271,10 @@ def _plan_speaker(seed: int, spec: ScaleSpec, groups) -> TaskPlan:
         word_sets = {split: order[cuts[s] : cuts[s + 1]] for s, split in enumerate(SPLITS)}
         lo, hi = _band_pitch(band, spec.speaker_bands)
         for s, split in enumerate(SPLITS):
-            pool = word_sets[split]
+            vocabulary = word_sets[split]
             for _ in range(spec.speaker_clips[s]):
                 count = 2 if rng.random() < 0.6 else 3
-                words = [pool[int(i)] for i in rng.choice(len(pool), count, replace=False)]
+                words = [vocabulary[int(i)] for i in rng.choice(len(vocabulary), count, replace=False)]
                 source = {
                     "text": " ".join(words), "accent": voice.accent, "variant": voice.variant,
                     "rate": int(rng.integers(140, 211)), "pitch": int(round(rng.uniform(lo, hi))),
@@ -233,7 +284,7 @@ def _plan_speaker(seed: int, spec: ScaleSpec, groups) -> TaskPlan:
                     task="speaker", split=split, index=-1, label=sid, path="", kind="speech",
                     length=length, source=source, position=float(rng.uniform(0.0, 1.0)),
                     meta={"voice": voice.name, "band": band_names[band], "words": words},
-                    **_augment(rng, speed=0.02),
+                    **_augment(rng, spec, speed=0.02), **_overlay(rng, spec, "music", pool),
                 ))
     return TaskPlan("speaker", ids, names, clips)
 
@@ -267,12 +318,12 @@ def make_notes(rng: np.random.Generator, key_range: tuple[int, int], phrase_prob
     return notes
 
 
-def _music_clip(rng, task, split, label, program, family, length, phrase_prob, speed, meta=None) -> ClipSpec:
+def _music_clip(rng, spec, pool, task, split, label, program, family, length, phrase_prob, speed) -> ClipSpec:
     return ClipSpec(
         task=task, split=split, index=-1, label=label, path="", kind="music", length=length,
         source={"program": int(program), "notes": make_notes(rng, GM_FAMILIES[family][1], phrase_prob)},
-        position=0.0, meta={"family": family, "program": int(program), **(meta or {})},
-        **_augment(rng, speed=speed),
+        position=0.0, meta={"family": family, "program": int(program)},
+        **_augment(rng, spec, speed=speed), **_overlay(rng, spec, "speech", pool),
     )
 
 
@@ -288,7 +339,13 @@ def _program_splits(seed: int, spec: ScaleSpec) -> dict[str, dict[str, list[int]
     return out
 
 
-def _plan_sounds(seed: int, spec: ScaleSpec, program_splits) -> TaskPlan:
+def _pool_programs(program_splits) -> list[tuple[str, int]]:
+    """Every GM (family, program) outside the sounds task's validation and test programs."""
+    held_out = {p for fam in program_splits.values() for split in ("validation", "test") for p in fam[split]}
+    return [(family, p) for family, (progs, _) in GM_FAMILIES.items() for p in progs if p not in held_out]
+
+
+def _plan_sounds(seed: int, spec: ScaleSpec, program_splits, pool: OverlayPool) -> TaskPlan:
     rng = _rng(seed, 5)
     length = int(round(spec.clip_seconds * SAMPLE_RATE))
     families = list(program_splits)
@@ -297,7 +354,7 @@ def _plan_sounds(seed: int, spec: ScaleSpec, program_splits) -> TaskPlan:
         for family in families:
             for program in program_splits[family][split]:
                 for _ in range(spec.sound_clips[s]):
-                    clips.append(_music_clip(rng, "sounds", split, family, program, family, length, 0.5, 0.03))
+                    clips.append(_music_clip(rng, spec, pool, "sounds", split, family, program, family, length, 0.5, 0.03))
     names = [f.replace("_", " ") for f in families]
     return TaskPlan("sounds", families, names, clips)
 
@@ -306,8 +363,8 @@ def _plan_unlabeled(seed: int, spec: ScaleSpec, groups, program_splits) -> TaskP
     rng = _rng(seed, 6)
     length = int(round(spec.clip_seconds * SAMPLE_RATE))
     voices = groups["kws_train"] + groups["unlabeled_only"]
-    held_out = {p for fam in program_splits.values() for split in ("validation", "test") for p in fam[split]}
-    programs = [(family, p) for family, (progs, _) in GM_FAMILIES.items() for p in progs if p not in held_out]
+    programs = _pool_programs(program_splits)
+    pool = OverlayPool(voices, programs)
     clips = []
     for s, split in enumerate(SPLITS):
         for _ in range(spec.unlabeled_speech[s]):
@@ -320,11 +377,11 @@ def _plan_unlabeled(seed: int, spec: ScaleSpec, groups, program_splits) -> TaskP
             clips.append(ClipSpec(
                 task="unlabeled", split=split, index=-1, label="speech", path="", kind="speech",
                 length=length, source=source, position=float(rng.uniform(0.0, 1.0)),
-                meta={"voice": voice.name}, **_augment(rng, speed=0.08),
+                meta={"voice": voice.name}, **_augment(rng, spec, speed=0.08), **_overlay(rng, spec, "music", pool),
             ))
         for _ in range(spec.unlabeled_music[s]):
             family, program = programs[int(rng.integers(len(programs)))]
-            clips.append(_music_clip(rng, "unlabeled", split, "music", program, family, length, 0.8, 0.05))
+            clips.append(_music_clip(rng, spec, pool, "unlabeled", split, "music", program, family, length, 0.8, 0.05))
     return TaskPlan("unlabeled", ["speech", "music"], ["speech", "music"], clips)
 
 
@@ -347,10 +404,11 @@ def make_plan(seed: int, scale: str | ScaleSpec) -> dict[str, TaskPlan]:
     spec = get_scale(scale)
     groups = _split_voices(seed, spec)
     program_splits = _program_splits(seed, spec)
+    pool = OverlayPool(groups["unlabeled_only"], _pool_programs(program_splits))
     plan = {
-        "kws": _plan_kws(seed, spec, groups),
-        "speaker": _plan_speaker(seed, spec, groups),
-        "sounds": _plan_sounds(seed, spec, program_splits),
+        "kws": _plan_kws(seed, spec, groups, pool),
+        "speaker": _plan_speaker(seed, spec, groups, pool),
+        "sounds": _plan_sounds(seed, spec, program_splits, pool),
         "unlabeled": _plan_unlabeled(seed, spec, groups, program_splits),
     }
     rng = _rng(seed, 7)
@@ -376,8 +434,21 @@ def check_plan(plan: dict[str, TaskPlan]) -> None:
     sounds = {split: values("sounds", split, "program") for split in SPLITS}
     assert not (sounds["train"] & sounds["test"]) and not (sounds["train"] & sounds["validation"]) and not (sounds["validation"] & sounds["test"]), "sounds programs leak across splits"
     unl = plan["unlabeled"].clips
-    unl_voices = {c.meta["voice"] for c in unl if c.kind == "speech"}
-    unl_programs = {c.meta["program"] for c in unl if c.kind == "music"}
+    unl_voices = {c.meta["voice"] for c in unl if c.kind == "speech"} | overlay_voices(unl)
+    unl_programs = {c.meta["program"] for c in unl if c.kind == "music"} | overlay_programs(unl)
     speaker_voices = {c.meta["voice"] for c in plan["speaker"].clips}
-    assert not unl_voices & (kws["validation"] | kws["test"] | speaker_voices), "unlabeled pool uses held-out voices"
-    assert not unl_programs & (sounds["validation"] | sounds["test"]), "unlabeled pool uses held-out programs"
+    held_voices = kws["validation"] | kws["test"] | speaker_voices
+    held_programs = sounds["validation"] | sounds["test"]
+    assert not unl_voices & held_voices, "unlabeled pool uses held-out voices"
+    assert not unl_programs & held_programs, "unlabeled pool uses held-out programs"
+    labeled = [c for name in ("kws", "speaker", "sounds") for c in plan[name].clips]
+    assert not overlay_voices(labeled) & (held_voices | kws["train"]), "an overlapping event speaks with a task's voice"
+    assert not overlay_programs(labeled) & held_programs, "an overlapping event plays a held-out program"
+
+
+def overlay_voices(clips: list[ClipSpec]) -> set[str]:
+    return {c.overlay["voice"] for c in clips if c.overlay and c.overlay["kind"] == "speech"}
+
+
+def overlay_programs(clips: list[ClipSpec]) -> set[int]:
+    return {c.overlay["source"]["program"] for c in clips if c.overlay and c.overlay["kind"] == "music"}
