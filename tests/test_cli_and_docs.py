@@ -24,7 +24,8 @@ def test_models_lists_presets_with_parameter_counts(capsys):
 
 
 def test_models_with_no_match_fails(capsys):
-    assert main(["models", "resnet*"]) == 1
+    assert main(["models", "resnet*"]) == 2
+    assert capsys.readouterr().err == "ssamba: error: no preset matches 'resnet*'; 'ssamba models' lists them all\n"
 
 
 def test_fbank_command(tmp_path, capsys):

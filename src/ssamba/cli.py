@@ -7,7 +7,10 @@ inside the functions so that ``ssamba --help`` answers at once.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+from .errors import USER_ERRORS, UserError, one_line
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -19,8 +22,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     names = list_models(args.pattern)
     if not names:
-        print(f"no preset matches {args.pattern!r}; try 'ssamba models'", file=sys.stderr)
-        return 1
+        raise UserError(f"no preset matches {args.pattern!r}; 'ssamba models' lists them all")
     header = f"{'preset':<20} {'family':<7} {'D':>4} {'depth':>5} {'kernel':>7} {'stride':>7} {'tokens':>7} {'params':>9}"
     print(header)
     print("-" * len(header))
@@ -51,12 +53,8 @@ def cmd_fbank(args: argparse.Namespace) -> int:
 
     config = FrontendConfig.for_dataset(args.stats, target_length=args.target_length)
     frontend = LogMelFrontend(config)
-    try:
-        wave = load_audio(args.audio, sample_rate=config.sample_rate)
-        spec = frontend(wave)[0]
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    wave = load_audio(args.audio, sample_rate=config.sample_rate)
+    spec = frontend(wave)[0]
     frames = frontend.fbank(wave).shape[1]
     print(
         f"{args.audio}: {wave.numel() / config.sample_rate:.2f} s -> {frames} frames, "
@@ -101,12 +99,8 @@ def _run_experiment(args: argparse.Namespace, task: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.config and "=" in args.config and not args.config.endswith((".yaml", ".yml")):
         args.overrides, args.config = [args.config, *args.overrides], None  # no recipe, only overrides
-    try:
-        overrides = parse_overrides(args.overrides)
-        config = load_experiment(args.config, {"task": task, **overrides})
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    overrides = parse_overrides(args.overrides)
+    config = load_experiment(args.config, {"task": task, **overrides})
     summary = (pretrain if task == "pretrain" else finetune)(config, resume=args.resume)
     print(json.dumps(summary, indent=2))
     return 0
@@ -128,12 +122,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .training.run import evaluate
 
-    try:
-        metrics = evaluate(args.model, args.manifest, args.labels, loss=args.loss,
-                           batch_size=args.batch_size, device=args.device)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    metrics = evaluate(args.model, args.manifest, args.labels, loss=args.loss,
+                       batch_size=args.batch_size, device=args.device)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -145,6 +135,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     mean, std = compute_stats(args.manifest, FrontendConfig(num_mel_bins=args.num_mel_bins),
                               max_clips=args.max_clips)
+    if not std > 0:  # silence (or NaN): normalising by it would make every input inf or nan
+        raise UserError(f"the log-mel features of {args.manifest} have std {std:g} (silent clips?); "
+                        "they cannot give frontend.std")
     print(f"frontend.mean={mean:.7g} frontend.std={std:.7g}")
     return 0
 
@@ -161,12 +154,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from .data import prepare
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        summary = prepare(args.layout, args.root, args.out, labels_from_subfolder=args.labels_from_subfolder,
-                          test_set=args.test_set)
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    summary = prepare(args.layout, args.root, args.out, labels_from_subfolder=args.labels_from_subfolder,
+                      test_set=args.test_set)
     width = max(len("split"), *(len(name) for name in summary))
     print(f"{'split':<{width}} {'clips':>8} {'classes':>8} {'skipped':>8}")
     for name, row in summary.items():
@@ -184,12 +173,8 @@ def cmd_shard(args: argparse.Namespace) -> int:
     from .data import read_shard_index, write_shards
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        paths = write_shards(args.manifest, args.out, max_clips_per_shard=args.max_clips,
-                             max_bytes=int(args.max_mb * 2**20), overwrite=args.overwrite)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    paths = write_shards(args.manifest, args.out, max_clips_per_shard=args.max_clips,
+                         max_bytes=int(args.max_mb * 2**20), overwrite=args.overwrite)
     index = read_shard_index(args.out)
     size = sum(row["bytes"] for row in index["shards"])
     print(f"wrote {len(paths)} shard(s) with {index['num_clips']} clips ({size / 2**20:.1f} MiB) to {args.out}"
@@ -203,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Self-supervised audio Mamba (SSAMBA) and transformer (SSAST) encoders.",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error (also SSAMBA_DEBUG=1; allowed anywhere on the line)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("models", help=cmd_models.__doc__, description=cmd_models.__doc__)
@@ -280,17 +267,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; a user error (:data:`ssamba.errors.USER_ERRORS`) is one
+    ``ssamba: error:`` line on stderr and exit status 2, unless ``--debug`` or
+    ``SSAMBA_DEBUG=1`` asks for the traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("SSAMBA_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.version:
-        from . import __version__
+    try:
+        if args.version:
+            from . import __version__
 
-        print(__version__)
+            print(__version__)
+            return 0
+        if not args.command:
+            parser.print_help()
+            return 0
+        return args.func(args)
+    except BrokenPipeError:  # the reader went away (ssamba models | head): not an error
+        _silence_stdout()
         return 0
-    if not args.command:
-        parser.print_help()
-        return 0
-    return args.func(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("ssamba: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        print(f"ssamba: error: {one_line(err)}", file=sys.stderr)
+        return 2
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -1,24 +1,47 @@
-"""Strict dataclass configs: unknown keys are errors that list the valid ones.
+"""Typed dataclass configs: unknown keys are errors that list the valid ones, values are
+coerced to the declared type, choices and ranges are checked before anything runs.
 
-Nested dataclass fields are built from nested dicts; lists become tuples where the
-field is a tuple; ``section.key=value`` overrides address nested fields.
+The dataclasses are the single source of every option (name, type, default, help). They
+are plain stdlib dataclasses annotated with the types below (``Literal`` choices and
+``annotated_types`` bounds); :func:`config_from_dict` validates a nested dict against them
+with `pydantic <https://docs.pydantic.dev>`_ (lax mode: ``"3e-4"`` becomes ``0.0003`` for a
+float, ``"8"`` becomes ``8`` for an int, ``8.5`` is refused for an int; lists become tuples).
+``section.key=value`` overrides address nested fields.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
+
+from annotated_types import Ge, Gt, Le, Lt
+
+from .errors import UnknownOptionError
 
 T = TypeVar("T")
 
+#: Bounds for config fields (checked by :func:`config_from_dict`).
+PositiveInt = Annotated[int, Ge(1)]
+NonNegativeInt = Annotated[int, Ge(0)]
+PositiveFloat = Annotated[float, Gt(0)]
+NonNegativeFloat = Annotated[float, Ge(0)]
+Probability = Annotated[float, Ge(0), Le(1)]  # [0, 1]
+Fraction = Annotated[float, Ge(0), Lt(1)]  # [0, 1)
+
+
+class ConfigError(ValueError):
+    """A config value of the wrong type or out of range; the message names every bad field."""
+
 
 def check_keys(cls: type, keys: Any, what: str | None = None) -> None:
-    """Raise ``TypeError`` naming every key of ``keys`` that is not a field of ``cls``."""
+    """Raise :class:`~ssamba.errors.UnknownOptionError` (a ``TypeError``) naming every key
+    of ``keys`` that is not a field of ``cls``, and listing the valid ones."""
     valid = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(keys) - set(valid))
     if unknown:
-        raise TypeError(
+        raise UnknownOptionError(
             f"unknown {what or cls.__name__} option(s) {unknown}; valid options: {valid}"
         )
 
@@ -27,21 +50,61 @@ def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def config_from_dict(cls: type[T], values: dict[str, Any], what: str | None = None) -> T:
-    """Build dataclass ``cls`` from ``values`` (recursively), refusing unknown keys."""
+def _check_keys_deep(cls: type, values: Any, what: str) -> None:
     if not isinstance(values, dict):
-        raise TypeError(f"{what or cls.__name__} must be a mapping, got {type(values).__name__}")
+        raise ConfigError(f"{what} must be a mapping, got {type(values).__name__}")
     check_keys(cls, values, what)
     types = _field_types(cls)
-    fixed = {}
     for key, value in values.items():
-        kind = types[key]
-        if dataclasses.is_dataclass(kind) and isinstance(value, dict):
-            value = config_from_dict(kind, value, f"{what + '.' if what else ''}{key}")
-        elif isinstance(value, list) and typing.get_origin(kind) is tuple:
-            value = tuple(value)
-        fixed[key] = value
-    return cls(**fixed)
+        if dataclasses.is_dataclass(types[key]) and isinstance(value, dict):
+            _check_keys_deep(types[key], value, f"{what}.{key}")
+
+
+@functools.lru_cache(maxsize=None)
+def _adapter(cls: type):
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(cls)
+
+
+def _format_errors(err, what: str) -> str:
+    lines = []
+    for e in err.errors(include_url=False):
+        where = ".".join([what, *(str(part) for part in e["loc"])])
+        message = e["msg"].removeprefix("Value error, ")
+        shown = "" if e["type"].startswith("value_error") else f" (got {e.get('input')!r})"
+        lines.append(f"{where}: {message}{shown}")
+    return "; ".join(lines)
+
+
+def config_from_dict(cls: type[T], values: dict[str, Any], what: str | None = None) -> T:
+    """Build dataclass ``cls`` from ``values`` (recursively): unknown keys raise
+    ``TypeError`` listing the valid ones; a value that is not of (or convertible to) its
+    field's type, not one of its ``Literal`` choices or out of its bounds raises
+    :class:`ConfigError` naming the field, what it should be and what it got."""
+    from pydantic import ValidationError
+
+    what = what or cls.__name__
+    _check_keys_deep(cls, values, what)
+    try:
+        return _adapter(cls).validate_python(values)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, what)) from None
+
+
+def validate_config(config: T, what: str | None = None) -> T:
+    """``config`` (a dataclass built in Python, bypassing :func:`config_from_dict`) checked
+    the same way: returns an equal, validated copy or raises :class:`ConfigError`."""
+    return config_from_dict(type(config), _shallow_dict(config), what)
+
+
+def _shallow_dict(config: Any) -> dict[str, Any]:
+    """Field values, nested dataclasses as dicts (leaf values are not copied)."""
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        out[f.name] = _shallow_dict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
+    return out
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

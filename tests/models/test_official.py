@@ -533,14 +533,9 @@ def test_bad_shapes_are_named():
 
 # -- command line ------------------------------------------------------------------------
 def run_convert(argv: list[str]) -> int:
-    import argparse
+    from ssamba.cli import main
 
-    from ssamba.interfaces.convert_cli import add_convert_parser
-
-    parser = argparse.ArgumentParser(prog="ssamba")
-    add_convert_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["convert", *argv])
-    return args.func(args)
+    return main(["convert", *argv])
 
 
 def test_convert_command(tmp_path, capsys):

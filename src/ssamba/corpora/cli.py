@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 _SCALES = ("default", "quick", "mini")
 
 
 def cmd_corpus_build(args: argparse.Namespace) -> int:
     """Synthesise the offline suite (kws, speaker, sounds, unlabeled) or reuse its cache."""
-    from . import SoundFontNotFound, build_suite, default_root
+    from ..errors import UserError
+    from . import build_suite, default_root
     from .speech import EspeakError
 
     root = args.root or str(default_root(args.scale, args.seed))
@@ -23,9 +23,8 @@ def cmd_corpus_build(args: argparse.Namespace) -> int:
         suite = build_suite(
             root, seed=args.seed, scale=args.scale, progress=not args.quiet, workers=args.workers, force=args.force
         )
-    except (SoundFontNotFound, EspeakError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except EspeakError as err:  # espeak-ng missing or broken: the setup step fixes it
+        raise UserError(str(err)) from err
     if args.json:
         print(json.dumps({"root": str(suite.root), "reused": suite.reused, **suite.to_json()}, indent=1))
         return 0

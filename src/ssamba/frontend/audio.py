@@ -23,6 +23,21 @@ def resample(waveform: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarr
     return soxr.resample(waveform, orig_rate, target_rate, quality="HQ")
 
 
+def _truncated(header: str) -> tuple[int, int] | None:
+    """``(announced, present)`` data bytes when libsndfile's header report says the data
+    chunk is cut short; None otherwise (also for streamed WAVs whose size field is a
+    placeholder: 0 or 0xFFFFFFFF)."""
+    import re
+
+    match = re.search(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", header, re.M)
+    if not match:
+        return None
+    announced, present = int(match.group(1)), int(match.group(2))
+    if announced in (0, 0xFFFFFFFF) or present >= announced:
+        return None
+    return announced, present
+
+
 def load_audio(path: str | Path, sample_rate: int = 16000) -> Tensor:
     """Load ``path`` as a float32 mono waveform ``(S,)`` at ``sample_rate``.
 
@@ -58,9 +73,15 @@ def decode_audio(
     else:
         name = name or str(getattr(source, "name", "<file object>"))
     try:
-        data, rate = soundfile.read(source, dtype="float32", always_2d=True)
+        with soundfile.SoundFile(source) as f:
+            data = f.read(dtype="float32", always_2d=True)
+            rate, header = f.samplerate, f.extra_info
     except Exception as err:  # soundfile raises several types (LibsndfileError, RuntimeError)
         raise ValueError(f"cannot read audio file {name!r}: {err}") from err
+    short = _truncated(header)
+    if short:
+        log.warning("%s is truncated: its header announces %d bytes of audio, the file holds %d; "
+                    "read the %.2f s that are there", name, short[0], short[1], data.shape[0] / rate)
     if data.size == 0:
         raise ValueError(f"audio file {name!r} has no samples")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]

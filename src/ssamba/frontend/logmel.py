@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..config import NonNegativeFloat, PositiveFloat, PositiveInt
 from .kaldi import kaldi_fbank, validate_waveform
 
 # (mean, std) of the log-mel features, as published with SSAST / SSAMBA.
@@ -25,15 +26,15 @@ DATASET_STATS: dict[str, tuple[float, float]] = {
 class FrontendConfig:
     """Options of :class:`LogMelFrontend`; defaults are the pretraining front end."""
 
-    sample_rate: int = 16000  # Hz; inputs at other rates must be resampled first
-    num_mel_bins: int = 128  # F
-    frame_length_ms: float = 25.0  # window length
-    frame_shift_ms: float = 10.0  # hop between frames
+    sample_rate: PositiveInt = 16000  # Hz; inputs at other rates must be resampled first
+    num_mel_bins: PositiveInt = 128  # F
+    frame_length_ms: PositiveFloat = 25.0  # window length
+    frame_shift_ms: PositiveFloat = 10.0  # hop between frames
     preemphasis: float = 0.97  # x[n] - k * x[n-1] within each frame
-    low_freq: float = 20.0  # Hz; high edge is Nyquist
-    target_length: int = 1024  # T frames after padding / cropping (1024 AudioSet, 512 ESC-50, 128 SC)
+    low_freq: NonNegativeFloat = 20.0  # Hz; high edge is Nyquist
+    target_length: PositiveInt = 1024  # T frames after padding / cropping (1024 AudioSet, 512 ESC-50, 128 SC)
     mean: float = DATASET_STATS["audioset"][0]  # dataset statistics of the log-mel values
-    std: float = DATASET_STATS["audioset"][1]  # input = (fbank - mean) / (2 * std)
+    std: PositiveFloat = DATASET_STATS["audioset"][1]  # input = (fbank - mean) / (2 * std)
 
     @classmethod
     def for_dataset(cls, name: str, **overrides) -> "FrontendConfig":

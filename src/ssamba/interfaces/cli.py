@@ -14,14 +14,13 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from .files import embed_files
 
     layer: int | str = args.layer if args.layer == "mean" else int(args.layer)
-    try:
-        embedder = load(args.checkpoint, hop_frames=args.hop_frames, layer=layer)
-        index = embed_files(args.inputs, embedder, args.out, args.format, args.batch_size,
-                            progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"embedded {len(index['files'])} file(s) into {args.out} "
+    embedder = load(args.checkpoint, hop_frames=args.hop_frames, layer=layer)
+    index = embed_files(args.inputs, embedder, args.out, args.format, args.batch_size,
+                        progress=not args.no_progress, overwrite=args.overwrite)
+    if index["resumed"]:
+        print(f"resumed: {len(index['resumed'])} file(s) already embedded in {args.out} were skipped "
+              "(--overwrite recomputes them)", file=sys.stderr)
+    print(f"embedded {len(index['files']) - len(index['resumed'])} file(s) into {args.out} "
           f"(D={index['embedding_size']}, hop {index['model_hop_ms']:.0f} ms)")
     for failure in index["failed"]:
         print(f"skipped {failure['audio']}: {failure['error']}", file=sys.stderr)
@@ -30,10 +29,21 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_embed_parser(sub) -> None:
     p = sub.add_parser("embed", help=cmd_embed.__doc__, description=cmd_embed.__doc__ + (
         " Writes one .npz per file (scene, timestamp_embeddings, timestamps_ms), or .npy files, or one"
-        " embeddings.npz for the set, plus index.json listing every file and every skipped one."))
+        " embeddings.npz for the set, plus index.json listing every file and every skipped one. Output"
+        " names mirror the inputs' paths (x/a.wav -> OUT/x/a.npz); running again into OUT resumes."))
     p.add_argument("inputs", nargs="+", help="audio files, folders (searched recursively) or manifest JSONs")
     p.add_argument("--checkpoint", required=True,
                    help="model directory, checkpoint or training run folder (or a preset name: random weights)")
@@ -44,7 +54,10 @@ def add_embed_parser(sub) -> None:
                    help="hidden state to read: index (0 = embedded input, -1 = final output) or 'mean' of all")
     p.add_argument("--hop-frames", type=int, default=4,
                    help="time stride of the patches in 10 ms frames, i.e. the timestamp hop (default 4 = 40 ms)")
-    p.add_argument("--batch-size", type=int, default=8, help="files of similar length per batch")
+    p.add_argument("--batch-size", type=_positive_int, default=8,
+                   help="files of similar length per batch (results do not depend on it)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="recompute files already embedded in --out (default: resume, skipping them)")
     p.add_argument("--json", action="store_true", help="also print the index")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_embed)

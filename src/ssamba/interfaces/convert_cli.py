@@ -6,7 +6,6 @@ Nothing heavy is imported at module level: torch comes in with the command.
 from __future__ import annotations
 
 import argparse
-import sys
 
 _DATASETS = ("audioset", "esc50", "speechcommands")
 
@@ -15,12 +14,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     """Convert an official SSAMBA or SSAST checkpoint (.pth) into an ssamba model directory."""
     from pathlib import Path
 
-    from ssamba.models.official import OfficialCheckpointError, convert_official, write_converted
+    from ssamba.models.official import convert_official, write_converted
 
     out = Path(args.out_dir)
     if (out / "model.safetensors").exists() and not args.overwrite:
-        print(f"error: {out} already holds a model; pass --overwrite to replace it", file=sys.stderr)
-        return 2
+        raise FileExistsError(f"{out} already holds a model; pass --overwrite to replace it")
     options = {}
     if args.input_tdim is not None:
         options["input_tdim"] = args.input_tdim
@@ -32,12 +30,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         options["dataset"] = args.dataset
     if args.pooling is not None:
         options["pooling"] = args.pooling
-    try:
-        converted = convert_official(args.official, **options)
-        write_converted(converted, out)
-    except (OfficialCheckpointError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    converted = convert_official(args.official, **options)
+    write_converted(converted, out)
     print(converted.info.summary())
     written = "model.safetensors, config.json, conversion.json"
     if converted.objective_state:

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..frontend import FrontendConfig, LogMelFrontend
+from ..frontend.kaldi import num_frames
 from ..models import load_model, model_from_config
 from ..models.adapt import load_encoder_weights
 
@@ -115,6 +116,11 @@ class Embedder(nn.Module):
             wave[n:] = 0
             rows.append(wave)
         fbank = self.frontend.filterbank(torch.stack(rows))  # (B, T, F), un-normalised
+        # Frames past a clip's own end (filterbanks of the batch's zero padding) get the
+        # padding a clip alone gets, so that an embedding never depends on its batch.
+        shift = int(c.sample_rate * c.frame_shift_ms / 1000)
+        for b, n in enumerate(lengths):
+            fbank[b, num_frames(max(n, frame_len), frame_len, shift):] = 0.0
 
         kt, st = self.encoder.config.patch_size[1], self.encoder.config.patch_stride[1]
         per_window = (self.window_frames - kt) // st + 1  # columns per window

@@ -3,13 +3,24 @@
 Inputs are files, folders (searched recursively) or manifests. Files are read one batch
 at a time, batched by length (durations come from the file headers), so memory is
 bounded by a batch of similar clips, whatever the collection holds; a long file is cut
-into windows by the :class:`~ssamba.interfaces.embedder.Embedder`. Unreadable files are
-skipped and listed in ``index.json``.
+into windows by the :class:`~ssamba.interfaces.embedder.Embedder`. An embedding does not
+depend on the batch it was computed in.
+
+Output names mirror the inputs' paths relative to the folder they have in common
+(``x/a.wav`` and ``y/a.wav`` give ``x/a.npz`` and ``y/a.npz``); they never collide and
+never leave the output folder. Unreadable files and files with NaN or infinite samples
+are skipped, named with their reason in ``index.json`` (and by the command on stderr).
+Each output file is written atomically, so a killed run leaves only complete files; run
+again into the same folder to resume (files already embedded are skipped and listed), or
+pass ``overwrite=True`` to recompute them.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,31 +31,88 @@ from .embedder import Embedder
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aif", ".aiff")
 FORMATS = ("npz", "npy", "set")
+_NPY_KEYS = ("scene", "timestamps", "times_ms")
 
 
 def collect_inputs(inputs: list[str | Path]) -> list[tuple[Path, str]]:
-    """``(audio path, output name)`` pairs for files, folders and manifest JSONs."""
+    """``(audio path, output name)`` pairs for files, folders and manifest JSONs.
+
+    A name is the file's path relative to the folder all inputs share (a folder input
+    counts as its own root, a file as its parent), without the extension; where two
+    files would share a name (``a.wav``, ``a.flac``) or the stem is not a usable name
+    (``..wav``), the full file name is kept. The same file given twice is embedded once.
+    """
     from ..data import read_manifest
 
-    found: list[tuple[Path, str]] = []
+    found: list[tuple[Path, Path]] = []  # (audio file, the folder its name is relative to)
     for item in map(Path, inputs):
         if item.is_dir():
-            for path in sorted(p for p in item.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS):
-                found.append((path, str(path.relative_to(item).with_suffix(""))))
+            found += [(path, item) for path in sorted(item.rglob("*"))
+                      if path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file()]
         elif item.suffix.lower() == ".json":
-            for entry in read_manifest(item):
-                found.append((Path(entry.wav), Path(entry.wav).stem))
+            found += [(Path(entry.wav), Path(entry.wav).parent) for entry in read_manifest(item)]
         elif item.exists():
-            found.append((item, item.stem))
+            found.append((item, item.parent))
         else:
             raise FileNotFoundError(f"input {item} does not exist")
-    names: dict[str, int] = {}
-    unique = []
-    for path, name in found:  # the same stem twice gets a suffix, never overwrites
-        count = names.get(name, 0)
-        names[name] = count + 1
-        unique.append((path, name if count == 0 else f"{name}__{count}"))
-    return unique
+    if not found:
+        return []
+    common = Path(os.path.commonpath([os.path.abspath(root) for _, root in found]))
+    seen: set[str] = set()
+    taken: set[str] = set()
+    out = []
+    for path, _ in found:
+        absolute = os.path.abspath(path)
+        if absolute in seen:
+            continue
+        seen.add(absolute)
+        rel = Path(absolute).relative_to(common)
+        out.append((path, _unique_name(rel, taken)))
+    return out
+
+
+def _unique_name(rel: Path, taken: set[str]) -> str:
+    folder, filename = rel.parent, rel.name
+    stem = Path(filename).stem
+    candidates = [filename] if stem in ("", ".", "..") else [stem, filename]
+    for candidate in candidates:
+        name = (folder / candidate).as_posix()
+        if name not in taken:
+            break
+    else:
+        count = 1
+        while f"{name}__{count}" in taken:
+            count += 1
+        name = f"{name}__{count}"
+    taken.add(name)
+    return name
+
+
+def _outputs(out_dir: Path, name: str, output_format: str) -> list[Path]:
+    """The files one input's embeddings go to (checked to lie inside ``out_dir``)."""
+    if output_format == "npz":
+        paths = [out_dir / f"{name}.npz"]
+    else:
+        paths = [out_dir / f"{name}.{key}.npy" for key in _NPY_KEYS]
+    root = out_dir.resolve()
+    for path in paths:
+        if not path.resolve().is_relative_to(root):  # pragma: no cover - names are built not to
+            raise ValueError(f"output {path} would leave {out_dir}")
+    return paths
+
+
+def _atomic_save(path: Path, write) -> None:
+    """``write(file object)`` into a temporary file beside ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _frames(path: Path) -> int:
@@ -74,27 +142,56 @@ def _groups(items: list[tuple[Path, str]], batch_size: int):
 
 
 def embed_files(inputs: list[str | Path], embedder: Embedder, out_dir: str | Path, output_format: str = "npz",
-                batch_size: int = 8, progress: bool = True) -> dict:
-    """Write embeddings of every input under ``out_dir``; returns the index (also saved)."""
+                batch_size: int = 8, progress: bool = True, overwrite: bool = False) -> dict:
+    """Write embeddings of every input under ``out_dir``; returns the index (also saved).
+
+    If ``out_dir`` already holds files, files whose outputs are there are skipped (listed
+    under ``"resumed"``), unless ``overwrite``; the ``set`` format (one file for all)
+    cannot resume and needs ``overwrite`` for a non-empty folder.
+    """
     from ..progress import progress as progress_bar
 
     if output_format not in FORMATS:
         raise ValueError(f"unknown format {output_format!r}; choose one of {FORMATS}")
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--out {out_dir} is a file, not a folder")
+    occupied = out_dir.is_dir() and any(out_dir.iterdir())
+    if occupied and output_format == "set" and not overwrite:
+        raise FileExistsError(f"{out_dir} is not empty; pass --overwrite to replace its embeddings.npz")
     out_dir.mkdir(parents=True, exist_ok=True)
-    items = sorted(collect_inputs(inputs), key=lambda item: _frames(item[0]))
+    items = collect_inputs(inputs)
     index: dict = {"model_hop_ms": embedder.hop_ms, "embedding_size": embedder.embedding_size,
-                   "files": [], "failed": []}
+                   "files": [], "failed": [], "resumed": []}
+    if occupied and not overwrite:
+        todo = []
+        for path, name in items:
+            outputs = _outputs(out_dir, name, output_format)
+            if all(p.is_file() for p in outputs):
+                index["files"].append(_resumed_record(path, name, outputs, out_dir, output_format))
+                index["resumed"].append(str(path))
+            else:
+                todo.append((path, name))
+        items = todo
+    items = sorted(items, key=lambda item: _frames(item[0]))
     collected: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     bar = progress_bar(len(items), "embedding", unit="file", enabled=progress, every=max(1, len(items) // 20))
     for group in _groups(items, batch_size):
         batch, waves = [], []
         for path, name in group:
             try:
-                waves.append(load_audio(path, embedder.sample_rate))
-                batch.append((path, name))
-            except ValueError as err:
+                wave = load_audio(path, embedder.sample_rate)
+            except (ValueError, OSError) as err:
                 index["failed"].append({"audio": str(path), "error": str(err)})
+                continue
+            if not bool(torch.isfinite(wave).all()):
+                bad = int((~torch.isfinite(wave)).sum())
+                index["failed"].append({"audio": str(path), "error": f"{bad} NaN or infinite sample(s)"})
+                continue
+            waves.append(wave)
+            batch.append((path, name))
         if batch:
             lengths = [w.numel() for w in waves]
             padded = torch.zeros(len(waves), max(lengths))
@@ -107,23 +204,45 @@ def embed_files(inputs: list[str | Path], embedder: Embedder, out_dir: str | Pat
                     record["row"] = len(collected)
                     collected.append((scene, emb, times))
                 else:
-                    target = out_dir / name
-                    target.parent.mkdir(parents=True, exist_ok=True)
+                    outputs = _outputs(out_dir, name, output_format)
                     if output_format == "npz":
-                        np.savez(target.with_suffix(".npz"), scene=scene, timestamp_embeddings=emb,
-                                 timestamps_ms=times)
-                        record["embeddings"] = str(target.with_suffix(".npz").relative_to(out_dir))
+                        _atomic_save(outputs[0], lambda f: np.savez(f, scene=scene, timestamp_embeddings=emb,
+                                                                    timestamps_ms=times))
                     else:
-                        for key, value in (("scene", scene), ("timestamps", emb), ("times_ms", times)):
-                            np.save(target.parent / f"{target.name}.{key}.npy", value)
-                        record["embeddings"] = f"{Path(name)}.{{scene,timestamps,times_ms}}.npy"
+                        for target, value in zip(outputs, (scene, emb, times)):
+                            _atomic_save(target, lambda f, value=value: np.save(f, value))
+                    record["embeddings"] = _record_path(outputs, out_dir, output_format)
                 index["files"].append(record)
         bar.update(len(group))
     bar.close()
     if output_format == "set" and collected:
         offsets = np.cumsum([0] + [len(t) for _, _, t in collected])
-        np.savez(out_dir / "embeddings.npz", scene=np.stack([s for s, _, _ in collected]),
-                 timestamp_embeddings=np.concatenate([e for _, e, _ in collected]),
-                 timestamps_ms=np.concatenate([t for _, _, t in collected]), offsets=offsets)
-    (out_dir / "index.json").write_text(json.dumps(index, indent=2))
+        _atomic_save(out_dir / "embeddings.npz", lambda f: np.savez(
+            f, scene=np.stack([s for s, _, _ in collected]),
+            timestamp_embeddings=np.concatenate([e for _, e, _ in collected]),
+            timestamps_ms=np.concatenate([t for _, _, t in collected]), offsets=offsets))
+    _atomic_save(out_dir / "index.json", lambda f: f.write(json.dumps(index, indent=2).encode()))
     return index
+
+
+def _record_path(outputs: list[Path], out_dir: Path, output_format: str) -> str:
+    rel = outputs[0].relative_to(out_dir).as_posix()
+    return rel if output_format == "npz" else rel.removesuffix(".scene.npy") + ".{scene,timestamps,times_ms}.npy"
+
+
+def _resumed_record(path: Path, name: str, outputs: list[Path], out_dir: Path, output_format: str) -> dict:
+    """The index row of a file embedded by an earlier run (read back from its outputs)."""
+    import soundfile
+
+    if output_format == "npz":
+        with np.load(outputs[0]) as data:
+            count = len(data["timestamps_ms"])
+    else:
+        count = len(np.load(outputs[2], mmap_mode="r"))
+    try:
+        info = soundfile.info(str(path))
+        duration = info.frames / info.samplerate
+    except Exception:  # noqa: BLE001 - the embeddings are there; the duration is informative only
+        duration = None
+    return {"audio": str(path), "duration_s": duration, "timestamps": count,
+            "embeddings": _record_path(outputs, out_dir, output_format), "resumed": True}

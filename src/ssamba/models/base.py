@@ -8,10 +8,12 @@ objectives and the training loop live elsewhere.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from ..config import Fraction, NonNegativeInt, PositiveInt
 from ..layers import ClassifierHead, PatchEmbed, resample_pos_embed
 
 
@@ -19,14 +21,14 @@ from ..layers import ClassifierHead, PatchEmbed, resample_pos_embed
 class EncoderConfig:
     """Options every encoder family has."""
 
-    embed_dim: int = 192  # D
-    patch_size: tuple[int, int] = (16, 16)  # conv kernel (freq, time): 16x16 patch, 128x2 frame
-    patch_stride: tuple[int, int] = (16, 16)  # 16 to pretrain; 10 to fine-tune patch models
-    input_fdim: int = 128  # mel bins F the position embedding is laid out for
-    input_tdim: int = 1024  # frames T the position embedding is laid out for
-    num_classes: int = 0  # > 0 adds a classifier head (pool -> LayerNorm -> Linear)
-    pooling: str = "mean"  # "mean" of patch tokens or "cls" (mean of the class tokens)
-    drop_path_rate: float = 0.0  # stochastic depth at the last block
+    embed_dim: PositiveInt = 192  # D
+    patch_size: tuple[PositiveInt, PositiveInt] = (16, 16)  # conv kernel (freq, time): 16x16 patch, 128x2 frame
+    patch_stride: tuple[PositiveInt, PositiveInt] = (16, 16)  # 16 to pretrain; 10 to fine-tune patch models
+    input_fdim: PositiveInt = 128  # mel bins F the position embedding is laid out for
+    input_tdim: PositiveInt = 1024  # frames T the position embedding is laid out for
+    num_classes: NonNegativeInt = 0  # > 0 adds a classifier head (pool -> LayerNorm -> Linear)
+    pooling: Literal["mean", "cls"] = "mean"  # "mean" of patch tokens or "cls" (mean of the class tokens)
+    drop_path_rate: Fraction = 0.0  # stochastic depth at the last block
 
 
 class SpectrogramEncoder(nn.Module):

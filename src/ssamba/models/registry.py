@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ..config import check_keys
+from ..config import check_keys, validate_config
 from .base import EncoderConfig
 
 _PRESETS: dict[str, Callable[[], EncoderConfig]] = {}
@@ -51,13 +51,13 @@ def config_class_of(family: str) -> type[EncoderConfig]:
 
 
 def get_config(name: str, **overrides: Any) -> EncoderConfig:
-    """The preset's config with ``overrides`` applied; unknown keys raise ``TypeError``."""
+    """The preset's config with ``overrides`` applied; unknown keys raise ``TypeError``,
+    values of the wrong type or out of range :class:`~ssamba.config.ConfigError`."""
     if name not in _PRESETS:
         raise ValueError(f"unknown model {name!r}; available: {list_models()}")
     config = _PRESETS[name]()
     check_keys(type(config), overrides, f"{name}")
-    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
-    return dataclasses.replace(config, **overrides)
+    return validate_config(dataclasses.replace(config, **overrides), name)
 
 
 def model_from_config(config: EncoderConfig) -> nn.Module:

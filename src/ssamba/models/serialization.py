@@ -3,7 +3,10 @@
 ``config.json`` holds the encoder config and, for models saved by a training run, the
 front-end config (``model.frontend_config``) the model expects its input from.
 
-Loading needs no flags (no retyped patch shapes) and never unpickles anything.
+Loading needs no flags (no retyped patch shapes) and never unpickles anything. Before
+anything is allocated, ``config.json`` is validated (types, bounds) and the model it
+describes is built on the meta device and compared, tensor by tensor, with the shapes in
+the safetensors header: a hand-edited or mismatched config is an error, not 15 GB.
 """
 
 from __future__ import annotations
@@ -72,6 +75,54 @@ def resolve_model_dir(path: str | Path) -> Path:
     )
 
 
+def _read_meta(config_path: Path) -> dict:
+    try:
+        meta = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{config_path} is not valid JSON: {err}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"{config_path} is not an ssamba model config (format {got!r})")
+    for key, kind in (("family", str), ("config", dict)):
+        if not isinstance(meta.get(key), kind):
+            raise ValueError(f"{config_path}: {key!r} must be a {kind.__name__}, got {meta.get(key)!r}")
+    return meta
+
+
+def weight_shapes(weights_path: Path) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in a safetensors file, read from its header only."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights_path), framework="pt") as f:
+            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except Exception as err:  # noqa: BLE001 - SafetensorError and OSError: the file is not usable
+        raise ValueError(f"{weights_path} is not a readable safetensors file: {err}") from None
+
+
+def check_weights(config, weights_path: Path) -> None:
+    """Raise ``ValueError`` unless the model ``config`` describes has exactly the tensors
+    (names and shapes) of ``weights_path``; the model is built on the meta device (no memory)."""
+    import torch
+
+    stored = weight_shapes(weights_path)
+    with torch.device("meta"):
+        expected = {name: tuple(t.shape) for name, t in model_from_config(config).state_dict().items()}
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    wrong = [f"{n}: config gives {expected[n]}, weights hold {stored[n]}"
+             for n in sorted(set(expected) & set(stored)) if expected[n] != stored[n]]
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            parts.append(f"{len(wrong)} shape mismatch(es), e.g. " + "; ".join(wrong[:3]))
+        if missing:
+            parts.append(f"{len(missing)} tensor(s) missing, e.g. {missing[:3]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[:3]}")
+        raise ValueError(f"{weights_path.parent}: config.json does not describe these weights: " + "; ".join(parts))
+
+
 def load_model(directory: str | Path, map_location: str = "cpu", **overrides) -> nn.Module:
     """Rebuild a model saved by :func:`save_model` (or a training run's model: pass the
     run folder); ``overrides`` change runtime options that do not affect the weights'
@@ -92,10 +143,9 @@ def load_model(directory: str | Path, map_location: str = "cpu", **overrides) ->
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     if not weights_path.is_file():
         raise FileNotFoundError(f"{weights_path} not found: not an ssamba model directory")
-    meta = json.loads(config_path.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{config_path} is not an ssamba model config (format {meta.get('format')!r})")
-    config = config_from_dict(config_class_of(meta["family"]), {**meta["config"], **overrides})
+    meta = _read_meta(config_path)
+    config = config_from_dict(config_class_of(meta["family"]), {**meta["config"], **overrides}, str(config_path))
+    check_weights(config, weights_path)
     model = model_from_config(config)
     model.load_state_dict(load_file(str(weights_path), device=map_location), strict=True)
     if "frontend" in meta:

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from ..config import Fraction, NonNegativeInt, PositiveFloat, PositiveInt
 from ..layers import BiMambaMixer, DropPath, MambaBlock, linear_drop_path_rates, make_norm
 from .base import EncoderConfig, SpectrogramEncoder
 from .registry import register_family, register_preset
@@ -30,14 +32,14 @@ from .registry import register_family, register_preset
 class SSAMBAConfig(EncoderConfig):
     """SSAMBA encoder options; defaults are the official recipe with ``embed_dim=192`` (tiny)."""
 
-    depth: int = 24  # Mamba blocks
-    d_state: int = 16  # N, SSM state size per channel
-    d_conv: int = 4  # causal depthwise conv width
-    expand: int = 2  # inner width = expand * D
-    dt_rank: int = 0  # 0 means ceil(D / 16)
-    norm: str = "layernorm"  # or "rmsnorm"
-    norm_eps: float = 1e-5
-    drop_path_rate: float = 0.1
+    depth: PositiveInt = 24  # Mamba blocks
+    d_state: PositiveInt = 16  # N, SSM state size per channel
+    d_conv: PositiveInt = 4  # causal depthwise conv width
+    expand: PositiveInt = 2  # inner width = expand * D
+    dt_rank: NonNegativeInt = 0  # 0 means ceil(D / 16)
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"  # or "rmsnorm"
+    norm_eps: PositiveFloat = 1e-5
+    drop_path_rate: Fraction = 0.1
     use_cls_token: bool = True  # one class token at position 0
     use_bidirectional_mixer: bool = True  # bimamba v2; False = causal forward-only mixer
     use_direction_average: bool = True  # quirk: out_proj((y_fwd + y_bwd) / 2)

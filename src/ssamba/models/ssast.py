@@ -9,9 +9,11 @@ PyTorch's SDPA by default, or the explicit ``softmax(QK^T)V`` of the official co
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from torch import Tensor, nn
 
+from ..config import NonNegativeInt, PositiveFloat, PositiveInt
 from ..layers import TransformerBlock, linear_drop_path_rates
 from .base import EncoderConfig, SpectrogramEncoder
 from .registry import register_family, register_preset
@@ -21,12 +23,12 @@ from .registry import register_family, register_preset
 class SSASTConfig(EncoderConfig):
     """SSAST encoder options; defaults are SSAST-tiny with 16x16 patches."""
 
-    depth: int = 12
-    num_heads: int = 3
-    mlp_ratio: float = 4.0
-    norm_eps: float = 1e-6
-    num_prefix_tokens: int = 2  # DeiT cls + dist tokens
-    attention: str = "sdpa"  # or "explicit" (materialises the L x L matrix)
+    depth: PositiveInt = 12
+    num_heads: PositiveInt = 3
+    mlp_ratio: PositiveFloat = 4.0
+    norm_eps: PositiveFloat = 1e-6
+    num_prefix_tokens: NonNegativeInt = 2  # DeiT cls + dist tokens
+    attention: Literal["sdpa", "explicit"] = "sdpa"  # or "explicit" (materialises the L x L matrix)
 
 
 @register_family("ssast", SSASTConfig)

@@ -25,30 +25,33 @@ Official behaviours kept as options:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import NonNegativeFloat, PositiveInt
 from .masking import cluster_mask, official_mask, random_mask
 
-NCE_SOFTMAX = ("official", "paper")
-NCE_ACCURACY = ("official", "raw")
-MASKINGS = ("official", "cluster", "random", "auto")
+NceSoftmax = Literal["official", "paper"]
+NceAccuracy = Literal["official", "raw"]
+Masking = Literal["official", "cluster", "random", "auto"]
+NCE_SOFTMAX, NCE_ACCURACY, MASKINGS = get_args(NceSoftmax), get_args(NceAccuracy), get_args(Masking)
 
 
 @dataclass
 class PatchModelingConfig:
     """Options of :class:`MaskedPatchModeling`; defaults are the official recipe."""
 
-    num_masked: int = 400  # patches hidden per clip (250 / 300 / 400 of 512)
+    num_masked: PositiveInt = 400  # patches hidden per clip (250 / 300 / 400 of 512)
     # "official": gen_maskid_patch for patches, uniform for frames; "cluster": centred
     # c x c blocks; "random": uniform; "auto": centred blocks for square patches, else uniform
-    masking: str = "official"
-    cluster_sizes: tuple[int, ...] = (3, 4, 5)  # c of the c x c blocks, drawn per clip
-    mse_weight: float = 10.0  # L = nce + mse_weight * mse
-    nce_softmax: str = "official"  # axis of the InfoNCE softmax: "official" or "paper"
-    nce_accuracy: str = "official"  # masked-patch accuracy: "official" (normalised scores) or "raw"
+    masking: Masking = "official"
+    cluster_sizes: tuple[PositiveInt, ...] = (3, 4, 5)  # c of the c x c blocks, drawn per clip
+    mse_weight: NonNegativeFloat = 10.0  # L = nce + mse_weight * mse
+    nce_softmax: NceSoftmax = "official"  # axis of the InfoNCE softmax: "official" or "paper"
+    nce_accuracy: NceAccuracy = "official"  # masked-patch accuracy: "official" (normalised scores) or "raw"
     use_separate_passes: bool = True  # quirk: nce and mse from two passes with independent masks
     use_nce: bool = True  # discriminative objective on
     use_mse: bool = True  # generative objective on

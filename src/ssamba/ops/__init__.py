@@ -34,6 +34,7 @@ class ScanBackend:
     fn: Callable[..., Tensor]
     is_available: Callable[[Tensor], bool]  # called with ``u``
     priority: int  # higher wins under backend="auto"
+    unavailable_reason: Callable[[Tensor], str] | None = None  # for the error of an explicit choice
 
 
 _BACKENDS: dict[str, ScanBackend] = {}
@@ -44,10 +45,11 @@ def register_backend(
     fn: Callable[..., Tensor],
     is_available: Callable[[Tensor], bool] = lambda u: True,
     priority: int = 0,
+    unavailable_reason: Callable[[Tensor], str] | None = None,
 ) -> None:
     """Register ``fn`` (same signature as :func:`selective_scan_reference`, ``reverse``
-    included) as ``name``."""
-    _BACKENDS[name] = ScanBackend(name, fn, is_available, priority)
+    included) as ``name``; ``unavailable_reason(u)`` explains a failed explicit choice."""
+    _BACKENDS[name] = ScanBackend(name, fn, is_available, priority, unavailable_reason)
 
 
 def available_backends(u: Tensor | None = None) -> list[str]:
@@ -105,10 +107,8 @@ def selective_scan(
             raise ValueError(f"unknown scan backend {backend!r}; registered: {sorted(_BACKENDS)}")
         chosen = _BACKENDS[backend]
         if not chosen.is_available(u):
-            raise RuntimeError(
-                f"scan backend {backend!r} cannot run on {u.device.type} tensors here; "
-                f"available: {available_backends(u)}"
-            )
+            why = chosen.unavailable_reason(u) if chosen.unavailable_reason else f"it cannot run on {u.device.type} tensors here"
+            raise RuntimeError(f"scan backend {backend!r} is unavailable: {why}; available: {available_backends(u)}")
     return chosen.fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse=reverse)
 
 
@@ -119,5 +119,6 @@ register_backend("reference", selective_scan_reference, priority=0)
 from . import scan_cpu as _scan_cpu  # noqa: E402
 from . import scan_cuda as _scan_cuda  # noqa: E402
 
-register_backend("cpu", _scan_cpu.selective_scan_cpu, lambda u: u.device.type == "cpu", priority=10)
+register_backend("cpu", _scan_cpu.selective_scan_cpu, _scan_cpu.is_available, priority=10,
+                 unavailable_reason=_scan_cpu.unavailable_reason)
 register_backend("cuda", _scan_cuda.selective_scan_cuda, _scan_cuda.is_available, priority=20)

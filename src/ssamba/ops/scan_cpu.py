@@ -7,6 +7,16 @@ on first use and is cached under ``$SSAMBA_CACHE_DIR`` (default
 ``$XDG_CACHE_HOME/ssamba`` or ``~/.cache/ssamba``), keyed by source, compiler, flags
 and CPU. Nothing is compiled at import time.
 
+The cache holds code that is loaded into the process, so it is trusted only if it is
+private (see :func:`private_dir`): the cache folder and its ``ext`` folder must be real
+folders (not symlinks) owned by the current user with no group or other write permission
+(folders made here are 0700 whatever the umask), and a library or ``.failed`` marker is
+used only if it is a regular file owned by the user and not writable by others; anything
+else is rebuilt or ignored. If the cache folder cannot be made or is not private, the
+kernel is built in ``$TMPDIR/ssamba-<uid>`` when that is private, else in a fresh
+``mkdtemp`` folder (0700) for this process. Builders of one cache (DDP ranks starting
+together) take a file lock, so one compiles and the others load its result.
+
 What the kernel does, per (batch, channel) pair, split over
 ``torch.get_num_threads()`` threads:
 
@@ -20,17 +30,20 @@ What the kernel does, per (batch, channel) pair, split over
 
 Inputs may be fp32, bf16 or fp16 (computed in fp32, returned in ``u.dtype``); fp64
 inputs go to the reference, which computes in fp64. If no compiler is found or
-compilation fails, :func:`selective_scan_cpu` warns once and computes with
-:func:`~ssamba.ops.scan_reference.selective_scan_reference`.
+compilation fails, ``backend="auto"`` warns once and computes with
+:func:`~ssamba.ops.scan_reference.selective_scan_reference`; an explicit
+``backend="cpu"`` raises :class:`KernelUnavailable` saying why.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -40,9 +53,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..errors import UserError
 from .scan_reference import selective_scan_reference
 
-__all__ = ["bound_benchmark", "chunk_size", "is_compiled", "kernel_forward", "load_library", "selective_scan_cpu", "uses_openmp"]
+__all__ = [
+    "KernelUnavailable", "UnsafeCacheError", "bound_benchmark", "chunk_size", "is_compiled", "kernel_forward",
+    "load_library", "private_dir", "selective_scan_cpu", "uses_openmp",
+]
 
 _SOURCE = Path(__file__).with_name("csrc") / "selective_scan_cpu.cpp"
 _ABI_VERSION = 2
@@ -64,12 +81,107 @@ _load_error: str | None = None
 _warned = False
 
 
-def _cache_dir() -> Path:
+class UnsafeCacheError(PermissionError):
+    """A cache folder or file that another user could have written."""
+
+
+class KernelUnavailable(UserError, RuntimeError):
+    """The CPU kernel cannot be built or loaded here (raised for an explicit ``backend="cpu"``)."""
+
+
+def _uid() -> int:
+    return os.getuid() if hasattr(os, "getuid") else -1
+
+
+def _cache_root() -> Path:
+    """The kernel cache's own folder: ``$SSAMBA_CACHE_DIR``, else ``$XDG_CACHE_HOME/ssamba`` or ``~/.cache/ssamba``."""
     env = os.environ.get("SSAMBA_CACHE_DIR")
     if env:
-        return Path(env).expanduser() / "ext"
+        return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ssamba" / "ext"
+    return Path(base) / "ssamba"
+
+
+def _cache_dir() -> Path:
+    return _cache_root() / "ext"
+
+
+def _check_private(path: Path, *, directory: bool) -> None:
+    """Raise :class:`UnsafeCacheError` unless ``path`` is a real (not symlinked) folder or
+    regular file owned by this user with no group or other write permission."""
+    st = os.lstat(path)
+    kind = "folder" if directory else "file"
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafeCacheError(f"{path} is a symlink, not a {kind}")
+    if not (stat.S_ISDIR(st.st_mode) if directory else stat.S_ISREG(st.st_mode)):
+        raise UnsafeCacheError(f"{path} is not a {kind}")
+    if _uid() >= 0 and st.st_uid != _uid():
+        raise UnsafeCacheError(f"{path} is owned by uid {st.st_uid}, not by you (uid {_uid()})")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafeCacheError(f"{path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o})")
+
+
+def private_dir(root: Path, *parts: str) -> Path:
+    """``root/parts...``, made (mode 0700, whatever the umask) where missing, after checking
+    that ``root`` and every folder under it on the way are private (see :func:`_check_private`).
+
+    Folders above ``root`` are made as :func:`os.makedirs` makes them and are not checked:
+    they are the user's (``~/.cache``) or shared and sticky (``/tmp``). Raises
+    :class:`UnsafeCacheError` or :class:`OSError` (e.g. a read-only home).
+    """
+    path = root
+    for folder in [root, *(root.joinpath(*parts[: i + 1]) for i in range(len(parts)))]:
+        if not os.path.lexists(folder):
+            try:
+                os.makedirs(folder, mode=0o700)
+            except FileExistsError:  # made meanwhile by another process: checked below
+                pass
+            else:
+                os.chmod(folder, 0o700)  # makedirs honours the umask; the leaf must not
+        _check_private(folder, directory=True)
+        path = folder
+    return path
+
+
+def _trusted_file(path: Path) -> bool:
+    """True if ``path`` exists and is private; an existing file that is not is removed
+    (the folder is ours, so nobody else can put it back) and False is returned."""
+    if not os.path.lexists(path):
+        return False
+    try:
+        _check_private(path, directory=False)
+        return True
+    except UnsafeCacheError as err:
+        warnings.warn(f"ssamba: ignoring untrusted kernel cache entry: {err}", RuntimeWarning, stacklevel=4)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return False
+
+
+@contextlib.contextmanager
+def _build_lock(folder: Path):
+    """An exclusive lock on ``folder/.lock`` (not following symlinks), for one builder at a time."""
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover - not POSIX
+            pass
+        yield
+    finally:
+        os.close(fd)
+
+
+def _build_dirs() -> list[tuple[Path, str]]:
+    """Where to try to build, with the reason a fallback is used (empty for the first)."""
+    return [
+        (_cache_root(), ""),
+        (Path(tempfile.gettempdir()) / f"ssamba-{_uid() if _uid() >= 0 else 0}", "temp fallback"),
+    ]
 
 
 def _find_compiler() -> str:
@@ -94,7 +206,10 @@ def _cpu_fingerprint() -> str:
 
 
 def _compile(source: Path, out_dir: Path) -> Path:
-    """Compile ``source`` into a cached shared library and return its path."""
+    """Compile ``source`` into a cached shared library in ``out_dir`` and return its path.
+
+    ``out_dir`` and its parent (the cache folder) are made if missing and must be private
+    (see :func:`private_dir`)."""
     cxx = _find_compiler()
     try:
         version = subprocess.run([cxx, "--version"], capture_output=True, text=True,
@@ -102,18 +217,31 @@ def _compile(source: Path, out_dir: Path) -> Path:
     except (OSError, subprocess.SubprocessError) as exc:
         raise RuntimeError(f"cannot run C++ compiler {cxx}: {exc}") from exc
     src = source.read_bytes()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = private_dir(out_dir.parent, out_dir.name)
+    with _build_lock(out_dir):
+        for stale in out_dir.glob("*.so.tmp"):  # left by a builder killed midway (they hold the lock)
+            if _trusted_file(stale):
+                stale.unlink()
+        return _compile_locked(source, src, cxx, version, out_dir)
+
+
+def _library_name(src: bytes, cxx: str, version: str, flags: list[str]) -> str:
+    """The cached library's file name: a hash of source, compiler, flags and CPU."""
+    key = hashlib.sha256(
+        b"\0".join([src, cxx.encode(), version.encode(), " ".join(flags + _COMMON_FLAGS).encode(),
+                    _cpu_fingerprint().encode(), platform.machine().encode()])
+    ).hexdigest()[:20]
+    return f"selective_scan_cpu_{key}.so"
+
+
+def _compile_locked(source: Path, src: bytes, cxx: str, version: str, out_dir: Path) -> Path:
     errors = []
     for flags in _FLAG_SETS:
-        key = hashlib.sha256(
-            b"\0".join([src, cxx.encode(), version.encode(), " ".join(flags + _COMMON_FLAGS).encode(),
-                        _cpu_fingerprint().encode(), platform.machine().encode()])
-        ).hexdigest()[:20]
-        target = out_dir / f"selective_scan_cpu_{key}.so"
+        target = out_dir / _library_name(src, cxx, version, flags)
         failed = target.with_suffix(".failed")  # this flag set did not compile: skip it
-        if target.exists():
+        if _trusted_file(target):
             return target
-        if failed.exists():
+        if _trusted_file(failed):
             errors.append(f"{' '.join(flags)}: failed before, see {failed}")
             continue
         fd, tmp = tempfile.mkstemp(suffix=".so.tmp", dir=out_dir)
@@ -122,10 +250,14 @@ def _compile(source: Path, out_dir: Path) -> Path:
             proc = subprocess.run([cxx, *flags, *_COMMON_FLAGS, str(source), "-o", tmp],
                                   capture_output=True, text=True, timeout=600)
             if proc.returncode == 0:
-                os.replace(tmp, target)  # atomic: concurrent builders are harmless
+                os.chmod(tmp, 0o700)  # the linker creates its output with the umask's mode
+                _check_private(Path(tmp), directory=False)
+                os.replace(tmp, target)  # atomic
                 return target
             errors.append(f"{' '.join(flags)}: {proc.stderr.strip()[-2000:]}")
-            failed.write_text(proc.stderr)
+            fd = os.open(failed, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(proc.stderr)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -158,12 +290,7 @@ def load_library() -> ctypes.CDLL | None:
     with _lock:
         if _lib is None and _load_error is None:
             try:
-                try:
-                    path = _compile(_SOURCE, _cache_dir())
-                except PermissionError:  # read-only home: build under the temp dir instead
-                    fallback = Path(tempfile.gettempdir()) / f"ssamba-{getattr(os, 'getuid', lambda: 0)()}" / "ext"
-                    path = _compile(_SOURCE, fallback)
-                _lib = _configure(ctypes.CDLL(str(path)))
+                _lib = _configure(ctypes.CDLL(str(_build())))
             except Exception as exc:  # noqa: BLE001 - any failure means "use the reference"
                 _load_error = f"{type(exc).__name__}: {exc}"
         if _lib is None and not _warned:
@@ -177,6 +304,23 @@ def load_library() -> ctypes.CDLL | None:
     return _lib
 
 
+def _build() -> Path:
+    """Compile (or find) the kernel in the first usable private cache; see the module docstring."""
+    problems = []
+    for root, reason in _build_dirs():
+        try:
+            return _compile(_SOURCE, root / "ext")
+        except OSError as err:  # read-only, not ours, symlinked, group-writable...
+            problems.append(f"{reason or 'cache'}: {err}")
+    private = Path(tempfile.mkdtemp(prefix="ssamba-")) / "ext"  # 0700, unpredictable; this process only
+    warnings.warn(
+        "ssamba: no private kernel cache (" + "; ".join(problems) + f"); building in {private} for this process",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+    return _compile(_SOURCE, private)
+
+
 def is_compiled() -> bool:
     """True if the kernel is loaded (does not trigger compilation)."""
     return _lib is not None
@@ -185,8 +329,20 @@ def is_compiled() -> bool:
 def _require_library() -> ctypes.CDLL:
     lib = load_library()
     if lib is None:
-        raise RuntimeError(f"CPU scan kernel unavailable: {_load_error}")
+        raise KernelUnavailable(f"the CPU scan kernel is unavailable: {_load_error}")
     return lib
+
+
+def is_available(u: Tensor) -> bool:
+    """For ``backend="auto"``: CPU tensors, and the kernel builds and loads (else the
+    reference is chosen, after one warning)."""
+    return u.device.type == "cpu" and load_library() is not None
+
+
+def unavailable_reason(u: Tensor) -> str:
+    if u.device.type != "cpu":
+        return f"the CPU kernel takes CPU tensors, not {u.device.type}"
+    return f"the CPU scan kernel is unavailable ({_load_error}); install a C++ compiler or set $CXX, or use backend='auto'"
 
 
 def uses_openmp() -> bool:
@@ -340,9 +496,7 @@ def selective_scan_cpu(
     (``reverse`` natively: the kernel walks the sequence backwards, nothing is flipped)."""
     if u.dtype == torch.float64:  # the kernel is fp32; fp64 callers (gradcheck) get fp64
         return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
-    lib = load_library()
-    if lib is None:
-        return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+    lib = _require_library()
     tensors = (u, delta, A, B, C, D, z, delta_bias)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         return _SelectiveScanCPU.apply(lib, *tensors, delta_softplus, reverse)

@@ -8,9 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from ..config import apply_overrides, config_from_dict, config_to_dict
+from ..config import (
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveInt,
+    Probability,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+)
 from ..frontend import FrontendConfig
 from ..objectives import PatchModelingConfig
 from .optim import OptimConfig
@@ -29,42 +38,42 @@ class DataSection:
     valid: str = ""  # manifest JSON evaluated after every epoch ('' = none)
     test: str = ""  # manifest JSON evaluated once at the end ('' = none)
     label_csv: str = ""  # label CSV (index,mid,display_name); fine-tuning only
-    freqm: int = 0  # SpecAugment frequency mask width limit (training only)
-    timem: int = 0  # SpecAugment time mask width limit (training only)
-    mixup: float = 0.0  # waveform mixup probability (training only)
+    freqm: NonNegativeInt = 0  # SpecAugment frequency mask width limit (training only)
+    timem: NonNegativeInt = 0  # SpecAugment time mask width limit (training only)
+    mixup: Probability = 0.0  # waveform mixup probability (training only)
     noise: bool = False  # uniform noise + time roll (training only)
-    max_bad_fraction: float = 0.05  # fail the run when more clips than this share are unusable
-    num_workers: int = 2  # DataLoader worker processes (each uses one torch thread)
+    max_bad_fraction: Fraction = 0.05  # fail the run when more clips than this share are unusable (0 <= f < 1)
+    num_workers: NonNegativeInt = 2  # DataLoader worker processes (each uses one torch thread)
 
 
 @dataclass
 class FinetuneSection:
-    loss: str = "ce"  # "ce" (single label) or "bce" (multi-label)
-    metric: str = "acc"  # validation metric for the schedule and the report: acc, mAP or AUC
-    average_from_epoch: int = 0  # average the weights of epochs [from, to] (AS-20K: 12..40); 0 = off
-    average_to_epoch: int = 0  # last epoch of the weight average
+    loss: Literal["ce", "bce"] = "ce"  # "ce" (single label) or "bce" (multi-label)
+    metric: Literal["acc", "mAP", "AUC"] = "acc"  # validation metric for the schedule and the report: acc, mAP or AUC
+    average_from_epoch: NonNegativeInt = 0  # average the weights of epochs [from, to] (AS-20K: 12..40); 0 = off
+    average_to_epoch: NonNegativeInt = 0  # last epoch of the weight average
 
 
 @dataclass
 class RunSection:
     out_dir: str = "runs/experiment"  # checkpoints, metrics.csv, curves.png, final model
-    epochs: int = 10  # evaluation periods
-    steps_per_epoch: int = 0  # optimiser steps per period; 0 = one pass over the training set
-    max_steps: int = 0  # stop after this many optimiser steps in total; 0 = no limit
-    max_seconds: float = 0.0  # stop after this much training time (this process); 0 = no limit
-    batch_size: int = 64  # clips per micro-batch (x optim.grad_accum per step)
+    epochs: PositiveInt = 10  # evaluation periods
+    steps_per_epoch: NonNegativeInt = 0  # optimiser steps per period; 0 = one pass over the training set
+    max_steps: NonNegativeInt = 0  # stop after this many optimiser steps in total; 0 = no limit
+    max_seconds: NonNegativeFloat = 0.0  # stop after this much training time (this process); 0 = no limit
+    batch_size: PositiveInt = 64  # clips per micro-batch (x optim.grad_accum per step)
     seed: int = 0  # fixes data order, augmentation, masks, dropout
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
-    save_every: int = 1000  # optimiser steps between checkpoints (also at each epoch's end)
-    keep_checkpoints: int = 2  # newest checkpoints kept on disk
-    log_every: int = 10  # optimiser steps between rows of metrics.csv
+    save_every: PositiveInt = 1000  # optimiser steps between checkpoints (also at each epoch's end)
+    keep_checkpoints: PositiveInt = 2  # newest checkpoints kept on disk
+    log_every: PositiveInt = 10  # optimiser steps between rows of metrics.csv
     progress: bool = True  # a progress bar on a terminal; in a log, a line every print_every steps
-    print_every: int = 50  # optimiser steps between progress lines when not on a terminal
+    print_every: PositiveInt = 50  # optimiser steps between progress lines when not on a terminal
 
 
 @dataclass
 class ExperimentConfig:
-    task: str = "pretrain"  # "pretrain" or "finetune"
+    task: Literal["pretrain", "finetune"] = "pretrain"  # "pretrain" or "finetune"
     model: ModelSection = field(default_factory=ModelSection)
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
     data: DataSection = field(default_factory=DataSection)
@@ -81,9 +90,20 @@ class ExperimentConfig:
         return config_to_dict(self)
 
     def validate(self) -> None:
-        """Check what the dataclasses cannot: the model options against the preset, and
-        that the front end feeds the model the number of mel bins it expects."""
+        """Check what the field types cannot: the model options against the preset, that
+        the front end feeds the model the number of mel bins it expects, and the device."""
+        import torch
+
+        from ..config import ConfigError
         from ..models import get_config
+
+        if self.run.device != "auto":
+            try:
+                torch.device(self.run.device)
+            except (RuntimeError, ValueError):
+                raise ConfigError(
+                    f"run.device {self.run.device!r} is not a device; use auto, cpu, cuda or cuda:N"
+                ) from None
 
         model = get_config(self.model.preset, **self.model.options)
         if model.input_fdim != self.frontend.num_mel_bins:

@@ -9,32 +9,36 @@ of the validation metric (SSAMBA pretraining), or multiplied by ``decay_gamma`` 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import nn
 
-OPTIMIZERS = ("adamw", "adam")
-SCHEDULES = ("plateau", "step", "constant")
+from ..config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+
+OptimizerName = Literal["adamw", "adam"]
+Schedule = Literal["plateau", "step", "constant"]
+OPTIMIZERS, SCHEDULES = get_args(OptimizerName), get_args(Schedule)
 
 
 @dataclass
 class OptimConfig:
     """Optimiser and schedule; defaults are SSAMBA's pretraining recipe."""
 
-    optimizer: str = "adamw"  # "adamw" or "adam" (Adam's weight decay is L2, as in SSAST)
-    lr: float = 1e-4  # peak learning rate (after warm-up)
-    weight_decay: float = 5e-8  # not applied to tagged parameters (A_log, D, positions, tokens)
-    betas: tuple[float, float] = (0.95, 0.999)
-    head_lr_multiplier: float = 1.0  # lr of the classifier head relative to lr (AS-20K: 3)
-    warmup_steps: int = 1000  # linear warm-up, in optimiser steps
-    schedule: str = "plateau"  # "plateau", "step" or "constant"
-    plateau_factor: float = 0.5  # plateau: lr *= factor after `plateau_patience` epochs without improvement
-    plateau_patience: int = 2  # plateau: epochs without improvement tolerated
-    decay_start: int = 5  # step: lr first decays after this epoch
-    decay_every: int = 1  # step: decay again every this many epochs
-    decay_gamma: float = 0.85  # step: factor per decay
-    grad_clip: float = 0.0  # max gradient norm; 0 = off
-    grad_accum: int = 1  # micro-batches per optimiser step
+    optimizer: OptimizerName = "adamw"  # "adamw" or "adam" (Adam's weight decay is L2, as in SSAST)
+    lr: PositiveFloat = 1e-4  # peak learning rate (after warm-up)
+    weight_decay: NonNegativeFloat = 5e-8  # not applied to tagged parameters (A_log, D, positions, tokens)
+    betas: tuple[Fraction, Fraction] = (0.95, 0.999)
+    head_lr_multiplier: PositiveFloat = 1.0  # lr of the classifier head relative to lr (AS-20K: 3)
+    warmup_steps: NonNegativeInt = 1000  # linear warm-up, in optimiser steps
+    schedule: Schedule = "plateau"  # "plateau", "step" or "constant"
+    plateau_factor: PositiveFloat = 0.5  # plateau: lr *= factor after `plateau_patience` epochs without improvement
+    plateau_patience: NonNegativeInt = 2  # plateau: epochs without improvement tolerated
+    decay_start: NonNegativeInt = 5  # step: lr first decays after this epoch
+    decay_every: PositiveInt = 1  # step: decay again every this many epochs
+    decay_gamma: PositiveFloat = 0.85  # step: factor per decay
+    grad_clip: NonNegativeFloat = 0.0  # max gradient norm; 0 = off
+    grad_accum: PositiveInt = 1  # micro-batches per optimiser step
 
 
 def build_optimizer(model: nn.Module, config: OptimConfig, head_prefixes: tuple[str, ...] = ()) -> torch.optim.Optimizer:

@@ -57,6 +57,16 @@ def _join_world(config: ExperimentConfig) -> ExperimentConfig:
     return dataclasses.replace(config, run=dataclasses.replace(config.run, device=device))
 
 
+def _checked(config: ExperimentConfig) -> ExperimentConfig:
+    """``config`` with every field's type, choices and bounds checked (as for a recipe),
+    also when it was built in Python: nothing starts with a batch size of -1."""
+    from ..config import validate_config
+
+    config = validate_config(config, "config")
+    config.validate()
+    return config
+
+
 def _write_summary(config: ExperimentConfig, summary: dict[str, Any]) -> None:
     if not distributed.current().is_main:
         return
@@ -68,6 +78,7 @@ def _write_summary(config: ExperimentConfig, summary: dict[str, Any]) -> None:
 
 def pretrain(config: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
     """Self-supervised masked patch modeling on ``data.train`` (labels ignored)."""
+    config = _checked(config)
     if not config.data.train:
         raise ValueError("pretraining needs data.train (a manifest JSON)")
     config = _join_world(config)
@@ -109,6 +120,7 @@ def build_finetune_model(config: ExperimentConfig, num_classes: int) -> tuple[to
 
 def finetune(config: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
     """Supervised fine-tuning (or training from scratch) on a labelled manifest."""
+    config = _checked(config)
     if not config.data.train:
         raise ValueError("fine-tuning needs data.train (a manifest JSON)")
     config = _join_world(config)

@@ -1,0 +1,222 @@
+"""The CPU kernel's on-disk cache is code that gets loaded: it must be private to the user.
+
+Each attack of issue 15 is replayed on a temporary cache: a library planted under the
+computed name, a symlinked cache folder, planted ``.failed`` markers, a group-writable
+folder, a umask of 000, a builder killed midway, and two builders starting together.
+The kernel is compiled at -O0 here (fast); the flag set is part of the library's name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from ssamba.ops import scan_cpu
+
+pytestmark = pytest.mark.skipif(shutil.which(os.environ.get("CXX") or "g++") is None, reason="needs a C++ compiler")
+
+PLANTED = r"""
+#include <stdio.h>
+__attribute__((constructor)) static void planted(void) {
+    FILE *f = fopen(getenv("SSAMBA_PLANTED_MARK"), "w");
+    if (f) { fputs("the planted library ran", f); fclose(f); }
+}
+"""
+
+
+@pytest.fixture
+def fast(monkeypatch):
+    monkeypatch.setattr(scan_cpu, "_FLAG_SETS", (["-O0"],))
+    return scan_cpu
+
+
+def _name(flags=("-O0",)) -> str:
+    cxx = scan_cpu._find_compiler()
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
+    return scan_cpu._library_name(scan_cpu._SOURCE.read_bytes(), cxx, version, list(flags))
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def _load_in_subprocess(cache_root: Path, mark: Path) -> subprocess.CompletedProcess:
+    """Load the kernel from ``cache_root`` in a fresh process (as a user would) at -O0."""
+    code = (
+        "import warnings; warnings.simplefilter('ignore');"
+        "from ssamba.ops import scan_cpu; scan_cpu._FLAG_SETS = (['-O0'],);"
+        "lib = scan_cpu.load_library(); print('loaded' if lib else scan_cpu._load_error)"
+    )
+    env = {**os.environ, "SSAMBA_CACHE_DIR": str(cache_root), "SSAMBA_PLANTED_MARK": str(mark)}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_a_planted_library_under_the_computed_name_never_runs(fast, tmp_path):
+    root = tmp_path / "cache"
+    ext = root / "ext"
+    ext.mkdir(parents=True, mode=0o700)
+    root.chmod(0o700)
+    ext.chmod(0o700)
+    planted_src = tmp_path / "planted.c"
+    planted_src.write_text(PLANTED)
+    target = ext / _name()
+    subprocess.run(["gcc", "-shared", "-fPIC", str(planted_src), "-o", str(target)], check=True)
+    target.chmod(0o777)  # writable by anyone: whoever wrote it, it is not trusted
+    mark = tmp_path / "ran"
+    with pytest.warns(RuntimeWarning, match="untrusted"):
+        path = fast._compile(fast._SOURCE, ext)
+    assert path == target and not (os.lstat(target).st_mode & 0o022)
+    result = _load_in_subprocess(root, mark)
+    assert result.stdout.strip() == "loaded", result.stderr
+    assert not mark.exists()  # the rebuilt kernel was loaded, not the planted one
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="chown to another user needs root")
+def test_files_and_folders_of_another_user_are_not_trusted(fast, tmp_path):
+    other = 65534  # nobody
+    root = tmp_path / "cache"
+    ext = root / "ext"
+    ext.mkdir(parents=True)
+    root.chmod(0o700)
+    ext.chmod(0o700)
+    planted_src = tmp_path / "planted.c"
+    planted_src.write_text(PLANTED)
+    target = ext / _name()
+    subprocess.run(["gcc", "-shared", "-fPIC", str(planted_src), "-o", str(target)], check=True)
+    target.chmod(0o700)
+    os.chown(target, other, other)  # mode 0700, but owned by someone else
+    mark = tmp_path / "ran"
+    assert _load_in_subprocess(root, mark).stdout.strip() == "loaded"
+    assert not mark.exists() and os.lstat(target).st_uid == os.getuid()
+    # a cache folder owned by another user: refused outright (nothing is built in it)
+    theirs = tmp_path / "theirs"
+    (theirs / "ext").mkdir(parents=True)
+    for p in (theirs, theirs / "ext"):
+        os.chown(p, other, other)
+        p.chmod(0o700)
+    with pytest.raises(scan_cpu.UnsafeCacheError, match="owned by uid 65534"):
+        fast._compile(fast._SOURCE, theirs / "ext")
+    assert list((theirs / "ext").iterdir()) == []
+
+
+def test_a_symlinked_cache_folder_is_refused_and_nothing_lands_behind_it(fast, tmp_path):
+    attacker = tmp_path / "attacker"
+    attacker.mkdir()
+    root = tmp_path / "cache"
+    root.mkdir(mode=0o700)
+    root.chmod(0o700)
+    (root / "ext").symlink_to(attacker)
+    with pytest.raises(scan_cpu.UnsafeCacheError, match="symlink"):
+        fast._compile(fast._SOURCE, root / "ext")
+    linked_root = tmp_path / "linked"
+    linked_root.symlink_to(attacker)
+    with pytest.raises(scan_cpu.UnsafeCacheError, match="symlink"):
+        fast._compile(fast._SOURCE, linked_root / "ext")
+    assert list(attacker.iterdir()) == []
+
+
+def test_group_writable_cache_folder_is_refused(fast, tmp_path):
+    root = tmp_path / "cache"
+    root.mkdir()
+    root.chmod(0o777)
+    with pytest.raises(scan_cpu.UnsafeCacheError, match="writable by group or others"):
+        fast._compile(fast._SOURCE, root / "ext")
+    assert not (root / "ext").exists()
+
+
+def test_planted_failed_markers_do_not_force_the_slow_path(fast, tmp_path):
+    ext = scan_cpu.private_dir(tmp_path / "cache", "ext")
+    marker = (ext / _name()).with_suffix(".failed")
+    marker.write_text("planted")
+    marker.chmod(0o666)
+    with pytest.warns(RuntimeWarning, match="untrusted"):
+        path = fast._compile(fast._SOURCE, ext)
+    assert path.name == _name() and path.is_file() and not marker.exists()
+    # a marker the user wrote (a real failure) is honoured
+    path.unlink()
+    marker.write_text("it failed")
+    marker.chmod(0o600)
+    with pytest.raises(RuntimeError, match="failed before"):
+        fast._compile(fast._SOURCE, ext)
+
+
+def test_umask_000_still_makes_private_folders_and_library(fast, tmp_path):
+    old = os.umask(0)
+    try:
+        path = fast._compile(fast._SOURCE, tmp_path / "cache" / "ext")
+    finally:
+        os.umask(old)
+    for p in (tmp_path / "cache", tmp_path / "cache" / "ext"):
+        assert _mode(p) == 0o700, (p, oct(_mode(p)))
+    assert not _mode(path) & 0o077 and not _mode(path.parent / ".lock") & 0o077
+
+
+def test_a_builder_killed_midway_leaves_nothing_behind(fast, tmp_path):
+    ext = scan_cpu.private_dir(tmp_path / "cache", "ext")
+    stale = ext / "tmpabc123.so.tmp"
+    stale.write_bytes(b"half a library")
+    stale.chmod(0o600)
+    path = fast._compile(fast._SOURCE, ext)
+    assert sorted(p.name for p in ext.iterdir()) == sorted([".lock", path.name])
+
+
+def test_two_builders_at_once_share_one_build(tmp_path):
+    root = tmp_path / "cache"
+    mark = tmp_path / "unused"
+    code = (
+        "from ssamba.ops import scan_cpu; scan_cpu._FLAG_SETS = (['-O0'],);"
+        "print(scan_cpu._compile(scan_cpu._SOURCE, scan_cpu._cache_dir()))"
+    )
+    env = {**os.environ, "SSAMBA_CACHE_DIR": str(root), "SSAMBA_PLANTED_MARK": str(mark)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs) and outs[0] == outs[1]
+    assert sorted(p.name for p in (root / "ext").iterdir()) == sorted([".lock", Path(outs[0]).name])
+
+
+def test_unusable_cache_falls_back_to_a_private_temp_folder(fast, tmp_path, monkeypatch):
+    unsafe = tmp_path / "shared"
+    unsafe.mkdir()
+    unsafe.chmod(0o777)
+    squatted = tmp_path / "tmp" / "ssamba-squatted"  # a predictable temp name someone else made
+    squatted.mkdir(parents=True)
+    squatted.chmod(0o777)
+    monkeypatch.setattr(scan_cpu, "_build_dirs", lambda: [(unsafe, ""), (squatted, "temp fallback")])
+    monkeypatch.setattr(scan_cpu.tempfile, "tempdir", str(tmp_path / "tmp"))
+    with pytest.warns(RuntimeWarning, match="no private kernel cache") as caught:
+        path = scan_cpu._build()
+    message = next(str(w.message) for w in caught if "no private kernel cache" in str(w.message))
+    assert "writable by group or others" in message
+    assert path.parent.parent.parent == tmp_path / "tmp" and path.parent.parent != squatted
+    assert _mode(path.parent.parent) == 0o700
+    assert list(unsafe.iterdir()) == [] and list(squatted.iterdir()) == []
+
+
+def test_explicit_cpu_backend_without_compiler_is_an_error(monkeypatch):
+    import torch
+
+    from ssamba.ops import selective_scan, selective_scan_reference
+
+    monkeypatch.setattr(scan_cpu, "_lib", None)
+    monkeypatch.setattr(scan_cpu, "_load_error", None)
+    monkeypatch.setattr(scan_cpu, "_warned", False)
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    g = torch.Generator().manual_seed(0)
+    u, delta = torch.randn(1, 3, 8, generator=g), torch.rand(1, 3, 8, generator=g)
+    A, B, C = -torch.rand(3, 4, generator=g), torch.randn(1, 4, 8, generator=g), torch.randn(1, 4, 8, generator=g)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(RuntimeError, match="scan backend 'cpu' is unavailable: .*no C\\+\\+ compiler"):
+            selective_scan(u, delta, A, B, C, backend="cpu")
+        with pytest.raises(scan_cpu.KernelUnavailable, match="no C\\+\\+ compiler"):
+            scan_cpu.selective_scan_cpu(u, delta, A, B, C)
+        auto = selective_scan(u, delta, A, B, C)  # auto: the reference, after one warning
+    assert torch.equal(auto, selective_scan_reference(u, delta, A, B, C))
