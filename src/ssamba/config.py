@@ -29,6 +29,10 @@ PositiveFloat = Annotated[float, Gt(0)]
 NonNegativeFloat = Annotated[float, Ge(0)]
 Probability = Annotated[float, Ge(0), Le(1)]  # [0, 1]
 Fraction = Annotated[float, Ge(0), Lt(1)]  # [0, 1)
+#: Model sizes: positive and below bounds no real model reaches, so that a hand-edited
+#: config.json cannot make even the shape check (a model built on the meta device) run for hours.
+Width = Annotated[int, Ge(1), Le(1 << 16)]
+Depth = Annotated[int, Ge(1), Le(1024)]
 
 
 class ConfigError(ValueError):

@@ -17,7 +17,6 @@ pass ``overwrite=True`` to recompute them.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import tempfile

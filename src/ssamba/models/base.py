@@ -8,12 +8,13 @@ objectives and the training loop live elsewhere.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from annotated_types import Ge, Le
 from torch import Tensor, nn
 
-from ..config import Fraction, NonNegativeInt, PositiveInt
+from ..config import Fraction, Width
 from ..layers import ClassifierHead, PatchEmbed, resample_pos_embed
 
 
@@ -21,12 +22,12 @@ from ..layers import ClassifierHead, PatchEmbed, resample_pos_embed
 class EncoderConfig:
     """Options every encoder family has."""
 
-    embed_dim: PositiveInt = 192  # D
-    patch_size: tuple[PositiveInt, PositiveInt] = (16, 16)  # conv kernel (freq, time): 16x16 patch, 128x2 frame
-    patch_stride: tuple[PositiveInt, PositiveInt] = (16, 16)  # 16 to pretrain; 10 to fine-tune patch models
-    input_fdim: PositiveInt = 128  # mel bins F the position embedding is laid out for
-    input_tdim: PositiveInt = 1024  # frames T the position embedding is laid out for
-    num_classes: NonNegativeInt = 0  # > 0 adds a classifier head (pool -> LayerNorm -> Linear)
+    embed_dim: Width = 192  # D
+    patch_size: tuple[Width, Width] = (16, 16)  # conv kernel (freq, time): 16x16 patch, 128x2 frame
+    patch_stride: tuple[Width, Width] = (16, 16)  # 16 to pretrain; 10 to fine-tune patch models
+    input_fdim: Width = 128  # mel bins F the position embedding is laid out for
+    input_tdim: Annotated[int, Ge(1), Le(1 << 20)] = 1024  # frames T the position embedding is laid out for
+    num_classes: Annotated[int, Ge(0), Le(1 << 20)] = 0  # > 0 adds a classifier head (pool -> LayerNorm -> Linear)
     pooling: Literal["mean", "cls"] = "mean"  # "mean" of patch tokens or "cls" (mean of the class tokens)
     drop_path_rate: Fraction = 0.0  # stochastic depth at the last block
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from annotated_types import Le
 from torch import Tensor, nn
 
-from ..config import Fraction, NonNegativeInt, PositiveFloat, PositiveInt
+from ..config import Depth, Fraction, NonNegativeInt, PositiveFloat, Width
 from ..layers import BiMambaMixer, DropPath, MambaBlock, linear_drop_path_rates, make_norm
 from .base import EncoderConfig, SpectrogramEncoder
 from .registry import register_family, register_preset
@@ -32,11 +33,11 @@ from .registry import register_family, register_preset
 class SSAMBAConfig(EncoderConfig):
     """SSAMBA encoder options; defaults are the official recipe with ``embed_dim=192`` (tiny)."""
 
-    depth: PositiveInt = 24  # Mamba blocks
-    d_state: PositiveInt = 16  # N, SSM state size per channel
-    d_conv: PositiveInt = 4  # causal depthwise conv width
-    expand: PositiveInt = 2  # inner width = expand * D
-    dt_rank: NonNegativeInt = 0  # 0 means ceil(D / 16)
+    depth: Depth = 24  # Mamba blocks
+    d_state: Width = 16  # N, SSM state size per channel
+    d_conv: Width = 4  # causal depthwise conv width
+    expand: Depth = 2  # inner width = expand * D
+    dt_rank: Annotated[NonNegativeInt, Le(1 << 16)] = 0  # 0 means ceil(D / 16)
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"  # or "rmsnorm"
     norm_eps: PositiveFloat = 1e-5
     drop_path_rate: Fraction = 0.1

@@ -9,11 +9,12 @@ PyTorch's SDPA by default, or the explicit ``softmax(QK^T)V`` of the official co
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
+from annotated_types import Le
 from torch import Tensor, nn
 
-from ..config import NonNegativeInt, PositiveFloat, PositiveInt
+from ..config import Depth, NonNegativeInt, PositiveFloat, Width
 from ..layers import TransformerBlock, linear_drop_path_rates
 from .base import EncoderConfig, SpectrogramEncoder
 from .registry import register_family, register_preset
@@ -23,11 +24,11 @@ from .registry import register_family, register_preset
 class SSASTConfig(EncoderConfig):
     """SSAST encoder options; defaults are SSAST-tiny with 16x16 patches."""
 
-    depth: PositiveInt = 12
-    num_heads: PositiveInt = 3
-    mlp_ratio: PositiveFloat = 4.0
+    depth: Depth = 12
+    num_heads: Width = 3
+    mlp_ratio: Annotated[PositiveFloat, Le(64)] = 4.0
     norm_eps: PositiveFloat = 1e-6
-    num_prefix_tokens: NonNegativeInt = 2  # DeiT cls + dist tokens
+    num_prefix_tokens: Annotated[NonNegativeInt, Le(64)] = 2  # DeiT cls + dist tokens
     attention: Literal["sdpa", "explicit"] = "sdpa"  # or "explicit" (materialises the L x L matrix)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..config import (
+    ConfigError,
     Fraction,
     NonNegativeFloat,
     NonNegativeInt,
@@ -122,7 +123,11 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not of the form section.key=value")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or str(err)
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); quote it") from None
     return out
 
 
@@ -136,7 +141,10 @@ def load_experiment(path: str | Path | None = None, overrides: dict[str, Any] | 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} not found")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{path} is not a valid YAML recipe: {' '.join(str(err).split())}") from None
         if not isinstance(loaded, dict):
             raise TypeError(f"{path}: a recipe is a mapping of sections, got {type(loaded).__name__}")
         values = loaded
