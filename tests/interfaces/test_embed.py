@@ -74,7 +74,7 @@ def test_embed_command_on_a_folder_with_a_corrupt_and_a_ten_minute_file(model_di
     assert proc.returncode == 0, proc.stderr
     peak_mb = float(proc.stdout.split("peak_rss_mb")[1])
     print(f"ssamba embed peak memory: {peak_mb:.0f} MB")
-    assert peak_mb < 4096
+    assert peak_mb < 1024  # the filterbank is computed window by window (it used to grow 64 MB per minute)
     assert "corrupt.wav" in proc.stderr
 
     index = json.loads((out / "index.json").read_text())

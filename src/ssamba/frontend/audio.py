@@ -74,20 +74,53 @@ def decode_audio(
         name = name or str(getattr(source, "name", "<file object>"))
     try:
         with soundfile.SoundFile(source) as f:
-            data = f.read(dtype="float32", always_2d=True)
-            rate, header = f.samplerate, f.extra_info
+            mono = _read_mono(f, sample_rate)
+            rate, channels, header = f.samplerate, f.channels, f.extra_info
     except Exception as err:  # soundfile raises several types (LibsndfileError, RuntimeError)
         raise ValueError(f"cannot read audio file {name!r}: {err}") from err
     short = _truncated(header)
     if short:
         log.warning("%s is truncated: its header announces %d bytes of audio, the file holds %d; "
-                    "read the %.2f s that are there", name, short[0], short[1], data.shape[0] / rate)
-    if data.size == 0:
+                    "read the %.2f s that are there", name, short[0], short[1], mono.shape[0] / sample_rate)
+    if mono.size == 0:
         raise ValueError(f"audio file {name!r} has no samples")
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if data.shape[1] > 1:
-        log.info("%s: downmixed %d channels to mono", name, data.shape[1])
+    if channels > 1:
+        log.info("%s: downmixed %d channels to mono", name, channels)
     if rate != sample_rate:
         log.info("%s: resampled %d Hz -> %d Hz", name, rate, sample_rate)
-        mono = resample(mono, rate, sample_rate)
-    return torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
+    return torch.from_numpy(mono)
+
+
+#: Frames decoded at a time: memory holds the 16 kHz mono result and one block, not the
+#: file's own channels and rate (an hour of 44.1 kHz stereo would be 1.3 GB as float32).
+BLOCK_FRAMES = 1 << 16
+
+
+def _read_mono(f, sample_rate: int) -> np.ndarray:
+    """Decode an open ``soundfile.SoundFile`` block by block into float32 mono at
+    ``sample_rate`` (channels averaged; other rates resampled by a soxr stream, whose
+    output equals :func:`resample` of the whole signal)."""
+    import soxr
+
+    stream = soxr.ResampleStream(f.samplerate, sample_rate, 1, dtype="float32", quality="HQ") \
+        if f.samplerate != sample_rate else None
+    expected = int(np.ceil(f.frames * sample_rate / f.samplerate)) + 16 if f.frames > 0 else 0
+    out = np.empty(expected, dtype=np.float32)
+    used = 0
+
+    def put(piece: np.ndarray) -> None:
+        nonlocal out, used
+        if used + piece.shape[0] > out.shape[0]:  # the header under-counted: grow
+            out = np.concatenate([out[:used], np.empty(max(piece.shape[0], out.shape[0]), np.float32)])
+        out[used:used + piece.shape[0]] = piece
+        used += piece.shape[0]
+
+    while True:
+        block = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+        if block.shape[0] == 0:
+            break
+        mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+        put(stream.resample_chunk(mono, last=False) if stream else mono)
+    if stream:
+        put(stream.resample_chunk(np.zeros(0, np.float32), last=True))
+    return out[:used]

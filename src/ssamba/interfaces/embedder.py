@@ -24,7 +24,6 @@ import torch
 from torch import Tensor, nn
 
 from ..frontend import FrontendConfig, LogMelFrontend
-from ..frontend.kaldi import num_frames
 from ..models import load_model, model_from_config
 from ..models.adapt import load_encoder_weights
 
@@ -96,52 +95,61 @@ class Embedder(nn.Module):
         return sum(w * s for w, s in zip(weights.tolist(), states))
 
     @torch.no_grad()
-    def timestamp_embeddings(self, waveforms: Tensor, lengths: list[int] | None = None) -> list[tuple[Tensor, Tensor]]:
-        """``(B, S)`` waveforms (``lengths`` = real samples of each, default S) ->
-        per clip ``(embeddings (N_i, D), timestamps_ms (N_i,))``."""
-        if waveforms.dim() == 1:
-            waveforms = waveforms.unsqueeze(0)
-        batch, samples = waveforms.shape
-        lengths = lengths or [samples] * batch
+    def timestamp_embeddings(self, waveforms: Tensor | list[Tensor],
+                             lengths: list[int] | None = None) -> list[tuple[Tensor, Tensor]]:
+        """Waveforms -> per clip ``(embeddings (N_i, D), timestamps_ms (N_i,))``.
+
+        ``waveforms`` is a ``(B, S)`` tensor (``lengths`` = real samples of each row,
+        default S) or a list of 1-D tensors of any lengths. The filterbank is computed
+        window by window (memory is a few windows, whatever the duration), and a clip's
+        embeddings do not depend on the other clips of the call.
+        """
+        if isinstance(waveforms, Tensor):
+            if waveforms.dim() == 1:
+                waveforms = waveforms.unsqueeze(0)
+            lengths = lengths or [waveforms.shape[1]] * waveforms.shape[0]
+            clips = [w[:n] for w, n in zip(waveforms, lengths)]
+        else:
+            clips = [w.reshape(-1) for w in waveforms]
+            lengths = lengths or [w.numel() for w in clips]
+            clips = [w[:n] for w, n in zip(clips, lengths)]
         c = self.frontend.config
         frame_len = int(c.sample_rate * c.frame_length_ms / 1000)
-        if samples < frame_len:  # shorter than one frame: pad with silence
-            waveforms = nn.functional.pad(waveforms, (0, frame_len - samples))
-        # mean removal per clip over its real samples only, as the front end does
-        device = next(self.encoder.parameters()).device
-        rows = []
-        for wave, n in zip(waveforms, lengths):
-            wave = wave.clone()
-            wave[:n] -= wave[:n].mean()
-            wave[n:] = 0
-            rows.append(wave)
-        fbank = self.frontend.filterbank(torch.stack(rows))  # (B, T, F), un-normalised
-        # Frames past a clip's own end (filterbanks of the batch's zero padding) get the
-        # padding a clip alone gets, so that an embedding never depends on its batch.
         shift = int(c.sample_rate * c.frame_shift_ms / 1000)
-        for b, n in enumerate(lengths):
-            fbank[b, num_frames(max(n, frame_len), frame_len, shift):] = 0.0
-
         kt, st = self.encoder.config.patch_size[1], self.encoder.config.patch_stride[1]
         per_window = (self.window_frames - kt) // st + 1  # columns per window
         counts = [self.columns_for(n) for n in lengths]
-        windows = math.ceil(max(counts) / per_window)
-        frames = (windows - 1) * per_window * st + self.window_frames
-        fbank = nn.functional.pad(fbank, (0, 0, 0, max(0, frames - fbank.shape[1])))[:, :frames]
-        spec = self.frontend.normalize(fbank)
-        starts = [w * per_window * st for w in range(windows)]
-        chunks = torch.stack([spec[:, s:s + self.window_frames] for s in starts], dim=1)  # (B, W, T, F)
-        chunks = chunks.flatten(0, 1)
+        means = [float(w.mean()) if w.numel() else 0.0 for w in clips]  # mean removal over the real samples
+        jobs = [(b, w) for b, count in enumerate(counts) for w in range(math.ceil(count / per_window))]
 
-        outputs = []
-        for i in range(0, chunks.shape[0], self.batch_windows):
-            tokens = self._select(chunks[i:i + self.batch_windows].to(device))
+        device = next(self.encoder.parameters()).device
+        rows_f = self.encoder.patch_grid(self.window_frames)[0]
+        columns: list[list[Tensor]] = [[] for _ in clips]
+        for i in range(0, len(jobs), self.batch_windows):
+            part = jobs[i:i + self.batch_windows]
+            spec = torch.stack([self._window_fbank(clips[b], means[b], w * per_window * st, frame_len, shift)
+                                for b, w in part])
+            tokens = self._select(self.frontend.normalize(spec).to(device))
             patches = tokens[:, self.encoder.num_prefix_tokens:]
-            rows_f = self.encoder.patch_grid(self.window_frames)[0]
-            outputs.append(patches.unflatten(1, (rows_f, per_window)).mean(dim=1).float().cpu())  # (b, C, D)
-        columns = torch.cat(outputs).view(batch, windows * per_window, -1)
-        times = self._column_times_ms(windows * per_window)
-        return [(columns[b, :counts[b]], times[:counts[b]]) for b in range(batch)]
+            pooled = patches.unflatten(1, (rows_f, per_window)).mean(dim=1).float().cpu()  # (b, C, D)
+            for (b, _), cols in zip(part, pooled):
+                columns[b].append(cols)
+        times = self._column_times_ms(max(counts, default=0))
+        return [(torch.cat(cols)[:count], times[:count]) for cols, count in zip(columns, counts)]
+
+    def _window_fbank(self, wave: Tensor, mean: float, start: int, frame_len: int, shift: int) -> Tensor:
+        """The un-normalised filterbank ``(window_frames, F)`` of the window whose first
+        frame is ``start``: the clip's own frames, then zeros (as a clip alone is padded)."""
+        first = start * shift
+        stop = min(wave.numel(), (start + self.window_frames - 1) * shift + frame_len)
+        piece = wave[first:stop] - mean
+        if piece.numel() < frame_len:  # shorter than one frame (a very short clip): pad with silence
+            piece = nn.functional.pad(piece, (0, frame_len - piece.numel())) if start == 0 else piece[:0]
+        out = torch.zeros(self.window_frames, self.frontend.config.num_mel_bins)
+        if piece.numel() >= frame_len:
+            fbank = self.frontend.filterbank(piece.unsqueeze(0))[0]
+            out[: fbank.shape[0]] = fbank[: self.window_frames]
+        return out
 
     @torch.no_grad()
     def scene_embeddings(self, waveforms: Tensor, lengths: list[int] | None = None) -> Tensor:

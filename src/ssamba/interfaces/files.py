@@ -3,8 +3,9 @@
 Inputs are files, folders (searched recursively) or manifests. Files are read one batch
 at a time, batched by length (durations come from the file headers), so memory is
 bounded by a batch of similar clips, whatever the collection holds; a long file is cut
-into windows by the :class:`~ssamba.interfaces.embedder.Embedder`. An embedding does not
-depend on the batch it was computed in.
+into windows by the :class:`~ssamba.interfaces.embedder.Embedder`, whose filterbank is
+computed window by window: a file costs its 16 kHz samples (230 MB per hour) and a few
+windows. An embedding does not depend on the batch it was computed in.
 
 Output names mirror the inputs' paths relative to the folder they have in common
 (``x/a.wav`` and ``y/a.wav`` give ``x/a.npz`` and ``y/a.npz``); they never collide and
@@ -123,19 +124,23 @@ def _frames(path: Path) -> int:
         return 0
 
 
+#: A batch holds at most this many samples of audio (about 5 minutes at 16 kHz), unless one
+#: file alone is longer: long files are embedded one at a time.
+MAX_BATCH_SAMPLES = 16000 * 300
+
+
 def _groups(items: list[tuple[Path, str]], batch_size: int):
-    """Consecutive runs of files (sorted by length) of similar length: a batch never pads
-    a clip to more than 1.5 times its length (plus one second)."""
+    """Consecutive runs of at most ``batch_size`` files (sorted by length) holding at most
+    :data:`MAX_BATCH_SAMPLES` samples together (or one file)."""
     group: list[tuple[Path, str]] = []
-    first = 0
+    total = 0
     for item in items:
         frames = _frames(item[0])
-        if group and (len(group) == batch_size or frames > 1.5 * first + 16000):
+        if group and (len(group) == batch_size or total + frames > MAX_BATCH_SAMPLES):
             yield group
-            group = []
-        if not group:
-            first = frames
+            group, total = [], 0
         group.append(item)
+        total += frames
     if group:
         yield group
 
@@ -193,10 +198,7 @@ def embed_files(inputs: list[str | Path], embedder: Embedder, out_dir: str | Pat
             batch.append((path, name))
         if batch:
             lengths = [w.numel() for w in waves]
-            padded = torch.zeros(len(waves), max(lengths))
-            for row, wave in enumerate(waves):
-                padded[row, :wave.numel()] = wave
-            for (path, name), n, (emb, times) in zip(batch, lengths, embedder.timestamp_embeddings(padded, lengths)):
+            for (path, name), n, (emb, times) in zip(batch, lengths, embedder.timestamp_embeddings(waves)):
                 scene, emb, times = emb.mean(0).numpy(), emb.numpy(), times.numpy()
                 record = {"audio": str(path), "duration_s": n / embedder.sample_rate, "timestamps": len(times)}
                 if output_format == "set":
