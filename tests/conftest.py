@@ -23,3 +23,12 @@ def speech_like(num_samples: int, generator: torch.Generator, sample_rate: int =
     envelope = 0.5 * (1 + torch.sin(2 * math.pi * 4 * t))  # ~4 syllables per second
     noise = 0.02 * torch.randn(num_samples, generator=generator, dtype=torch.float64)
     return (0.1 * envelope * voiced + noise).float()
+
+
+def save_test_model(path, input_tdim: int = 64):
+    """A randomly initialised (seed 0) ``ssamba_test`` model saved in ``path``; returns ``path``."""
+    import ssamba
+
+    torch.manual_seed(0)
+    ssamba.save_model(ssamba.create_model("ssamba_test", input_tdim=input_tdim), path)
+    return path

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-import torch
 
 import ssamba
 from ssamba.cli import main
 from ssamba.config import ConfigError
 from ssamba.training.experiment import load_experiment, parse_overrides
 
+from .conftest import save_test_model
 from .training.synth import make_labels, make_set
 
 TINY = ["model.preset=ssamba_test", "frontend.target_length=64", "model.options={input_tdim: 64}",
@@ -58,10 +58,7 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    ssamba.save_model(ssamba.create_model("ssamba_test", input_tdim=64), path)
-    return path
+    return save_test_model(tmp_path_factory.mktemp("model"), input_tdim=64)
 
 
 def test_the_issues_tracebacks_are_one_line_errors(capsys, data, tmp_path):
@@ -180,8 +177,11 @@ def test_model_directories_are_checked_against_the_weights_header(capsys, model_
     import resource
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with pytest.raises(ValueError, match=r"config.json does not describe these weights: .*shape mismatch"):
+    with pytest.raises(ConfigError, match=r"embed_dim: Input should be less than or equal to 65536 \(got 10000000\)"):
         ssamba.load_model(huge)
+    wide = variant("wide", set_config("embed_dim", 4096))  # a valid size, but not these weights'
+    with pytest.raises(ValueError, match=r"config.json does not describe these weights: .*shape mismatch"):
+        ssamba.load_model(wide)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 512 * 1024  # KiB: under 0.5 GB more
 
     no_family = variant("no_family", lambda t: (t / "config.json").write_text(json.dumps(

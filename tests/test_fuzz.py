@@ -25,6 +25,8 @@ from hypothesis import strategies as st
 import ssamba
 from ssamba.errors import USER_ERRORS
 
+from .conftest import save_test_model
+
 FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
@@ -149,10 +151,7 @@ def test_config_overrides(pairs):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    ssamba.save_model(ssamba.create_model("ssamba_test", input_tdim=64), path)
-    return path
+    return save_test_model(tmp_path_factory.mktemp("model"), input_tdim=64)
 
 
 config_values = st.one_of(st.integers(-3, 10**12), st.floats(allow_nan=True), st.text(max_size=6), st.booleans(),

@@ -11,13 +11,12 @@ import ssamba
 from ssamba.interfaces import Embedder, load
 from ssamba.interfaces.files import embed_files
 
+from ..conftest import save_test_model
+
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    ssamba.save_model(ssamba.create_model("ssamba_test", input_tdim=1024), path)
-    return path
+    return save_test_model(tmp_path_factory.mktemp("model"), input_tdim=1024)
 
 
 def _tone(seconds, freq=440.0, rate=16000):

@@ -8,20 +8,17 @@ import json
 import numpy as np
 import pytest
 import soundfile
-import torch
 
-import ssamba
 from ssamba.cli import main
 from ssamba.interfaces import load
 from ssamba.interfaces.files import collect_inputs, embed_files
 
+from ..conftest import save_test_model
+
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    ssamba.save_model(ssamba.create_model("ssamba_test", input_tdim=256), path)
-    return path
+    return save_test_model(tmp_path_factory.mktemp("model"), input_tdim=256)
 
 
 def _noise(seconds: float, seed: int) -> np.ndarray:

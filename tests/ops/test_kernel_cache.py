@@ -58,16 +58,19 @@ def _load_in_subprocess(cache_root: Path, mark: Path) -> subprocess.CompletedPro
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
 
 
-def test_a_planted_library_under_the_computed_name_never_runs(fast, tmp_path):
-    root = tmp_path / "cache"
-    ext = root / "ext"
-    ext.mkdir(parents=True, mode=0o700)
-    root.chmod(0o700)
-    ext.chmod(0o700)
-    planted_src = tmp_path / "planted.c"
-    planted_src.write_text(PLANTED)
+def _plant(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A private cache ``root/ext`` holding a library under the kernel's computed name whose
+    constructor writes ``$SSAMBA_PLANTED_MARK``: ``(root, ext, planted library)``."""
+    ext = scan_cpu.private_dir(tmp_path / "cache", "ext")
+    source = tmp_path / "planted.c"
+    source.write_text(PLANTED)
     target = ext / _name()
-    subprocess.run(["gcc", "-shared", "-fPIC", str(planted_src), "-o", str(target)], check=True)
+    subprocess.run(["gcc", "-shared", "-fPIC", str(source), "-o", str(target)], check=True)
+    return ext.parent, ext, target
+
+
+def test_a_planted_library_under_the_computed_name_never_runs(fast, tmp_path):
+    root, ext, target = _plant(tmp_path)
     target.chmod(0o777)  # writable by anyone: whoever wrote it, it is not trusted
     mark = tmp_path / "ran"
     with pytest.warns(RuntimeWarning, match="untrusted"):
@@ -81,15 +84,7 @@ def test_a_planted_library_under_the_computed_name_never_runs(fast, tmp_path):
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="chown to another user needs root")
 def test_files_and_folders_of_another_user_are_not_trusted(fast, tmp_path):
     other = 65534  # nobody
-    root = tmp_path / "cache"
-    ext = root / "ext"
-    ext.mkdir(parents=True)
-    root.chmod(0o700)
-    ext.chmod(0o700)
-    planted_src = tmp_path / "planted.c"
-    planted_src.write_text(PLANTED)
-    target = ext / _name()
-    subprocess.run(["gcc", "-shared", "-fPIC", str(planted_src), "-o", str(target)], check=True)
+    root, ext, target = _plant(tmp_path)
     target.chmod(0o700)
     os.chown(target, other, other)  # mode 0700, but owned by someone else
     mark = tmp_path / "ran"
