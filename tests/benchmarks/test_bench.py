@@ -147,6 +147,20 @@ def test_train_benchmark_smoke(tmp_path, capsys):
     assert all(r["frames"] == "112" for r in rows)  # 100 frames padded to whole 16-frame patches
 
 
+def test_train_benchmark_under_load(tmp_path, capsys):
+    from ssamba.benchmarks.train import background_load
+
+    with background_load(settle_s=0.0) as proc:
+        assert proc.poll() is None  # running while the block runs
+    assert proc.poll() is not None  # and stopped after it
+    rc = bench_main(["train", "--models", "ssast_test_patch", "--frames", "100", "--batch-size", "1",
+                     "--warmup", "0", "--repeats", "1", "--under-load", "--out", str(tmp_path)])
+    assert rc == 0
+    assert "slowdown ssast_test_patch at 1 s" in capsys.readouterr().out
+    _, rows = read_csv(tmp_path / "train_bench.csv")
+    assert float(rows[0]["loaded_time_s"]) > 0 and float(rows[0]["slowdown"]) > 0
+
+
 def test_scan_benchmark_smoke(capsys):
     from ssamba.ops import scan_cpu
 

@@ -180,6 +180,9 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch threads in each process (default: torch's default)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... or auto (cuda when available)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, input and masks")
+    p.add_argument("--under-load", action="store_true",
+                   help="time each configuration again while a second process keeps the cores busy "
+                        "(started and stopped by the benchmark) and print the slowdowns")
     p.add_argument("--out", default=None, metavar="DIR", help="also write train_bench.csv into this folder")
     p.set_defaults(func=cmd_bench_train)
     return bench

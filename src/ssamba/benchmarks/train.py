@@ -5,11 +5,17 @@ with its defaults: InfoNCE + 10 x MSE from two encoder passes with independent c
 masks), ``backward()`` and an AdamW step over the encoder and both prediction heads.
 The masked count scales with the input (the recipe's 400 of 512 patches by default).
 Each configuration runs in a fresh process (:mod:`ssamba.benchmarks._worker`).
+
+``--under-load`` times every configuration twice: on the machine as it is, then while
+a second process (a PyTorch loop of matrix products on torch's default threads, like
+another training job) keeps the cores busy; it prints the slowdown of each.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,7 +24,22 @@ from .model import _fmt, _load1, _mb, parse_spec, resolve_device, run_configurat
 
 COLUMNS = ["model", "frames", "seconds", "tokens", "num_masked", "batch", "device", "threads", "status",
            "reason", "time_s", "time_min_s", "time_max_s", "runs", "warmup_runs", "cpu_util", "peak_extra_mb",
-           "load1"]
+           "load1", "loaded_time_s", "slowdown"]
+
+#: The competing process of ``--under-load``: PyTorch matrix products on its default threads.
+LOAD_CODE = "import torch\na = torch.randn(384, 384)\nwhile True:\n    a = torch.tanh(a @ a * 0.01)\n"
+
+
+@contextlib.contextmanager
+def background_load(settle_s: float = 2.0):
+    """A second process keeping the cores busy while the block runs (killed after it)."""
+    proc = subprocess.Popen([sys.executable, "-c", LOAD_CODE], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(settle_s)  # past its torch import: busy when the timing starts
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def padded_frames(config, frames: int) -> int:
@@ -56,6 +77,12 @@ def run(args) -> int:
             row.update({k: v for k, v in res.items() if k in COLUMNS})
             if res["status"] == "ok":
                 row["peak_extra_mb"] = _mb(res["peak_extra_bytes"])
+                if args.under_load:
+                    with background_load():
+                        loaded = run_configuration(job, args.timeout)
+                    if loaded["status"] == "ok":
+                        row["loaded_time_s"] = loaded["time_s"]
+                        row["slowdown"] = round(loaded["time_s"] / res["time_s"], 3)
             rows.append(row)
     elapsed = time.perf_counter() - t_start
 
@@ -84,6 +111,12 @@ def run(args) -> int:
                 verdict = "faster" if ratio < 1 else "slower"
                 print(f"ratio {first} / {other.label} at {frames_req / 100:g} s: {ratio:.3f} "
                       f"({first} {verdict})")
+    if args.under_load:
+        print("\nunder load (a second process running PyTorch matrix products on its default threads):")
+        for r in rows:
+            if r.get("slowdown") is not None:
+                print(f"slowdown {r['model']} at {r['seconds']:g} s: {r['slowdown']:.2f}x "
+                      f"({r['time_s']:.3f} s -> {r['loaded_time_s']:.3f} s)")
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
