@@ -99,16 +99,7 @@ def config_from_dict(cls: type[T], values: dict[str, Any], what: str | None = No
 def validate_config(config: T, what: str | None = None) -> T:
     """``config`` (a dataclass built in Python, bypassing :func:`config_from_dict`) checked
     the same way: returns an equal, validated copy or raises :class:`ConfigError`."""
-    return config_from_dict(type(config), _shallow_dict(config), what)
-
-
-def _shallow_dict(config: Any) -> dict[str, Any]:
-    """Field values, nested dataclasses as dicts (leaf values are not copied)."""
-    out = {}
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        out[f.name] = _shallow_dict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
-    return out
+    return config_from_dict(type(config), config_to_dict(config), what)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -129,13 +129,14 @@ def _frames(path: Path) -> int:
 MAX_BATCH_SAMPLES = 16000 * 300
 
 
-def _groups(items: list[tuple[Path, str]], batch_size: int):
+def _groups(items: list[tuple[Path, str]], frames_of: dict[Path, int], batch_size: int):
     """Consecutive runs of at most ``batch_size`` files (sorted by length) holding at most
-    :data:`MAX_BATCH_SAMPLES` samples together (or one file)."""
+    :data:`MAX_BATCH_SAMPLES` samples together (or one file); ``frames_of`` gives each
+    file's length from its header."""
     group: list[tuple[Path, str]] = []
     total = 0
     for item in items:
-        frames = _frames(item[0])
+        frames = frames_of[item[0]]
         if group and (len(group) == batch_size or total + frames > MAX_BATCH_SAMPLES):
             yield group
             group, total = [], 0
@@ -179,10 +180,11 @@ def embed_files(inputs: list[str | Path], embedder: Embedder, out_dir: str | Pat
             else:
                 todo.append((path, name))
         items = todo
-    items = sorted(items, key=lambda item: _frames(item[0]))
+    frames_of = {path: _frames(path) for path, _ in items}  # one header read per file
+    items = sorted(items, key=lambda item: frames_of[item[0]])
     collected: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     bar = progress_bar(len(items), "embedding", unit="file", enabled=progress, every=max(1, len(items) // 20))
-    for group in _groups(items, batch_size):
+    for group in _groups(items, frames_of, batch_size):
         batch, waves = [], []
         for path, name in group:
             try:

@@ -129,8 +129,8 @@ def private_dir(root: Path, *parts: str) -> Path:
     they are the user's (``~/.cache``) or shared and sticky (``/tmp``). Raises
     :class:`UnsafeCacheError` or :class:`OSError` (e.g. a read-only home).
     """
-    path = root
-    for folder in [root, *(root.joinpath(*parts[: i + 1]) for i in range(len(parts)))]:
+    folders = [root, *(root.joinpath(*parts[: i + 1]) for i in range(len(parts)))]
+    for folder in folders:
         if not os.path.lexists(folder):
             try:
                 os.makedirs(folder, mode=0o700)
@@ -139,8 +139,7 @@ def private_dir(root: Path, *parts: str) -> Path:
             else:
                 os.chmod(folder, 0o700)  # makedirs honours the umask; the leaf must not
         _check_private(folder, directory=True)
-        path = folder
-    return path
+    return folders[-1]
 
 
 def _trusted_file(path: Path) -> bool:

@@ -95,7 +95,6 @@ class ExperimentConfig:
         the front end feeds the model the number of mel bins it expects, and the device."""
         import torch
 
-        from ..config import ConfigError
         from ..models import get_config
 
         if self.run.device != "auto":
