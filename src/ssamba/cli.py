@@ -276,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command:
+            from .threads import apply_thread_policy
+
+            apply_thread_policy()  # before anything imports torch
         if args.version:
             from . import __version__
 

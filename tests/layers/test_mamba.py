@@ -130,3 +130,35 @@ def test_depthwise_conv_matches_conv1d_both_ways():
         assert torch.allclose(depthwise_conv(x, w, b), causal, atol=1e-6)
         assert torch.allclose(depthwise_conv(x, w, b, reverse=True), flipped, atol=1e-6)
         assert torch.allclose(depthwise_conv(x, w, None), causal - b[:, None], atol=1e-6)
+
+
+def test_mirrored_mixer_and_block_are_the_flipped_computation_flipped_back():
+    # Layer pairing runs every other block "mirrored" instead of on flipped copies of both
+    # streams; outputs and every gradient must be those of the flipped computation.
+    torch.manual_seed(0)
+    for bidirectional in (True, False):
+        block = MambaBlock(16, BiMambaMixer(16, bidirectional=bidirectional, scan_backend="cpu"))
+        hidden, residual = torch.randn(2, 19, 16), torch.randn(2, 19, 16)
+        weight = torch.linspace(-1, 1, hidden.numel()).view_as(hidden)
+        results = []
+        for mirrored in (True, False):
+            block.zero_grad()
+            h, r = hidden.clone().requires_grad_(), residual.clone().requires_grad_()
+            if mirrored:
+                out, res = block(h, r, mirrored=True)
+            else:
+                out, res = block(h.flip(1), r.flip(1))
+                out, res = out.flip(1), res.flip(1)
+            ((out * weight).sum() + (res * weight).sum()).backward()
+            results.append((out.detach(), res.detach(), h.grad, r.grad,
+                            {n: p.grad.clone() for n, p in block.named_parameters()}))
+        (out, res, gh, gr, gp), (ref, ref_res, ref_gh, ref_gr, ref_gp) = results
+        assert torch.allclose(out, ref, atol=1e-5, rtol=1e-4), (out - ref).abs().max()
+        assert torch.equal(res, ref_res)
+        assert torch.allclose(gh, ref_gh, atol=1e-5, rtol=1e-4)
+        assert torch.allclose(gr, ref_gr, atol=1e-5, rtol=1e-4)
+        for name in gp:
+            assert torch.allclose(gp[name], ref_gp[name], atol=1e-5, rtol=1e-4), name
+        # and mirroring changes the result (the scans do run the other way)
+        with torch.no_grad():
+            assert not torch.allclose(block(hidden, residual, mirrored=True)[0], block(hidden, residual)[0])

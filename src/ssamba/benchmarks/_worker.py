@@ -210,7 +210,10 @@ def run_job(job: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     job = json.loads(argv[0])
-    result = run_job(job)
+    from ssamba.threads import apply_thread_policy
+
+    policy = apply_thread_policy()  # as the ssamba command does, before torch is imported
+    result = dict(run_job(job), thread_policy=policy)
     sys.stdout.flush()
     print(RESULT_PREFIX + json.dumps(result), flush=True)
     return 0

@@ -24,7 +24,7 @@ from .model import _fmt, _load1, _mb, parse_spec, resolve_device, run_configurat
 
 COLUMNS = ["model", "frames", "seconds", "tokens", "num_masked", "batch", "device", "threads", "status",
            "reason", "time_s", "time_min_s", "time_max_s", "runs", "warmup_runs", "cpu_util", "peak_extra_mb",
-           "load1", "loaded_time_s", "slowdown"]
+           "load1", "thread_policy", "loaded_time_s", "loaded_thread_policy", "slowdown"]
 
 #: The competing process of ``--under-load``: PyTorch matrix products on its default threads.
 LOAD_CODE = "import torch\na = torch.randn(384, 384)\nwhile True:\n    a = torch.tanh(a @ a * 0.01)\n"
@@ -33,7 +33,9 @@ LOAD_CODE = "import torch\na = torch.randn(384, 384)\nwhile True:\n    a = torch
 @contextlib.contextmanager
 def background_load(settle_s: float = 2.0):
     """A second process keeping the cores busy while the block runs (killed after it)."""
-    proc = subprocess.Popen([sys.executable, "-c", LOAD_CODE], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
+    proc = subprocess.Popen([sys.executable, "-c", LOAD_CODE], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=env)  # OpenMP's defaults, as another user's job would have
     try:
         time.sleep(settle_s)  # past its torch import: busy when the timing starts
         yield proc
@@ -82,6 +84,7 @@ def run(args) -> int:
                         loaded = run_configuration(job, args.timeout)
                     if loaded["status"] == "ok":
                         row["loaded_time_s"] = loaded["time_s"]
+                        row["loaded_thread_policy"] = loaded.get("thread_policy")
                         row["slowdown"] = round(loaded["time_s"] / res["time_s"], 3)
             rows.append(row)
     elapsed = time.perf_counter() - t_start
@@ -116,7 +119,8 @@ def run(args) -> int:
         for r in rows:
             if r.get("slowdown") is not None:
                 print(f"slowdown {r['model']} at {r['seconds']:g} s: {r['slowdown']:.2f}x "
-                      f"({r['time_s']:.3f} s -> {r['loaded_time_s']:.3f} s)")
+                      f"({r['time_s']:.3f} s -> {r['loaded_time_s']:.3f} s; OpenMP wait policy "
+                      f"{r.get('thread_policy')} -> {r.get('loaded_thread_policy')}, see ssamba.threads)")
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

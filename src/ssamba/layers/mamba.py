@@ -150,14 +150,17 @@ class BiMambaMixer(nn.Module):
         self.backward_ssm = SelectiveSSM(d_inner, d_state, d_conv, dt_rank, **kw) if bidirectional else None
         self.out_proj = nn.Linear(d_inner, d_model, bias=False, **kw)
 
-    def forward(self, hidden: Tensor) -> Tensor:
+    def forward(self, hidden: Tensor, mirrored: bool = False) -> Tensor:
+        """``(B, L, D) -> (B, L, D)``; ``mirrored`` computes ``mixer(hidden.flip(1)).flip(1)``
+        without flipping anything: each direction scans the other way (every other
+        operation acts per token, so it commutes with the flip)."""
         tokens = hidden.transpose(1, 2)  # (B, D, L), a view
         w_x, w_z = self.in_proj.weight.chunk(2, dim=0)
         x, z = channel_matmul(w_x, tokens), channel_matmul(w_z, tokens)  # (B, Di, L) each
-        y = self.forward_ssm(x, z, self.scan_backend)
+        y = self.forward_ssm(x, z, self.scan_backend, reverse=mirrored)
         weight = self.out_proj.weight
         if self.backward_ssm is not None:
-            y = y + self.backward_ssm(x, z, self.scan_backend, reverse=True)
+            y = y + self.backward_ssm(x, z, self.scan_backend, reverse=not mirrored)
             if self.average_directions:
                 weight = weight * 0.5  # (y_f + y_b) / 2 folded into the small weight
         return torch.bmm(y.transpose(1, 2), weight.t().expand(y.shape[0], -1, -1))  # (B, L, D)
@@ -167,7 +170,9 @@ class MambaBlock(nn.Module):
     """Vim's pre-norm block with a carried residual stream.
 
     ``residual = residual + drop_path(hidden)`` (or ``hidden`` for the first block),
-    then ``hidden = mixer(norm(residual))``. Returns ``(hidden, residual)``.
+    then ``hidden = mixer(norm(residual))``. Returns ``(hidden, residual)``. With
+    ``mirrored`` the block computes what it would on both streams flipped in time, with
+    both results flipped back (see :meth:`BiMambaMixer.forward`), copying nothing.
     """
 
     def __init__(self, dim: int, mixer: nn.Module, norm: str = "layernorm", norm_eps: float = 1e-5,
@@ -177,6 +182,7 @@ class MambaBlock(nn.Module):
         self.norm = make_norm(norm, dim, norm_eps, device=device, dtype=dtype)
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, hidden: Tensor, residual: Tensor | None) -> tuple[Tensor, Tensor]:
+    def forward(self, hidden: Tensor, residual: Tensor | None, mirrored: bool = False) -> tuple[Tensor, Tensor]:
         residual = hidden if residual is None else residual + self.drop_path(hidden)
-        return self.mixer(self.norm(residual)), residual
+        normed = self.norm(residual)
+        return (self.mixer(normed, mirrored=True) if mirrored else self.mixer(normed)), residual

@@ -7,7 +7,8 @@ named option:
 
 * ``use_layer_pairing`` - Vim's ``if_bidirectional``: layers run in pairs, the odd one
   on the flipped sequence, and both hidden and residual streams are summed after
-  flipping back;
+  flipping back (computed without flips: the odd layer is "mirrored", its scans run
+  the other way);
 * ``use_double_final_norm`` - the final norm is applied twice before any head;
 * ``use_direction_average`` - the mixer averages its two directions (``if_devide_out``);
 * ``use_cls_token`` - a class token at position 0.
@@ -102,10 +103,10 @@ class SSAMBA(SpectrogramEncoder):
         if self.config.use_layer_pairing:
             for forward_layer, backward_layer in zip(self.layers[0::2], self.layers[1::2]):
                 h_fwd, r_fwd = forward_layer(hidden, residual)
-                h_bwd, r_bwd = backward_layer(
-                    hidden.flip(1), None if residual is None else residual.flip(1)
-                )
-                hidden, residual = h_fwd + h_bwd.flip(1), r_fwd + r_bwd.flip(1)
+                # The official code runs this layer on both streams flipped and flips its
+                # results back; the mirrored block computes the same, copying nothing.
+                h_bwd, r_bwd = backward_layer(hidden, residual, mirrored=True)
+                hidden, residual = h_fwd + h_bwd, r_fwd + r_bwd
                 if hidden_states is not None:  # the residual stream after this pair
                     hidden_states.append(residual + hidden)
         else:
