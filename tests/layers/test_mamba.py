@@ -162,3 +162,25 @@ def test_mirrored_mixer_and_block_are_the_flipped_computation_flipped_back():
         # and mirroring changes the result (the scans do run the other way)
         with torch.no_grad():
             assert not torch.allclose(block(hidden, residual, mirrored=True)[0], block(hidden, residual)[0])
+
+
+def test_lean_inference_path_equals_the_autograd_path(monkeypatch):
+    # Without autograd the mixer works in inner-channel blocks (for memory); one block and
+    # several, both directions or one, mirrored or not, must give the autograd path's output.
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 37, 16)
+    for block_bytes in (1 << 30, 2 * 37 * 5 * 4):  # one block; blocks of 5 of the 32 channels
+        monkeypatch.setattr(BiMambaMixer, "LEAN_BLOCK_BYTES", block_bytes)
+        for kwargs in ({}, {"bidirectional": False}, {"average_directions": False}):
+            mixer = BiMambaMixer(16, scan_backend="cpu", **kwargs)
+            for mirrored in (False, True):
+                with torch.enable_grad():
+                    ref = mixer(hidden, mirrored=mirrored)
+                assert ref.requires_grad
+                with torch.no_grad():
+                    lean = mixer(hidden, mirrored=mirrored)
+                with torch.inference_mode():
+                    lean_inf = mixer(hidden, mirrored=mirrored)
+                assert not lean.requires_grad and lean.shape == ref.shape
+                assert torch.allclose(lean, ref.detach(), atol=1e-6, rtol=1e-4), (lean - ref).abs().max()
+                assert torch.equal(lean, lean_inf)

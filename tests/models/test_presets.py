@@ -168,3 +168,25 @@ def test_families_and_fine_tuning_geometry():
     assert model.pos_embed.shape == (1, 145, 192)  # as in the official SC checkpoint
     assert isinstance(ssamba.create_model("ssast_tiny_patch"), SSAST)
     assert ssamba.create_model("ssast_tiny_patch").pos_embed.shape == (1, 514, 192)
+
+
+@pytest.mark.parametrize("pairing", [True, False])
+def test_ssamba_inference_path_equals_the_autograd_path(pairing, gen, monkeypatch):
+    # Under no_grad in eval, SSAMBA runs lean (in-place layer pairs, channel-blocked
+    # mixers); hidden states and outputs must be those of the autograd path.
+    from ssamba.layers import BiMambaMixer
+
+    monkeypatch.setattr(BiMambaMixer, "LEAN_BLOCK_BYTES", 4096)  # several channel blocks
+    model = ssamba.create_model("ssamba_test", use_layer_pairing=pairing).eval()
+    spec = torch.randn(2, 64, 128, generator=gen)
+    with torch.enable_grad():
+        ref_states: list = []
+        ref = model.encode(model.embed(spec), ref_states)
+    with torch.no_grad():
+        states: list = []
+        out = model.encode(model.embed(spec), states)
+    assert ref.requires_grad and not out.requires_grad
+    assert torch.allclose(out, ref.detach(), atol=1e-5, rtol=1e-4), (out - ref).abs().max()
+    assert len(states) == len(ref_states) > 0
+    for a, b in zip(states, ref_states):
+        assert torch.allclose(a, b.detach(), atol=1e-5, rtol=1e-4)

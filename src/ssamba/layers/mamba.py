@@ -153,7 +153,12 @@ class BiMambaMixer(nn.Module):
     def forward(self, hidden: Tensor, mirrored: bool = False) -> Tensor:
         """``(B, L, D) -> (B, L, D)``; ``mirrored`` computes ``mixer(hidden.flip(1)).flip(1)``
         without flipping anything: each direction scans the other way (every other
-        operation acts per token, so it commutes with the flip)."""
+        operation acts per token, so it commutes with the flip).
+
+        Without autograd (``torch.no_grad`` / ``torch.inference_mode``) the lean path
+        :meth:`forward_lean` computes the same with a fraction of the memory."""
+        if not torch.is_grad_enabled():
+            return self.forward_lean(hidden, mirrored)
         tokens = hidden.transpose(1, 2)  # (B, D, L), a view
         w_x, w_z = self.in_proj.weight.chunk(2, dim=0)
         x, z = channel_matmul(w_x, tokens), channel_matmul(w_z, tokens)  # (B, Di, L) each
@@ -164,6 +169,67 @@ class BiMambaMixer(nn.Module):
             if self.average_directions:
                 weight = weight * 0.5  # (y_f + y_b) / 2 folded into the small weight
         return torch.bmm(y.transpose(1, 2), weight.t().expand(y.shape[0], -1, -1))  # (B, L, D)
+
+    #: Bytes of one (batch, channels, length) fp32 block below which :meth:`forward_lean`
+    #: keeps all inner channels in one block.
+    LEAN_BLOCK_BYTES = 16 * 2**20
+
+    def forward_lean(self, hidden: Tensor, mirrored: bool = False) -> Tensor:
+        """:meth:`forward` for inference, in inner-channel blocks: the peak is ``x`` (one
+        ``(B, Di, L)`` tensor) and a few block-sized temporaries, not the seven full-width
+        tensors that autograd's path holds.
+
+        Per direction, a first pass over channel blocks accumulates ``x_proj``'s output
+        (dt, B, C: the only quantity mixing channels); a second recomputes each block's
+        conv and SiLU (cheap, elementwise), computes its ``z`` rows of ``in_proj``, runs
+        its scan and adds its share of ``out_proj`` to the output. One block (short
+        inputs) computes the conv once. Equal to :meth:`forward` up to the order of the
+        sums over blocks (``tests/layers``)."""
+        batch, length, _ = hidden.shape
+        tokens = hidden.transpose(1, 2)  # (B, D, L), a view
+        w_x, w_z = self.in_proj.weight.chunk(2, dim=0)
+        x = channel_matmul(w_x, tokens)  # (B, Di, L)
+        d_inner = x.shape[1]
+        nblocks = max(1, min(d_inner, -(-x.numel() * 4 // self.LEAN_BLOCK_BYTES)))
+        size = -(-d_inner // nblocks)
+        blocks = [slice(i, min(i + size, d_inner)) for i in range(0, d_inner, size)]
+        scale = 0.5 if self.backward_ssm is not None and self.average_directions else 1.0
+        out = hidden.new_zeros(batch, length, self.out_proj.weight.shape[0])
+        directions = [(self.forward_ssm, mirrored)]
+        if self.backward_ssm is not None:
+            directions.append((self.backward_ssm, not mirrored))
+        for ssm, reverse in directions:
+            conv_w, conv_b = ssm.conv1d.weight, ssm.conv1d.bias
+
+            def conv_silu(blk: slice) -> Tensor:
+                return F.silu(depthwise_conv(x[:, blk], conv_w[blk], None if conv_b is None else conv_b[blk], reverse))
+
+            proj, kept = None, None
+            for blk in blocks:
+                xc = conv_silu(blk)
+                part = channel_matmul(ssm.x_proj.weight[:, blk], xc)  # (B, r + 2N, L)
+                proj = part if proj is None else proj.add_(part)
+                kept = xc if len(blocks) == 1 else None
+            dt, b, c = proj.split([ssm.dt_rank, ssm.d_state, ssm.d_state], dim=1)
+            a = -torch.exp(ssm.A_log.float())
+            for blk in blocks:
+                xc = kept if kept is not None else conv_silu(blk)
+                y = selective_scan(
+                    xc,
+                    channel_matmul(ssm.dt_proj.weight[blk], dt),
+                    a[blk],
+                    b,
+                    c,
+                    D=ssm.D.float()[blk],
+                    z=channel_matmul(w_z[blk], tokens),
+                    delta_bias=ssm.dt_proj.bias.float()[blk],
+                    delta_softplus=True,
+                    backend=self.scan_backend,
+                    reverse=reverse,
+                )
+                weight = self.out_proj.weight[:, blk] * scale  # (D, block)
+                out.baddbmm_(y.transpose(1, 2), weight.t().expand(batch, -1, -1))
+        return out
 
 
 class MambaBlock(nn.Module):
