@@ -49,6 +49,7 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -335,7 +336,11 @@ def _require_library() -> ctypes.CDLL:
 def is_available(u: Tensor) -> bool:
     """For ``backend="auto"``: CPU tensors, and the kernel builds and loads (else the
     reference is chosen, after one warning)."""
-    return u.device.type == "cpu" and load_library() is not None
+    if u.device.type != "cpu":
+        return False
+    if torch.compiler.is_compiling():  # no lock while tracing; the operator loads the library
+        return _load_error is None
+    return load_library() is not None
 
 
 def unavailable_reason(u: Tensor) -> str:
@@ -364,11 +369,16 @@ def _f32(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.detach().to(torch.float32).contiguous()
 
 
+def _padded_states(n: int) -> int:
+    """The state size the kernel works with: ``n`` rounded up to whole 16-lane vectors."""
+    lanes = 16
+    return max(lanes, -(-n // lanes) * lanes)
+
+
 def _prepare(u, delta, A, B, C, D, z, delta_bias):
     """fp32 contiguous operands in kernel layout; A, B, C padded to NP states."""
     n = A.shape[1]
-    lanes = 16
-    np_ = max(lanes, -(-n // lanes) * lanes)
+    np_ = _padded_states(n)
     Ap = _f32(A)
     Bt = B.detach().to(torch.float32).transpose(1, 2)
     Ct = C.detach().to(torch.float32).transpose(1, 2)
@@ -421,62 +431,96 @@ def _forward(lib, ops, softplus: bool, save: bool, reverse: bool = False):
     return out, ckpt
 
 
-class _SelectiveScanCPU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, lib, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
-        ops = _prepare(u, delta, A, B, C, D, z, delta_bias)
-        out, ckpt = _forward(lib, ops, delta_softplus, save=True, reverse=reverse)
-        ctx.lib = lib
-        ctx.softplus = bool(delta_softplus)
-        ctx.reverse = bool(reverse)
-        ctx.n = A.shape[1]
-        ctx.np_ = ops[-1]
-        ctx.dtypes = [None if t is None else t.dtype for t in (u, delta, A, B, C, D, z, delta_bias)]
-        ctx.save_for_backward(*ops[:-1], ckpt)
-        return out.to(u.dtype)
+# The kernel as two PyTorch operators (torch.library), so that torch.compile(fullgraph=True)
+# and torch.export trace through the scan: each has a fake implementation giving output
+# shapes without running, and autograd reaches the backward operator through the
+# forward's registered formula.
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, gout):
-        u, delta, Ap, Bt, Ct, Dv, z, bias, ckpt = ctx.saved_tensors
-        lib, np_, n = ctx.lib, ctx.np_, ctx.n
-        batch, dim, L = u.shape
-        gout = gout.to(torch.float32).contiguous()
-        nthreads, starts, slot_base, slot_batch, nslots = _partition(batch, dim, L)
-        du = torch.empty_like(u)
-        ddelta = torch.empty_like(u)
-        dA = torch.empty(batch, dim, np_, dtype=torch.float32)
-        dBs = torch.zeros(nslots, L, np_, dtype=torch.float32)
-        dCs = torch.zeros(nslots, L, np_, dtype=torch.float32)
-        dD = torch.empty(batch, dim, dtype=torch.float32) if Dv is not None else None
-        dz = torch.empty_like(u) if z is not None else None
-        dbias = torch.empty(batch, dim, dtype=torch.float32) if bias is not None else None
-        rc = lib.ssamba_scan_bwd(
-            _ptr(u), _ptr(delta), _ptr(Ap), _ptr(Bt), _ptr(Ct), _ptr(Dv), _ptr(z), _ptr(bias),
-            int(ctx.softplus), int(ctx.reverse), _ptr(ckpt), _ptr(gout), _ptr(du), _ptr(ddelta), _ptr(dA),
-            _ptr(dBs), _ptr(dCs), _ptr(dD), _ptr(dz), _ptr(dbias),
-            batch, dim, L, np_, nthreads, _ptr(starts), _ptr(slot_base))
-        if rc != 0:
-            raise RuntimeError(f"CPU selective scan backward failed (code {rc})")
-        if nslots == batch:  # every batch element has exactly one slot
-            dBt, dCt = dBs, dCs
-        else:
-            dBt = torch.zeros(batch, L, np_).index_add_(0, slot_batch, dBs)
-            dCt = torch.zeros(batch, L, np_).index_add_(0, slot_batch, dCs)
-        grads = [
-            du,
-            ddelta,
-            dA.sum(0)[:, :n],
-            dBt[:, :, :n].transpose(1, 2),
-            dCt[:, :, :n].transpose(1, 2),
-            None if dD is None else dD.sum(0),
-            dz,
-            None if dbias is None else dbias.sum(0),
-        ]
-        needs = ctx.needs_input_grad[1:9]
-        out = [None if (g is None or not need) else g.to(dt)
-               for g, need, dt in zip(grads, needs, ctx.dtypes)]
-        return (None, *out, None, None)
+
+def _grad_dtypes(*tensors):
+    return [None if t is None else t.dtype for t in tensors]
+
+
+@torch.library.custom_op("ssamba::selective_scan_cpu_fwd", mutates_args=(), device_types="cpu")
+def _scan_fwd_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                 z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool, reverse: bool,
+                 save: bool) -> tuple[Tensor, Tensor]:
+    """``(out, checkpoints)``; the checkpoints (for the backward) are empty unless ``save``."""
+    ops = _prepare(u, delta, A, B, C, D, z, delta_bias)
+    out, ckpt = _forward(_require_library(), ops, delta_softplus, save=save, reverse=reverse)
+    return out.to(u.dtype), (ckpt if ckpt is not None else u.new_empty(0, dtype=torch.float32))
+
+
+@_scan_fwd_op.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, save):
+    batch, dim, length = u.shape
+    if not save:
+        return u.new_empty(u.shape), u.new_empty(0, dtype=torch.float32)
+    nchunks = (length + chunk_size() - 1) // chunk_size()
+    return u.new_empty(u.shape), u.new_empty((batch * dim, nchunks, _padded_states(A.shape[1])), dtype=torch.float32)
+
+
+@torch.library.custom_op("ssamba::selective_scan_cpu_bwd", mutates_args=(), device_types="cpu")
+def _scan_bwd_op(gout: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                 z: Optional[Tensor], delta_bias: Optional[Tensor], ckpt: Tensor, delta_softplus: bool,
+                 reverse: bool) -> list[Tensor]:
+    """Gradients of u, delta, A, B, C, D, z, delta_bias, each in its input's dtype (an
+    empty tensor for an absent optional input)."""
+    lib = _require_library()
+    n = A.shape[1]
+    u32, delta32, Ap, Bt, Ct, Dv, z32, bias, np_ = _prepare(u, delta, A, B, C, D, z, delta_bias)
+    batch, dim, L = u.shape
+    gout = gout.to(torch.float32).contiguous()
+    nthreads, starts, slot_base, slot_batch, nslots = _partition(batch, dim, L)
+    du = torch.empty_like(u32)
+    ddelta = torch.empty_like(u32)
+    dA = torch.empty(batch, dim, np_, dtype=torch.float32)
+    dBs = torch.zeros(nslots, L, np_, dtype=torch.float32)
+    dCs = torch.zeros(nslots, L, np_, dtype=torch.float32)
+    dD = torch.empty(batch, dim, dtype=torch.float32) if Dv is not None else None
+    dz = torch.empty_like(u32) if z32 is not None else None
+    dbias = torch.empty(batch, dim, dtype=torch.float32) if bias is not None else None
+    rc = lib.ssamba_scan_bwd(
+        _ptr(u32), _ptr(delta32), _ptr(Ap), _ptr(Bt), _ptr(Ct), _ptr(Dv), _ptr(z32), _ptr(bias),
+        int(delta_softplus), int(reverse), _ptr(ckpt), _ptr(gout), _ptr(du), _ptr(ddelta), _ptr(dA),
+        _ptr(dBs), _ptr(dCs), _ptr(dD), _ptr(dz), _ptr(dbias),
+        batch, dim, L, np_, nthreads, _ptr(starts), _ptr(slot_base))
+    if rc != 0:
+        raise RuntimeError(f"CPU selective scan backward failed (code {rc})")
+    if nslots == batch:  # every batch element has exactly one slot
+        dBt, dCt = dBs, dCs
+    else:
+        dBt = torch.zeros(batch, L, np_).index_add_(0, slot_batch, dBs)
+        dCt = torch.zeros(batch, L, np_).index_add_(0, slot_batch, dCs)
+    grads = [du, ddelta, dA.sum(0)[:, :n], dBt[:, :, :n].transpose(1, 2), dCt[:, :, :n].transpose(1, 2),
+             None if dD is None else dD.sum(0), dz, None if dbias is None else dbias.sum(0)]
+    dtypes = _grad_dtypes(u, delta, A, B, C, D, z, delta_bias)
+    return [u.new_empty(0) if g is None else g.to(dt).contiguous() for g, dt in zip(grads, dtypes)]
+
+
+@_scan_bwd_op.register_fake
+def _(gout, u, delta, A, B, C, D, z, delta_bias, ckpt, delta_softplus, reverse):
+    return [u.new_empty(0) if t is None else torch.empty_like(t, memory_format=torch.contiguous_format)
+            for t in (u, delta, A, B, C, D, z, delta_bias)]
+
+
+def _setup_context(ctx, inputs, output):
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, save = inputs
+    if not save:
+        raise RuntimeError("ssamba::selective_scan_cpu_fwd was called with save=False under autograd")
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[1])
+    ctx.flags = (bool(delta_softplus), bool(reverse))
+    ctx.present = [t is not None for t in (D, z, delta_bias)]
+
+
+def _backward(ctx, gout, _gckpt):
+    u, delta, A, B, C, D, z, delta_bias, ckpt = ctx.saved_tensors
+    grads = _scan_bwd_op(gout, u, delta, A, B, C, D, z, delta_bias, ckpt, *ctx.flags)
+    grads[5:] = [g if present else None for g, present in zip(grads[5:], ctx.present)]
+    return (*grads, None, None, None)
+
+
+_scan_fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def selective_scan_cpu(
@@ -495,13 +539,11 @@ def selective_scan_cpu(
     (``reverse`` natively: the kernel walks the sequence backwards, nothing is flipped)."""
     if u.dtype == torch.float64:  # the kernel is fp32; fp64 callers (gradcheck) get fp64
         return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
-    lib = _require_library()
+    if not torch.compiler.is_compiling():
+        _require_library()  # an explicit backend="cpu" fails here, with the reason
     tensors = (u, delta, A, B, C, D, z, delta_bias)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        return _SelectiveScanCPU.apply(lib, *tensors, delta_softplus, reverse)
-    ops = _prepare(*tensors)
-    out, _ = _forward(lib, ops, delta_softplus, save=False, reverse=reverse)
-    return out.to(u.dtype)
+    save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    return _scan_fwd_op(*tensors, bool(delta_softplus), bool(reverse), save)[0]
 
 
 def bound_benchmark(vector_updates: int, channels: int = 4, threads: int | None = None) -> float:
