@@ -161,6 +161,17 @@ def test_train_benchmark_under_load(tmp_path, capsys):
     assert float(rows[0]["loaded_time_s"]) > 0 and float(rows[0]["slowdown"]) > 0
 
 
+def test_embed_benchmark_under_load(capsys):
+    rc = bench_main(["embed", "--files", "3", "--checkpoint", "ssamba_test", "--under-load"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "quiet: " in printed and "under load: " in printed
+    slowdown = float(printed.split("slowdown ssamba embed: ")[1].split("x")[0])
+    assert slowdown > 0
+    # the run beside the load saw it and chose to sleep its threads (ssamba.threads)
+    assert "under load: " in printed and "(OpenMP wait policy passive)" in printed.split("under load: ")[1]
+
+
 def test_scan_benchmark_smoke(capsys):
     from ssamba.ops import scan_cpu
 

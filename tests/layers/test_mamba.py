@@ -171,6 +171,7 @@ def test_lean_inference_path_equals_the_autograd_path(monkeypatch):
     hidden = torch.randn(2, 37, 16)
     for block_bytes in (1 << 30, 2 * 37 * 5 * 4):  # one block; blocks of 5 of the 32 channels
         monkeypatch.setattr(BiMambaMixer, "LEAN_BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(BiMambaMixer, "LEAN_MIN_CHANNELS", 1)
         for kwargs in ({}, {"bidirectional": False}, {"average_directions": False}):
             mixer = BiMambaMixer(16, scan_backend="cpu", **kwargs)
             for mirrored in (False, True):

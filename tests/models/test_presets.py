@@ -177,6 +177,7 @@ def test_ssamba_inference_path_equals_the_autograd_path(pairing, gen, monkeypatc
     from ssamba.layers import BiMambaMixer
 
     monkeypatch.setattr(BiMambaMixer, "LEAN_BLOCK_BYTES", 4096)  # several channel blocks
+    monkeypatch.setattr(BiMambaMixer, "LEAN_MIN_CHANNELS", 1)
     model = ssamba.create_model("ssamba_test", use_layer_pairing=pairing).eval()
     spec = torch.randn(2, 64, 128, generator=gen)
     with torch.enable_grad():

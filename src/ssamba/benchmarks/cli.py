@@ -45,6 +45,13 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_bench_embed(args: argparse.Namespace) -> int:
+    """Wall time of ``ssamba embed`` over many short files, quiet and beside another job."""
+    from .embed import run
+
+    return run(args)
+
+
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows defaults (those that are not None/False) and keeps the descriptions' line breaks."""
 
@@ -185,6 +192,18 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
                         "(started and stopped by the benchmark) and print the slowdowns")
     p.add_argument("--out", default=None, metavar="DIR", help="also write train_bench.csv into this folder")
     p.set_defaults(func=cmd_bench_train)
+
+    p = sub.add_parser("embed", help=cmd_bench_embed.__doc__, formatter_class=_Formatter,
+                       description="Time `ssamba embed` on seeded short clips (tones in noise, 0.5-1.5 s) in "
+                                   "a fresh process; with --under-load again beside a second process that "
+                                   "keeps the cores busy, and print the slowdown.")
+    p.add_argument("--files", type=int, default=140, help="number of clips")
+    p.add_argument("--checkpoint", default="ssamba_tiny",
+                   help="model directory or preset name (random weights) passed to ssamba embed")
+    p.add_argument("--seed", type=int, default=0, help="seed of the clips")
+    p.add_argument("--timeout", type=float, default=1800.0, metavar="S", help="limit for each embed run")
+    p.add_argument("--under-load", action="store_true", help="time it again beside a competing process")
+    p.set_defaults(func=cmd_bench_embed)
     return bench
 
 
