@@ -173,8 +173,8 @@ class BiMambaMixer(nn.Module):
     #: Bytes of one (batch, channels, length) fp32 block below which :meth:`forward_lean`
     #: keeps all inner channels in one block.
     LEAN_BLOCK_BYTES = 16 * 2**20
-    #: Narrowest block: narrower ones make the projections and scans too small to run
-    #: well (140 one-second clips in one batch ran 20% slower in blocks of 14 channels).
+    #: Narrowest block, so that a large batch does not cut the projections and scans
+    #: into slivers (140 one-second clips in one batch would be blocks of 14 channels).
     LEAN_MIN_CHANNELS = 64
 
     def forward_lean(self, hidden: Tensor, mirrored: bool = False) -> Tensor:
