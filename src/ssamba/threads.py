@@ -120,16 +120,16 @@ def apply_thread_policy() -> str:
     if _applied is not None:
         return _applied
     choice = os.environ.get("SSAMBA_THREAD_POLICY", "auto").strip().lower()
+    if choice not in ("auto", "share", "active", "passive", "off"):
+        from .errors import UserError
+
+        raise UserError(f"SSAMBA_THREAD_POLICY must be auto, share, active, passive or off, not {choice!r}")
     if choice == "off" or (choice == "auto" and any(os.environ.get(v) for v in _USER_VARS)):
         _applied = "user"
     elif "torch" in sys.modules:
         _applied = "late"
     elif choice in ("active", "passive"):
         _applied = choice
-    elif choice not in ("auto", "share"):
-        from .errors import UserError
-
-        raise UserError(f"SSAMBA_THREAD_POLICY must be auto, share, active, passive or off, not {choice!r}")
     else:
         busy = busy_cores()
         _applied = "passive" if busy is not None and busy >= BUSY_THRESHOLD else "active"
