@@ -22,10 +22,10 @@ Overrides, in order:
 
 * ``SSAMBA_THREAD_POLICY=active`` or ``passive``: always that; ``off``: touch nothing;
   ``share``: like ``auto``, and on a busy machine also as many threads as cores are
-  free (at least one; unless ``OMP_NUM_THREADS`` is set). Beside another job this is
-  the fastest (no barrier left to wait at), but the thread count then depends on the load, and PyTorch's
-  gradients differ in the last bits between thread counts: runs stop being bitwise
-  repeatable, which is why it is not the default;
+  free (at least one; unless ``OMP_NUM_THREADS`` is set). It helped one workload beside
+  another job and hurt others (see the README), and the thread count then depends on
+  the load, while PyTorch's gradients differ in the last bits between thread counts:
+  runs stop being bitwise repeatable, which is why it is not the default;
 * any of ``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT``, ``KMP_BLOCKTIME`` already set: left
   as the user set it (the policy does nothing);
 * ``OMP_NUM_THREADS`` / ``torch.set_num_threads`` choose the thread count as usual.
@@ -39,9 +39,10 @@ import os
 import sys
 import time
 
-__all__ = ["apply_thread_policy", "busy_cores", "thread_policy"]
+__all__ = ["OPENMP_WAIT_VARS", "apply_thread_policy", "busy_cores", "thread_policy"]
 
-_USER_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+#: The OpenMP runtimes' own wait settings: set by the user, they win.
+OPENMP_WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 #: Cores kept busy by others above which the machine counts as loaded.
 BUSY_THRESHOLD = 0.5
 
@@ -109,7 +110,7 @@ def thread_policy() -> str:
         return _applied
     if os.environ.get("OMP_WAIT_POLICY", "").lower() == "passive":
         return "passive"
-    return "user" if any(os.environ.get(v) for v in _USER_VARS) else "active"
+    return "user" if any(os.environ.get(v) for v in OPENMP_WAIT_VARS) else "active"
 
 
 def apply_thread_policy() -> str:
@@ -124,7 +125,7 @@ def apply_thread_policy() -> str:
         from .errors import UserError
 
         raise UserError(f"SSAMBA_THREAD_POLICY must be auto, share, active, passive or off, not {choice!r}")
-    if choice == "off" or (choice == "auto" and any(os.environ.get(v) for v in _USER_VARS)):
+    if choice == "off" or (choice == "auto" and any(os.environ.get(v) for v in OPENMP_WAIT_VARS)):
         _applied = "user"
     elif "torch" in sys.modules:
         _applied = "late"

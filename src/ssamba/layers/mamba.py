@@ -97,20 +97,29 @@ class SelectiveSSM(nn.Module):
         """``x, z: (B, Di, L) -> (B, Di, L)``; ``reverse`` runs the direction from the last
         step to the first (equal to flipping ``x`` and ``z`` in time, running forward,
         and flipping the result back)."""
-        x = F.silu(depthwise_conv(x, self.conv1d.weight, self.conv1d.bias, reverse))
-        dt, b, c = channel_matmul(self.x_proj.weight, x).split(
-            [self.dt_rank, self.d_state, self.d_state], dim=1
-        )  # (B, r, L), (B, N, L), (B, N, L)
-        delta = channel_matmul(self.dt_proj.weight, dt)  # (B, Di, L); the bias goes in the scan
+        x = self.conv_silu(x, reverse)
+        return self.scan(x, channel_matmul(self.x_proj.weight, x), z, scan_backend, reverse)
+
+    def conv_silu(self, x: Tensor, reverse: bool = False, channels: slice = slice(None)) -> Tensor:
+        """``SiLU(conv(x))`` for the inner channels ``channels`` (``x`` holds only those)."""
+        bias = self.conv1d.bias
+        return F.silu(depthwise_conv(x, self.conv1d.weight[channels], None if bias is None else bias[channels], reverse))
+
+    def scan(self, x: Tensor, proj: Tensor, z: Tensor, scan_backend: str = "auto", reverse: bool = False,
+             channels: slice = slice(None)) -> Tensor:
+        """The SSM and gate over the conv output ``x`` of the inner channels ``channels``,
+        given ``proj = x_proj(conv output)`` over all channels: ``(B, r + 2N, L)``."""
+        dt, b, c = proj.split([self.dt_rank, self.d_state, self.d_state], dim=1)  # (B, r / N / N, L)
+        delta = channel_matmul(self.dt_proj.weight[channels], dt)  # (B, Di, L); the bias goes in the scan
         return selective_scan(
             x,
             delta,
-            -torch.exp(self.A_log.float()),
+            -torch.exp(self.A_log.float()[channels]),
             b,
             c,
-            D=self.D.float(),
+            D=self.D.float()[channels],
             z=z,
-            delta_bias=self.dt_proj.bias.float(),
+            delta_bias=self.dt_proj.bias.float()[channels],
             delta_softplus=True,
             backend=scan_backend,
             reverse=reverse,
@@ -202,37 +211,22 @@ class BiMambaMixer(nn.Module):
         if self.backward_ssm is not None:
             directions.append((self.backward_ssm, not mirrored))
 
-        def conv_silu(ssm: SelectiveSSM, reverse: bool, blk: slice) -> Tensor:
-            weight, bias = ssm.conv1d.weight[blk], None if ssm.conv1d.bias is None else ssm.conv1d.bias[blk]
-            return F.silu(depthwise_conv(x[:, blk], weight, bias, reverse))
-
-        passes = []  # per direction: dt, B, C and (one block) the conv output
+        passes = []  # per direction: x_proj over all channels and (one block) the conv output
         for ssm, reverse in directions:
             proj, kept = None, None
             for blk in blocks:
-                xc = conv_silu(ssm, reverse, blk)
+                xc = ssm.conv_silu(x[:, blk], reverse, blk)
                 part = channel_matmul(ssm.x_proj.weight[:, blk], xc)  # (B, r + 2N, L)
                 proj = part if proj is None else proj.add_(part)
                 kept = xc if len(blocks) == 1 else None
-            passes.append((*proj.split([ssm.dt_rank, ssm.d_state, ssm.d_state], dim=1), kept))
+            passes.append((proj, kept))
         for blk in blocks:
             z = channel_matmul(w_z[blk], tokens)  # once per block, for both directions
             weight = (self.out_proj.weight[:, blk] * scale).t().expand(batch, -1, -1)  # (B, block, D)
             y_sum = None
-            for (ssm, reverse), (dt, b, c, kept) in zip(directions, passes):
-                y = selective_scan(
-                    kept if kept is not None else conv_silu(ssm, reverse, blk),
-                    channel_matmul(ssm.dt_proj.weight[blk], dt),
-                    -torch.exp(ssm.A_log.float()[blk]),
-                    b,
-                    c,
-                    D=ssm.D.float()[blk],
-                    z=z,
-                    delta_bias=ssm.dt_proj.bias.float()[blk],
-                    delta_softplus=True,
-                    backend=self.scan_backend,
-                    reverse=reverse,
-                )
+            for (ssm, reverse), (proj, kept) in zip(directions, passes):
+                xc = kept if kept is not None else ssm.conv_silu(x[:, blk], reverse, blk)
+                y = ssm.scan(xc, proj, z, self.scan_backend, reverse, blk)
                 y_sum = y if y_sum is None else y_sum.add_(y)
             out.baddbmm_(y_sum.transpose(1, 2), weight)  # one out_proj product for both directions
         return out

@@ -431,6 +431,13 @@ def _forward(lib, ops, softplus: bool, save: bool, reverse: bool = False):
     return out, ckpt
 
 
+def _scan_forward(tensors, delta_softplus: bool, reverse: bool, save: bool):
+    """The kernel's forward on the caller's operands: ``(out in u's dtype, checkpoints or None)``."""
+    lib = _require_library()
+    out, ckpt = _forward(lib, _prepare(*tensors), delta_softplus, save=save, reverse=reverse)
+    return out.to(tensors[0].dtype), ckpt
+
+
 # The kernel as two PyTorch operators (torch.library), so that torch.compile(fullgraph=True)
 # and torch.export trace through the scan: each has a fake implementation giving output
 # shapes without running, and autograd reaches the backward operator through the
@@ -442,9 +449,8 @@ def _scan_fwd_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: O
                  z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool, reverse: bool,
                  save: bool) -> tuple[Tensor, Tensor]:
     """``(out, checkpoints)``; the checkpoints (for the backward) are empty unless ``save``."""
-    ops = _prepare(u, delta, A, B, C, D, z, delta_bias)
-    out, ckpt = _forward(_require_library(), ops, delta_softplus, save=save, reverse=reverse)
-    return out.to(u.dtype), (ckpt if ckpt is not None else u.new_empty(0, dtype=torch.float32))
+    out, ckpt = _scan_forward((u, delta, A, B, C, D, z, delta_bias), delta_softplus, reverse, save)
+    return out, (ckpt if ckpt is not None else u.new_empty(0, dtype=torch.float32))
 
 
 @_scan_fwd_op.register_fake
@@ -497,11 +503,10 @@ class _SelectiveScanCPU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
-        out, ckpt = _forward(_require_library(), _prepare(u, delta, A, B, C, D, z, delta_bias), delta_softplus,
-                             save=True, reverse=reverse)
+        out, ckpt = _scan_forward((u, delta, A, B, C, D, z, delta_bias), delta_softplus, reverse, save=True)
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt)
         ctx.flags = (bool(delta_softplus), bool(reverse))
-        return out.to(u.dtype)
+        return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -560,8 +565,6 @@ def selective_scan_cpu(
     (``reverse`` natively: the kernel walks the sequence backwards, nothing is flipped)."""
     if u.dtype == torch.float64:  # the kernel is fp32; fp64 callers (gradcheck) get fp64
         return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
-    if not torch.compiler.is_compiling():
-        _require_library()  # an explicit backend="cpu" fails here, with the reason
     tensors = (u, delta, A, B, C, D, z, delta_bias)
     save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     if torch.compiler.is_compiling():  # traced: the registered operators
@@ -570,8 +573,7 @@ def selective_scan_cpu(
         return _SelectiveScanCPU.apply(*tensors, delta_softplus, reverse)
     # Eager inference calls the kernel itself: through the operator's dispatch the peak
     # memory of a 22k-token forward was about 1.6x higher.
-    out, _ = _forward(_require_library(), _prepare(*tensors), delta_softplus, save=False, reverse=reverse)
-    return out.to(u.dtype)
+    return _scan_forward(tensors, delta_softplus, reverse, save=False)[0]
 
 
 def bound_benchmark(vector_updates: int, channels: int = 4, threads: int | None = None) -> float:
