@@ -3,8 +3,8 @@
 Writes a file of MINUTES minutes of noise-modulated tones (16 kHz mono FLAC by default,
 ``--rate 44100 --channels 2`` for CD audio), embeds it with a randomly initialised preset
 in a fresh process, and prints the file's length, the wall time and the peak resident
-memory of that process (ru_maxrss), plus the same for a 1-minute file, so the growth per
-minute can be read off one run:
+memory of that process (VmHWM: ru_maxrss would carry the forking parent's RSS across
+exec), plus the same for a 1-minute file, so the growth per minute can be read off one run:
 
     python benchmarks/embed_memory.py --minutes 60
     python benchmarks/embed_memory.py --minutes 60 --rate 44100 --channels 2 --preset ssamba_test
@@ -25,7 +25,9 @@ _CHILD = (
     "import resource, sys\n"
     "from ssamba.cli import main\n"
     "rc = main(sys.argv[1:])\n"
-    "print('peak_rss_mb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    "hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM:')]\n"  # this program's own peak
+    "peak = int(hwm[0].split()[1]) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+    "print('peak_rss_mb', peak / 1024)\n"
     "sys.exit(rc)\n"
 )
 
