@@ -61,12 +61,11 @@ def test_embed_command_on_a_folder_with_a_corrupt_and_a_ten_minute_file(model_di
     soundfile.write(folder / "long.flac", long, 16000)
 
     code = (
-        "import resource, sys\n"
+        "import sys\n"
+        "from ssamba.benchmarks._worker import peak_rss_bytes\n"
         "from ssamba.cli import main\n"
         "rc = main(sys.argv[1:])\n"
-        "hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM:')]\n"  # this program's own peak
-        "peak = int(hwm[0].split()[1]) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "print('peak_rss_mb', peak / 1024)\n"
+        "print('peak_rss_mb', peak_rss_bytes() / 2**20)\n"
         "sys.exit(rc)\n"
     )
     def embed(inputs, out):

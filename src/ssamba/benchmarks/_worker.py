@@ -46,6 +46,14 @@ def _ru_maxrss_bytes() -> int:
     return value if sys.platform == "darwin" else value * 1024  # bytes on macOS, KiB elsewhere
 
 
+def peak_rss_bytes() -> int:
+    """This process's own peak resident memory: ``VmHWM`` where Linux has it, else
+    ``ru_maxrss`` (which also counts the resident set of the process that forked this one,
+    carried across ``exec``: a child of a grown pytest would report pytest's size)."""
+    kb = _status_kb("VmHWM:")
+    return kb * 1024 if kb is not None else _ru_maxrss_bytes()
+
+
 class CpuMemory:
     """Baseline and peak resident memory of this process (see the module docstring)."""
 

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..threads import OPENMP_WAIT_VARS
 from .model import _fmt, _load1, _mb, parse_spec, resolve_device, run_configuration
 
 COLUMNS = ["model", "frames", "seconds", "tokens", "num_masked", "batch", "device", "threads", "status",
@@ -33,8 +34,6 @@ LOAD_CODE = "import torch\na = torch.randn(384, 384)\nwhile True:\n    a = torch
 @contextlib.contextmanager
 def background_load(settle_s: float = 2.0):
     """A second process keeping the cores busy while the block runs (killed after it)."""
-    from ..threads import OPENMP_WAIT_VARS
-
     env = {k: v for k, v in os.environ.items() if k not in OPENMP_WAIT_VARS}
     proc = subprocess.Popen([sys.executable, "-c", LOAD_CODE], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=env)  # OpenMP's defaults, as another user's job would have
