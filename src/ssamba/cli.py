@@ -93,9 +93,11 @@ def _run_experiment(args: argparse.Namespace, task: str) -> int:
     import json
     import logging
 
+    from .allocator import apply_allocator_policy
     from .training.experiment import load_experiment, parse_overrides
     from .training.run import finetune, pretrain
 
+    apply_allocator_policy()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.config and "=" in args.config and not args.config.endswith((".yaml", ".yml")):
         args.overrides, args.config = [args.config, *args.overrides], None  # no recipe, only overrides

@@ -553,6 +553,9 @@ def cmd_demo(args) -> int:
     """Offline demo: build the synthetic audio suite, pretrain SSAMBA and SSAST for equal
     steps, then compare pretrained, random-init and log-mel features by linear probes and
     low-label fine-tuning on keyword spotting, speaker ID and sounds, over 3 seeds."""
+    from .allocator import apply_allocator_policy
+
+    apply_allocator_policy()
     mode = "quick" if args.quick else "full" if args.full else "default"
     run_demo(args.out, mode=mode, seed=args.seed, cache_dir=args.cache, progress=not args.no_progress,
              keep_checkpoints=args.keep_checkpoints)

@@ -158,7 +158,10 @@ def run_job(job: dict) -> dict:
                 model.forward_features(spec)
 
     elif job["mode"] == "train":
+        from ssamba.allocator import apply_allocator_policy
         from ssamba.objectives import MaskedPatchModeling, PatchModelingConfig
+
+        info["malloc_policy"] = apply_allocator_policy()  # as the training commands do
 
         model.train()
         num_masked = max(1, round(float(job.get("mask_ratio", 400 / 512)) * info["tokens"]))

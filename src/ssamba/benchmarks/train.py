@@ -25,7 +25,7 @@ from .model import _fmt, _load1, _mb, parse_spec, resolve_device, run_configurat
 
 COLUMNS = ["model", "frames", "seconds", "tokens", "num_masked", "batch", "device", "threads", "status",
            "reason", "time_s", "time_min_s", "time_max_s", "runs", "warmup_runs", "cpu_util", "peak_extra_mb",
-           "load1", "thread_policy", "loaded_time_s", "loaded_thread_policy", "slowdown"]
+           "load1", "thread_policy", "malloc_policy", "loaded_time_s", "loaded_thread_policy", "slowdown"]
 
 #: The competing process of ``--under-load``: PyTorch matrix products on its default threads.
 LOAD_CODE = "import torch\na = torch.randn(384, 384)\nwhile True:\n    a = torch.tanh(a @ a * 0.01)\n"
