@@ -132,6 +132,43 @@ def test_depthwise_conv_matches_conv1d_both_ways():
         assert torch.allclose(depthwise_conv(x, w, None), causal - b[:, None], atol=1e-6)
 
 
+def test_conv_silu_gradients_match_autograd_through_conv1d():
+    # The hand-written backward of SiLU(conv) against autograd through F.conv1d (and the
+    # flip for the anti-causal direction), in float64, with and without a bias, on
+    # sequences shorter than the kernel too; and torch.autograd.gradcheck on one case.
+    import torch.nn.functional as F
+
+    from ssamba.layers.mamba import conv_silu
+
+    g = torch.Generator().manual_seed(0)
+    for length in (1, 2, 3, 4, 11):
+        for reverse in (False, True):
+            for with_bias in (True, False):
+                x = torch.randn(2, 5, length, generator=g, dtype=torch.float64)
+                w = torch.randn(5, 1, 4, generator=g, dtype=torch.float64)
+                b = torch.randn(5, generator=g, dtype=torch.float64) if with_bias else None
+                up = torch.randn(2, 5, length, generator=g, dtype=torch.float64)
+                grads = []
+                for fused in (True, False):
+                    leaves = [t.clone().requires_grad_() for t in (x, w) + ((b,) if with_bias else ())]
+                    xi, wi, bi = leaves[0], leaves[1], leaves[2] if with_bias else None
+                    if fused:
+                        out = conv_silu(xi, wi, bi, reverse)
+                    else:
+                        xs = xi.flip(-1) if reverse else xi
+                        out = F.silu(F.conv1d(xs, wi, bi, padding=3, groups=5)[..., :length])
+                        out = out.flip(-1) if reverse else out
+                    (out * up).sum().backward()
+                    grads.append([out.detach()] + [t.grad for t in leaves])
+                for got, want in zip(*grads):
+                    assert torch.allclose(got, want, atol=1e-12), (length, reverse, with_bias)
+    x = torch.randn(2, 3, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 1, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    for reverse in (False, True):
+        assert torch.autograd.gradcheck(lambda *t: conv_silu(*t, reverse), (x, w, b))
+
+
 def test_mirrored_mixer_and_block_are_the_flipped_computation_flipped_back():
     # Layer pairing runs every other block "mirrored" instead of on flipped copies of both
     # streams; outputs and every gradient must be those of the flipped computation.

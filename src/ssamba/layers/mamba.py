@@ -55,6 +55,56 @@ def depthwise_conv(x: Tensor, weight: Tensor, bias: Tensor | None, reverse: bool
     return out
 
 
+class _ConvSiLU(torch.autograd.Function):
+    """``SiLU(depthwise_conv(x))`` with a hand-written backward.
+
+    Autograd through :func:`depthwise_conv`'s in-place tap updates on slices records one
+    copy-and-slice node per tap, each of which builds a zero-filled full-size gradient
+    and copies slices of it. Here the backward is three kinds of full-width operations:
+    SiLU's derivative, the transposed conv (the same conv run the other way in time:
+    the transpose of a causal conv is the anti-causal one with the same taps) and one
+    multiply-and-sum per tap for the weights."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, reverse: bool) -> Tensor:
+        pre = depthwise_conv(x, weight, bias, reverse)
+        ctx.save_for_backward(x, weight, pre)
+        ctx.reverse, ctx.has_bias = reverse, bias is not None
+        return F.silu(pre)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, weight, pre = ctx.saved_tensors
+        k, length = weight.shape[-1], x.shape[-1]
+        g = torch.ops.aten.silu_backward(grad, pre)  # d/d(pre)
+        grad_x = depthwise_conv(g, weight, None, not ctx.reverse) if ctx.needs_input_grad[0] else None
+        grad_w = grad_b = None
+        if ctx.needs_input_grad[1]:
+            taps = []
+            for i in range(k):
+                s = k - 1 - i  # tap i reads x[t - s] (x[t + s] reversed)
+                if s >= length:
+                    taps.append(g.new_zeros(g.shape[1]))
+                elif ctx.reverse:
+                    taps.append((g[..., : length - s] * x[..., s:]).sum((0, 2)))
+                else:
+                    taps.append((g[..., s:] * x[..., : length - s]).sum((0, 2)))
+            grad_w = torch.stack(taps, dim=1).unsqueeze(1).to(weight.dtype)  # (C, 1, K)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g.sum((0, 2))
+        return grad_x, grad_w, grad_b, None
+
+
+def conv_silu(x: Tensor, weight: Tensor, bias: Tensor | None, reverse: bool = False) -> Tensor:
+    """``SiLU(depthwise_conv(x, weight, bias, reverse))``; through :class:`_ConvSiLU` when a
+    gradient is needed."""
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                    or (bias is not None and bias.requires_grad)):
+        return _ConvSiLU.apply(x, weight, bias, reverse)
+    return F.silu(depthwise_conv(x, weight, bias, reverse))
+
+
 class SelectiveSSM(nn.Module):
     """One scan direction: ``y = SSM(SiLU(conv(x))) * SiLU(z)``, shapes ``(B, Di, L)``."""
 
@@ -103,7 +153,7 @@ class SelectiveSSM(nn.Module):
     def conv_silu(self, x: Tensor, reverse: bool = False, channels: slice = slice(None)) -> Tensor:
         """``SiLU(conv(x))`` for the inner channels ``channels`` (``x`` holds only those)."""
         bias = self.conv1d.bias
-        return F.silu(depthwise_conv(x, self.conv1d.weight[channels], None if bias is None else bias[channels], reverse))
+        return conv_silu(x, self.conv1d.weight[channels], None if bias is None else bias[channels], reverse)
 
     def scan(self, x: Tensor, proj: Tensor, z: Tensor, scan_backend: str = "auto", reverse: bool = False,
              channels: slice = slice(None)) -> Tensor:
