@@ -236,7 +236,7 @@ class BiMambaMixer(nn.Module):
     #: into slivers (140 one-second clips in one batch would be blocks of 14 channels).
     LEAN_MIN_CHANNELS = 64
 
-    def forward_lean(self, hidden: Tensor, mirrored: bool = False) -> Tensor:
+    def forward_lean(self, hidden: Tensor, mirrored: bool = False, out: Tensor | None = None) -> Tensor:
         """:meth:`forward` for inference, in inner-channel blocks: the peak is ``x`` (one
         ``(B, Di, L)`` tensor) and a few block-sized temporaries, not the seven full-width
         tensors that autograd's path holds.
@@ -246,7 +246,8 @@ class BiMambaMixer(nn.Module):
         ``z`` rows of ``in_proj`` once for both directions, recomputes each direction's
         conv and SiLU (cheap, elementwise), runs the scans and adds their sum's share of
         ``out_proj`` to the output. One block (short inputs) computes the conv once.
-        Equal to :meth:`forward` up to the order of the sums over blocks (``tests/layers``)."""
+        Equal to :meth:`forward` up to the order of the sums over blocks (``tests/layers``).
+        With ``out`` (``(B, L, D)``) the result is added into it and ``out`` returned."""
         batch, length, _ = hidden.shape
         tokens = hidden.transpose(1, 2)  # (B, D, L), a view
         w_x, w_z = self.in_proj.weight.chunk(2, dim=0)
@@ -256,7 +257,8 @@ class BiMambaMixer(nn.Module):
         size = max(-(-d_inner // nblocks), min(d_inner, self.LEAN_MIN_CHANNELS))
         blocks = [slice(i, min(i + size, d_inner)) for i in range(0, d_inner, size)]
         scale = 0.5 if self.backward_ssm is not None and self.average_directions else 1.0
-        out = hidden.new_zeros(batch, length, self.out_proj.weight.shape[0])
+        if out is None:
+            out = hidden.new_zeros(batch, length, self.out_proj.weight.shape[0])
         directions = [(self.forward_ssm, mirrored)]
         if self.backward_ssm is not None:
             directions.append((self.backward_ssm, not mirrored))

@@ -99,22 +99,26 @@ class SSAMBA(SpectrogramEncoder):
                 layer.mixer.out_proj.weight /= math.sqrt(self.config.depth)
 
     @staticmethod
-    def _lean_pair(forward_layer: MambaBlock, backward_layer: MambaBlock, hidden: Tensor,
-                   residual: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _lean_pair(forward_layer: MambaBlock, backward_layer: MambaBlock, r: Tensor,
+                   first: bool) -> tuple[Tensor, Tensor]:
         """One layer pair for inference (no autograd, eval: drop-path is the identity), as
-        the pairing in :meth:`encode` computes it, in place: both blocks see the same
-        residual stream ``r``, so the pair's residual is ``2 r`` and one copy of it is
-        made, not four; the two hidden outputs are summed into the first."""
-        r = hidden if residual is None else residual.add_(hidden)  # residual is ours from the last pair
+        the pairing in :meth:`encode` computes it, in place, given the residual stream
+        ``r`` both blocks see (the caller's tokens for the ``first`` pair, else ours to
+        change): the pair's residual is ``2 r``, so one copy of it is made, not four, and
+        the backward block's mixer adds its output into the forward block's."""
         out = forward_layer.mixer(forward_layer.norm(r))
-        out.add_(backward_layer.mixer(backward_layer.norm(r), mirrored=True))
-        return out, (r * 2 if residual is None else r.mul_(2))
+        backward_layer.mixer.forward_lean(backward_layer.norm(r), mirrored=True, out=out)
+        return out, (r * 2 if first else r.mul_(2))
 
     def encode(self, tokens: Tensor, hidden_states: list[Tensor] | None = None) -> Tensor:
         hidden, residual = tokens, None
         if self.config.use_layer_pairing and not torch.is_grad_enabled() and not self.training:
             for forward_layer, backward_layer in zip(self.layers[0::2], self.layers[1::2]):
-                hidden, residual = self._lean_pair(forward_layer, backward_layer, hidden, residual)
+                first = residual is None
+                r = hidden if first else residual.add_(hidden)  # residual is ours from the last pair
+                hidden = residual = None  # the last pair's output is spent: free it before the mixers run
+                hidden, residual = self._lean_pair(forward_layer, backward_layer, r, first)
+                del r
                 if hidden_states is not None:
                     hidden_states.append(residual + hidden)
         elif self.config.use_layer_pairing:
