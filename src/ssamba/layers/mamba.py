@@ -230,32 +230,40 @@ class BiMambaMixer(nn.Module):
         return torch.bmm(y.transpose(1, 2), weight.t().expand(y.shape[0], -1, -1))  # (B, L, D)
 
     #: Bytes of one (batch, channels, length) fp32 block below which :meth:`forward_lean`
-    #: keeps all inner channels in one block.
-    LEAN_BLOCK_BYTES = 16 * 2**20
+    #: keeps all inner channels in one block; above, blocks of about this size. At 22k
+    #: tokens 8 MiB measured 184 MiB of forward peak (16 MiB: 206 MiB tracked, 4 MiB: no
+    #: less than 8, and slower).
+    LEAN_BLOCK_BYTES = 8 * 2**20
     #: Narrowest block, so that a large batch does not cut the projections and scans
     #: into slivers (140 one-second clips in one batch would be blocks of 14 channels).
     LEAN_MIN_CHANNELS = 64
 
     def forward_lean(self, hidden: Tensor, mirrored: bool = False, out: Tensor | None = None) -> Tensor:
-        """:meth:`forward` for inference, in inner-channel blocks: the peak is ``x`` (one
-        ``(B, Di, L)`` tensor) and a few block-sized temporaries, not the seven full-width
-        tensors that autograd's path holds.
+        """:meth:`forward` for inference, in inner-channel blocks: the peak is a few
+        block-sized temporaries, not the seven full-width ``(B, Di, L)`` tensors that
+        autograd's path holds.
 
-        Per direction, a first pass over channel blocks accumulates ``x_proj``'s output
-        (dt, B, C: the only quantity mixing channels); a second, per block, computes its
-        ``z`` rows of ``in_proj`` once for both directions, recomputes each direction's
-        conv and SiLU (cheap, elementwise), runs the scans and adds their sum's share of
-        ``out_proj`` to the output. One block (short inputs) computes the conv once.
-        Equal to :meth:`forward` up to the order of the sums over blocks (``tests/layers``).
-        With ``out`` (``(B, L, D)``) the result is added into it and ``out`` returned."""
+        A first pass over channel blocks computes each block's ``x`` rows of ``in_proj``
+        and accumulates, per direction, ``x_proj``'s output (dt, B, C: the only quantity
+        mixing channels). A second, per block, computes the block's ``x`` rows again and
+        its ``z`` rows once for both directions, recomputes each direction's conv and
+        SiLU (cheap, elementwise), runs the scans and adds their sum's share of
+        ``out_proj`` to the output. One block (short inputs) computes ``x`` and the conv
+        once. Equal to :meth:`forward` up to the order of the sums over blocks
+        (``tests/layers``). With ``out`` (``(B, L, D)``) the result is added into it and
+        ``out`` returned."""
         batch, length, _ = hidden.shape
         tokens = hidden.transpose(1, 2)  # (B, D, L), a view
         w_x, w_z = self.in_proj.weight.chunk(2, dim=0)
-        x = channel_matmul(w_x, tokens)  # (B, Di, L)
-        d_inner = x.shape[1]
-        nblocks = max(1, -(-x.numel() * 4 // self.LEAN_BLOCK_BYTES))
+        d_inner = w_x.shape[0]
+        nblocks = max(1, -(-batch * d_inner * length * 4 // self.LEAN_BLOCK_BYTES))
         size = max(-(-d_inner // nblocks), min(d_inner, self.LEAN_MIN_CHANNELS))
         blocks = [slice(i, min(i + size, d_inner)) for i in range(0, d_inner, size)]
+        whole = channel_matmul(w_x, tokens) if len(blocks) == 1 else None  # (B, Di, L)
+
+        def x_rows(blk: slice) -> Tensor:
+            return whole if whole is not None else channel_matmul(w_x[blk], tokens)
+
         scale = 0.5 if self.backward_ssm is not None and self.average_directions else 1.0
         if out is None:
             out = hidden.new_zeros(batch, length, self.out_proj.weight.shape[0])
@@ -263,24 +271,30 @@ class BiMambaMixer(nn.Module):
         if self.backward_ssm is not None:
             directions.append((self.backward_ssm, not mirrored))
 
-        passes = []  # per direction: x_proj over all channels and (one block) the conv output
-        for ssm, reverse in directions:
-            proj, kept = None, None
-            for blk in blocks:
-                xc = ssm.conv_silu(x[:, blk], reverse, blk)
-                part = channel_matmul(ssm.x_proj.weight[:, blk], xc)  # (B, r + 2N, L)
-                proj = part if proj is None else proj.add_(part)
-                kept = xc if len(blocks) == 1 else None
-            passes.append((proj, kept))
+        proj: list[Tensor | None] = [None] * len(directions)  # per direction: x_proj over all channels
+        kept: list[Tensor | None] = [None] * len(directions)  # per direction (one block): the conv output
         for blk in blocks:
+            x = x_rows(blk)
+            for i, (ssm, reverse) in enumerate(directions):
+                xc = ssm.conv_silu(x, reverse, blk)
+                part = channel_matmul(ssm.x_proj.weight[:, blk], xc)  # (B, r + 2N, L)
+                proj[i] = part if proj[i] is None else proj[i].add_(part)
+                kept[i] = xc if whole is not None else None
+            del x, xc
+        for blk in blocks:
+            x = x_rows(blk) if whole is None else None
             z = channel_matmul(w_z[blk], tokens)  # once per block, for both directions
             weight = (self.out_proj.weight[:, blk] * scale).t().expand(batch, -1, -1)  # (B, block, D)
             y_sum = None
-            for (ssm, reverse), (proj, kept) in zip(directions, passes):
-                xc = kept if kept is not None else ssm.conv_silu(x[:, blk], reverse, blk)
-                y = ssm.scan(xc, proj, z, self.scan_backend, reverse, blk)
+            for i, (ssm, reverse) in enumerate(directions):
+                xc = kept[i] if kept[i] is not None else ssm.conv_silu(x, reverse, blk)
+                y = ssm.scan(xc, proj[i], z, self.scan_backend, reverse, blk)
+                del xc
                 y_sum = y if y_sum is None else y_sum.add_(y)
+                del y
+            del x, z
             out.baddbmm_(y_sum.transpose(1, 2), weight)  # one out_proj product for both directions
+            del y_sum
         return out
 
 

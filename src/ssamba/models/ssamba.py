@@ -112,6 +112,7 @@ class SSAMBA(SpectrogramEncoder):
 
     def encode(self, tokens: Tensor, hidden_states: list[Tensor] | None = None) -> Tensor:
         hidden, residual = tokens, None
+        del tokens  # a caller that keeps no reference lets the first pair free the input
         if self.config.use_layer_pairing and not torch.is_grad_enabled() and not self.training:
             for forward_layer, backward_layer in zip(self.layers[0::2], self.layers[1::2]):
                 first = residual is None
