@@ -2,9 +2,11 @@
 ``get_timestamp_embeddings``.
 
 Audio is ``(n_sounds, n_samples)`` in [-1, 1] at 16 kHz. Timestamp embeddings come every
-``hop_frames`` x 10 ms (40 ms by default: the model's patches are re-strided in time, with
-their position embeddings resampled), stamped in milliseconds at the patch centres;
-scene embeddings are their mean.
+``hop_frames`` x 10 ms, stamped in milliseconds at the patch centres; scene embeddings
+are their mean. The hop is 40 ms by default here, because HEAR asks for at most 50 ms: the
+model's patches are re-strided in time, with their position embeddings resampled. This
+is the one default that differs from ``ssamba embed`` and ``ssamba.load``, which keep
+the model's own stride unless asked otherwise.
 """
 
 from __future__ import annotations

@@ -92,9 +92,32 @@ def test_embed_command_on_a_folder_with_a_corrupt_and_a_ten_minute_file(model_di
     assert set(by_name) == {"short.wav", "stereo44k.wav", "long.flac"}
     long_npz = np.load(out / "long.npz")
     assert long_npz["timestamp_embeddings"].shape == (by_name["long.flac"]["timestamps"], 32)
-    assert abs(long_npz["timestamps_ms"][-1] - 600_000) < 2 * 40
-    assert np.allclose(np.diff(long_npz["timestamps_ms"]), 40.0)
+    assert index["model_hop_ms"] == 160.0  # the model's own stride (16 frames), as ssamba.load keeps it
+    assert abs(long_npz["timestamps_ms"][-1] - 600_000) < 2 * 160
+    assert np.allclose(np.diff(long_npz["timestamps_ms"]), 160.0)
     assert np.load(out / "sub" / "stereo44k.npz")["scene"].shape == (32,)
+
+
+def test_command_line_and_python_api_embed_alike(model_dir, tmp_path):
+    # One default for both front doors: the model's own hop; --hop-frames and hop_frames
+    # re-stride both the same way.
+    from ssamba.cli import main
+
+    soundfile.write(tmp_path / "tone.wav", _tone(3.1, freq=330.0), 16000, subtype="FLOAT")  # exact samples
+    wave = torch.from_numpy(_tone(3.1, freq=330.0)).unsqueeze(0)
+    for extra, options in (([], {}), (["--hop-frames", "4"], {"hop_frames": 4})):
+        out = tmp_path / f"cli{len(extra)}"
+        assert main(["embed", str(tmp_path / "tone.wav"), "--checkpoint", str(model_dir), "--out", str(out),
+                     "--no-progress", *extra]) == 0
+        cli = np.load(out / "tone.npz")
+        embedder = ssamba.load(model_dir, **options)
+        with torch.no_grad():
+            [(emb, times)] = embedder.timestamp_embeddings(wave)
+            scene = embedder.scene_embeddings(wave)
+        assert embedder.hop_ms == (40.0 if options else 160.0)
+        assert np.allclose(cli["timestamps_ms"], times.numpy())
+        assert np.allclose(cli["timestamp_embeddings"], emb.numpy(), atol=1e-5)
+        assert np.allclose(cli["scene"], scene[0].numpy(), atol=1e-5)
 
 
 def test_set_format_and_manifest_input(model_dir, tmp_path):

@@ -52,8 +52,10 @@ def add_embed_parser(sub) -> None:
                    help="npz: one file per input; npy: three .npy per input; set: one embeddings.npz")
     p.add_argument("--layer", default="-1",
                    help="hidden state to read: index (0 = embedded input, -1 = final output) or 'mean' of all")
-    p.add_argument("--hop-frames", type=int, default=4,
-                   help="time stride of the patches in 10 ms frames, i.e. the timestamp hop (default 4 = 40 ms)")
+    p.add_argument("--hop-frames", type=_positive_int, default=None,
+                   help="time stride of the patches in 10 ms frames, i.e. the timestamp hop; the model is "
+                        "re-strided to it, its weights carried over (default: the model's own stride, as "
+                        "ssamba.load uses; 16x16-patch presets: 16 = 160 ms; 4 gives 40 ms, HEAR's hop)")
     p.add_argument("--batch-size", type=_positive_int, default=8,
                    help="files of similar length per batch (results do not depend on it)")
     p.add_argument("--overwrite", action="store_true",
