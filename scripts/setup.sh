@@ -15,11 +15,9 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     pip install "${SSAMBA_TORCH:-torch==2.13.0}"
 fi
 # System packages (Debian/Ubuntu): the General MIDI SoundFont of the 'sounds' corpus
-# (FluidR3Mono, MIT licence, ~19 MB) and the PortAudio headers that PyAudio - a dependency
-# of tinysoundfont with no Linux wheels - compiles against; g++ builds the fast CPU scan.
+# (FluidR3Mono, MIT licence, ~19 MB); g++ builds the fast CPU scan.
 need=()
 [ -f /usr/share/sounds/sf3/FluidR3Mono_GM.sf3 ] || [ -n "${SSAMBA_SOUNDFONT:-}" ] || need+=(fluidr3mono-gm-soundfont)
-dpkg -s portaudio19-dev >/dev/null 2>&1 || need+=(portaudio19-dev)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 .venv/bin/python -c "import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" || need+=(python3-dev)
 if [ ${#need[@]} -gt 0 ]; then
@@ -32,6 +30,8 @@ if [ ${#need[@]} -gt 0 ]; then
         echo "[setup] please install: ${need[*]} (Debian/Ubuntu names), or set SSAMBA_SOUNDFONT to a GM SoundFont" >&2
     fi
 fi
-echo "[setup] installing ssamba (editable) with test extras"
-pip install -e ".[test]"
+echo "[setup] installing ssamba (editable) with the demo and test extras"
+pip install -e ".[demo,test]"
+# The SoundFont renderer without its declared PyAudio (playback only; it would compile).
+pip install --no-deps "tinysoundfont>=0.3.7"
 .venv/bin/python -c "import torch, ssamba; print(f'[setup] ready: ssamba {ssamba.__version__}, torch {torch.__version__}')"

@@ -65,3 +65,39 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0
+
+
+def _command_rows() -> list[str]:
+    """The README's command table as the command line describes itself."""
+    import argparse
+
+    from ssamba.cli import build_parser
+
+    [sub] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    rows = []
+    for action in sub._choices_actions:
+        text = " ".join(action.help.split())
+        rows.append(f"| `ssamba {action.dest}` | {text[0].upper() + text[1:]} |")
+    return rows
+
+
+def test_readme_command_table_is_the_command_line():
+    readme = (ROOT / "README.md").read_text()
+    table = re.search(r"<!-- commands -->\n(.*?)<!-- /commands -->", readme, re.S).group(1)
+    rows = [line for line in table.strip().splitlines()[2:]]
+    assert rows == _command_rows(), "README command table out of date; it should read:\n" + "\n".join(_command_rows())
+    assert len(rows) == 13
+
+
+def test_readme_layout_names_every_module():
+    readme = (ROOT / "README.md").read_text()
+    layout = re.search(r"## Layout\n\n```\n(.*?)```", readme, re.S).group(1)
+    package = ROOT / "src" / "ssamba"
+    missing = [str(p.relative_to(package)) for p in sorted(package.rglob("*.py"))
+               if p.name != "__init__.py" and not re.search(rf"\b{re.escape(p.stem)}\.py\b", layout)]
+    missing += [d.name + "/" for d in sorted(package.iterdir()) if d.is_dir() and (d / "__init__.py").exists()
+                and not re.search(rf"^  {d.name}/", layout, re.M)]
+    assert not missing, f"README layout does not name: {missing}"
+    for top in ("configs/", "scripts/", "tests/"):
+        assert re.search(rf"^{top}", layout, re.M), top
+

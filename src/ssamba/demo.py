@@ -406,8 +406,9 @@ def draw_plots(out: Path, settings: DemoSettings, pre_summary: dict, probes: dic
                suite) -> list[str]:
     """Pretraining curves, probe and fine-tuning bars with error bars, gain vs steps,
     a confusion matrix and an embedding projection (file names relative to ``out``)."""
-    import matplotlib
+    from .errors import require
 
+    matplotlib = require("matplotlib", "the demo's plots")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -554,7 +555,11 @@ def cmd_demo(args) -> int:
     steps, then compare pretrained, random-init and log-mel features by linear probes and
     low-label fine-tuning on keyword spotting, speaker ID and sounds, over 3 seeds."""
     from .allocator import apply_allocator_policy
+    from .errors import require
 
+    for module, purpose in (("espeakng_loader", "the demo's speech"), ("tinysoundfont", "the demo's instrument notes"),
+                            ("matplotlib", "the demo's plots")):
+        require(module, purpose)  # all three up front, not after an hour of work
     apply_allocator_policy()
     mode = "quick" if args.quick else "full" if args.full else "default"
     run_demo(args.out, mode=mode, seed=args.seed, cache_dir=args.cache, progress=not args.no_progress,

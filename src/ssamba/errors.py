@@ -27,3 +27,33 @@ def one_line(err: BaseException) -> str:
     text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
     text = " ".join(str(text).split())
     return text or type(err).__name__
+
+
+class MissingDependencyError(UserError, ImportError):
+    """An optional package that a feature needs is not installed; the message says how to
+    install it."""
+
+
+#: How to install each optional package: the demo's synthesis stack and plotting are
+#: extras, so that ``pip install ssamba`` needs no compiler and no system package.
+#: tinysoundfont declares PyAudio (live playback, which ssamba never uses, and which
+#: compiles against PortAudio headers), so it is installed without its dependencies.
+OPTIONAL_PACKAGES = {
+    "espeakng_loader": "pip install 'ssamba[demo]'",
+    "matplotlib": "pip install 'ssamba[demo]' (or just matplotlib)",
+    "tinysoundfont": "pip install --no-deps 'tinysoundfont>=0.3.7'",
+}
+
+
+def require(module: str, purpose: str):
+    """Import and return the optional package ``module``, or raise
+    :class:`MissingDependencyError` naming ``purpose`` and the install command."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        if err.name not in (module, module.split(".")[0]):
+            raise  # the package is there and something inside it failed: not ours to rename
+        how = OPTIONAL_PACKAGES.get(module.split(".")[0], f"pip install {module}")
+        raise MissingDependencyError(f"{purpose} needs the optional package {module!r}: {how}") from err

@@ -117,7 +117,7 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``bench`` with ``scan``, ``model`` and ``train`` under ``subparsers``."""
     bench = subparsers.add_parser(
         "bench",
-        help="benchmarks: selective scan, model inference over length, training step",
+        help="Benchmarks: selective scan, model inference over length, training step, embedding.",
         description="Benchmarks. Nothing here asserts timings; numbers are printed and written to files.",
     )
     sub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK")

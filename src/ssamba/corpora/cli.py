@@ -39,7 +39,7 @@ def add_corpus_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     """Register ``corpus build`` on the ``ssamba`` command's subparsers."""
     corpus = subparsers.add_parser(
         "corpus",
-        help="the offline synthetic audio suite (espeak-ng speech, SoundFont instruments)",
+        help="The offline synthetic audio suite (espeak-ng speech, SoundFont instruments).",
         description="The offline synthetic audio suite: keyword spotting, speaker identification, "
         "instrument families and an unlabeled pretraining pool, synthesised from a seed.",
     )

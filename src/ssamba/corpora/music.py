@@ -73,10 +73,9 @@ class Renderer:
     """
 
     def __init__(self, path: Path | None = None, sample_rate: int = RENDER_RATE):
-        try:
-            import tinysoundfont
-        except ImportError as err:  # pragma: no cover - a declared dependency
-            raise ImportError("the 'sounds' corpora need 'tinysoundfont': pip install 'tinysoundfont>=0.3.7'") from err
+        from ..errors import require
+
+        tinysoundfont = require("tinysoundfont", "the 'sounds' corpora (SoundFont notes)")
         self.path = Path(path) if path is not None else find_soundfont()
         self.sample_rate = sample_rate
         self.synth = tinysoundfont.Synth(gain=0.0, samplerate=sample_rate)

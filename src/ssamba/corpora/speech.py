@@ -42,14 +42,9 @@ class EspeakError(RuntimeError):
 
 
 def _loader():
-    try:
-        import espeakng_loader
-    except ImportError as err:  # pragma: no cover - a declared dependency
-        raise EspeakError(
-            "the speech corpora need the 'espeakng-loader' package (espeak-ng library and voice "
-            "data): pip install 'espeakng-loader>=0.2.4'"
-        ) from err
-    return espeakng_loader
+    from ..errors import require
+
+    return require("espeakng_loader", "the speech corpora (espeak-ng library and voice data)")
 
 
 def espeak_paths() -> tuple[Path, Path]:

@@ -9,8 +9,9 @@ from typing import Any
 def plot_curves(history: list[dict[str, Any]], path: str | Path) -> Path:
     """One panel per quantity (loss, nce, mse, acc, ...): training rows as lines over
     steps, validation rows as markers. Written with matplotlib's Agg backend."""
-    import matplotlib
+    from ..errors import require
 
+    matplotlib = require("matplotlib", "plotting training curves")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
