@@ -31,9 +31,10 @@ def main() -> int:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     torch_pin = os.environ.get("SSAMBA_TORCH", "torch==2.13.0")
     core = [torch_pin if re.match(r"torch\b", r) else r for r in project["dependencies"]]
-    demo = project["optional-dependencies"]["demo"]
+    extras = project["optional-dependencies"]
+    demo = extras["demo"] + extras["hub"]
     failed = []
-    for name, reqs, no_deps in (("core", core, False), ("core + demo", core + demo, False),
+    for name, reqs, no_deps in (("core", core, False), ("core + demo + hub", core + demo, False),
                                 ("renderer (--no-deps)", [RENDERER], True)):
         proc = resolve(reqs, no_deps)
         would = re.search(r"Would install (.*)", proc.stdout)

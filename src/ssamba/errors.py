@@ -42,6 +42,7 @@ OPTIONAL_PACKAGES = {
     "espeakng_loader": "pip install 'ssamba[demo]'",
     "matplotlib": "pip install 'ssamba[demo]' (or just matplotlib)",
     "tinysoundfont": "pip install --no-deps 'tinysoundfont>=0.3.7'",
+    "huggingface_hub": "pip install 'ssamba[hub]'",
 }
 
 

@@ -163,10 +163,13 @@ def load(path_or_name: str | Path, **options) -> Embedder:
     (randomly initialised: no weights are ever downloaded)."""
     from ..models import create_model, list_models
 
+    from ..models.hub import is_repo_id
+
     if str(path_or_name) in list_models():
         return Embedder(create_model(str(path_or_name)), **options)
-    if not Path(path_or_name).exists():
+    if not Path(path_or_name).exists() and not is_repo_id(path_or_name):
         raise FileNotFoundError(
-            f"{path_or_name!r} is neither a model directory nor a preset ({', '.join(list_models())})"
+            f"{path_or_name!r} is neither a model directory, a Hugging Face repo id (org/name) nor a preset "
+            f"({', '.join(list_models())})"
         )
     return Embedder(load_model(path_or_name), **options)

@@ -120,9 +120,18 @@ class SpectrogramEncoder(nn.Module):
 
         save_model(self, directory)
 
+    def push_to_hub(self, repo_id: str, **options) -> str:
+        """Upload to the Hugging Face Hub with a generated model card; see
+        :func:`ssamba.models.hub.push_to_hub` (``private``, ``token``, ``training``,
+        ``metrics``, ...). Returns the commit URL."""
+        from .hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **options)
+
     @classmethod
     def from_pretrained(cls, directory, **overrides) -> "SpectrogramEncoder":
-        """Load a directory written by :meth:`save_pretrained` or a training run."""
+        """Load a directory written by :meth:`save_pretrained`, a training run, or a
+        Hugging Face repo id (``org/name[@revision]``, see :mod:`ssamba.models.hub`)."""
         from .serialization import load_model
 
         model = load_model(directory, **overrides)

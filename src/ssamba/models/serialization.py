@@ -21,10 +21,7 @@ from torch import nn
 from ..config import config_from_dict, config_to_dict
 from .registry import config_class_of, family_of, model_from_config
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
-FORMAT = "ssamba-model"
-FORMAT_VERSION = 1
+from .files import CONFIG_NAME, FORMAT, FORMAT_VERSION, WEIGHTS_NAME
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -61,7 +58,13 @@ def save_model(model: nn.Module, directory: str | Path) -> Path:
 
 def resolve_model_dir(path: str | Path) -> Path:
     """The model directory behind ``path``: the directory itself, or for a training
-    run's folder its ``final/`` model, else its newest checkpoint."""
+    run's folder its ``final/`` model, else its newest checkpoint; or for a Hugging Face
+    repo id (``org/name[@revision]``, no such local path) its snapshot in the Hub cache
+    (:mod:`ssamba.models.hub`)."""
+    from . import hub
+
+    if hub.is_repo_id(path):
+        path = hub.resolve_repo(path)
     path = Path(path)
     candidates = [path, path / "final"]
     pointer = path / "checkpoints" / "latest"
