@@ -2,7 +2,7 @@
 
 Resolves, with ``pip install --dry-run --only-binary=:all:`` into nothing (``--ignore-installed``):
 the core dependencies of ``pyproject.toml`` (what ``pip install ssamba`` needs), the same
-with the ``demo`` extra, and the demo's SoundFont renderer without its dependencies (how
+with the ``demo``, ``hub`` and ``onnx`` extras, and the demo's SoundFont renderer without its dependencies (how
 ``scripts/setup.sh`` installs it). torch is pinned to ``$SSAMBA_TORCH`` (default the CPU
 build ``torch==2.13.0``) so that the check does not fetch a multi-GB CUDA build. Exit
 status 1 names the set that needs a source build. Run by ``.ci/run``.
@@ -32,9 +32,9 @@ def main() -> int:
     torch_pin = os.environ.get("SSAMBA_TORCH", "torch==2.13.0")
     core = [torch_pin if re.match(r"torch\b", r) else r for r in project["dependencies"]]
     extras = project["optional-dependencies"]
-    demo = extras["demo"] + extras["hub"]
+    demo = extras["demo"] + extras["hub"] + extras["onnx"]
     failed = []
-    for name, reqs, no_deps in (("core", core, False), ("core + demo + hub", core + demo, False),
+    for name, reqs, no_deps in (("core", core, False), ("core + demo + hub + onnx", core + demo, False),
                                 ("renderer (--no-deps)", [RENDERER], True)):
         proc = resolve(reqs, no_deps)
         would = re.search(r"Would install (.*)", proc.stdout)

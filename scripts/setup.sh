@@ -30,8 +30,8 @@ if [ ${#need[@]} -gt 0 ]; then
         echo "[setup] please install: ${need[*]} (Debian/Ubuntu names), or set SSAMBA_SOUNDFONT to a GM SoundFont" >&2
     fi
 fi
-echo "[setup] installing ssamba (editable) with the demo, hub and test extras"
-pip install -e ".[demo,hub,test]"
+echo "[setup] installing ssamba (editable) with the demo, hub, onnx and test extras"
+pip install -e ".[demo,hub,onnx,test]"
 # The SoundFont renderer without its declared PyAudio (playback only; it would compile).
 pip install --no-deps "tinysoundfont>=0.3.7"
 .venv/bin/python -c "import torch, ssamba; print(f'[setup] ready: ssamba {ssamba.__version__}, torch {torch.__version__}')"

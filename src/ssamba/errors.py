@@ -43,6 +43,9 @@ OPTIONAL_PACKAGES = {
     "matplotlib": "pip install 'ssamba[demo]' (or just matplotlib)",
     "tinysoundfont": "pip install --no-deps 'tinysoundfont>=0.3.7'",
     "huggingface_hub": "pip install 'ssamba[hub]'",
+    "onnx": "pip install 'ssamba[onnx]'",
+    "onnxscript": "pip install 'ssamba[onnx]'",
+    "onnxruntime": "pip install 'ssamba[onnx]'",
 }
 
 

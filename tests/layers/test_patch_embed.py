@@ -66,3 +66,27 @@ def test_speech_commands_geometry_matches_official_row_count():
 def test_bad_pos_embed_size():
     with pytest.raises(ValueError, match="grid"):
         resample_pos_embed(torch.randn(1, 100, 4), (8, 64), (12, 101))
+
+
+def test_time_resampling_is_the_crop_or_the_bilinear_resize_it_replaces():
+    # The gather of time_resample_weights against the two operations it stands for:
+    # slicing out the centre columns and F.interpolate(bilinear, align_corners=False).
+    import torch.nn.functional as F
+
+    from ssamba.layers.patch_embed import resample_pos_embed
+
+    g = torch.Generator().manual_seed(0)
+    f0, t0, dim = 8, 12, 5
+    pos = torch.randn(1, f0 * t0, dim, generator=g)
+    grid = pos.transpose(1, 2).reshape(1, dim, f0, t0)
+    for t1 in (1, 2, 5, 11, 12, 13, 17, 40):
+        got = resample_pos_embed(pos, (f0, t0), (f0, t1))
+        if t1 < t0:
+            start = t0 // 2 - t1 // 2
+            want = grid[..., start : start + t1]
+        else:
+            want = F.interpolate(grid, size=(f0, t1), mode="bilinear", align_corners=False)
+        want = want.reshape(1, dim, f0 * t1).transpose(1, 2)
+        assert got.shape == want.shape
+        assert torch.allclose(got, want, atol=1e-5), t1  # the resize agrees to fp32 rounding of the source index
+    assert resample_pos_embed(pos, (f0, t0), (f0, t0)) is pos

@@ -63,3 +63,47 @@ def add_embed_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="also print the index")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_embed)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export an encoder to ONNX (spectrogram -> tokens, dynamic batch and length) and check it with onnxruntime."""
+    from ..models import create_model, list_models, load_model
+    from .export import MIN_FRAMES, check_onnx, export_onnx
+
+    if args.model in list_models():
+        encoder = create_model(args.model)
+        print(f"note: {args.model} is a preset: random weights", file=sys.stderr)
+    else:
+        encoder = load_model(args.model)
+    lengths = args.check_frames or [encoder.config.input_tdim, 2 * encoder.config.input_tdim + 16]
+    if any(t < MIN_FRAMES for t in lengths):
+        raise ValueError(f"--check-frames must be at least {MIN_FRAMES} frames (two 16-frame patch columns)")
+    path = export_onnx(encoder, args.out)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    if args.no_check:
+        return 0
+    rows = check_onnx(path, encoder, lengths)
+    print(f"{'frames':>7} {'tokens':>7} {'max |diff|':>11} {'rel':>9} {'torch s':>9} {'onnxruntime s':>14}")
+    for r in rows:
+        print(f"{r['frames']:>7} {r['tokens']:>7} {r['max_abs_diff']:>11.2e} {r['max_rel_diff']:>9.1e} "
+              f"{r['torch_s']:>9.4f} {r['onnxruntime_s']:>14.4f}")
+    worst = max(r["max_rel_diff"] for r in rows)
+    if worst > 1e-4:
+        print(f"ssamba: error: onnxruntime differs from torch by {worst:.1e} (relative), more than 1e-4",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_export_parser(sub) -> None:
+    p = sub.add_parser("export", help=cmd_export.__doc__, description=cmd_export.__doc__ + (
+        " SSAMBA's scan becomes an ONNX Scan over time, so any length runs without custom operators. After"
+        " writing, onnxruntime and PyTorch run the same random spectrograms at two lengths and the largest"
+        " difference and both times are printed (exit status 1 above 1e-4 relative). Needs"
+        " pip install 'ssamba[onnx]'."))
+    p.add_argument("model", help="model directory, checkpoint, training run, Hugging Face repo id, or a preset name")
+    p.add_argument("out", help="the .onnx file to write")
+    p.add_argument("--check-frames", type=_positive_int, nargs="+", default=None, metavar="T",
+                   help="input lengths of the check, in frames (default: the trained length and 2x + 16)")
+    p.add_argument("--no-check", action="store_true", help="write the file without the onnxruntime check")
+    p.set_defaults(func=cmd_export)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -49,35 +50,51 @@ class PatchEmbed(nn.Module):
         return x.flatten(2).transpose(1, 2)  # (B, F' * T', D)
 
 
+def time_resample_weights(t0: int, t1, device=None) -> tuple[Tensor, Tensor, Tensor]:
+    """``(i0, i1, w)`` with ``new[:, j] = (1 - w[j]) old[:, i0[j]] + w[j] old[:, i1[j]]``:
+    the time rule of :func:`resample_pos_embed` from ``t0`` columns to ``t1`` as one
+    gather. Shorter: the centre crop (``w = 0``); longer: bilinear with
+    ``align_corners=False`` (what ``F.interpolate`` computes). Written with tensor
+    operations only, so a trace with a dynamic ``t1`` (``torch.export``, ONNX) keeps both
+    rules and picks one at run time."""
+    j = torch.arange(t1, device=device, dtype=torch.float32)
+    n1 = torch.ones_like(j).sum()  # t1 as a tensor: no Python branch on a traced length
+    shorter = n1 < t0
+    src = ((j + 0.5) * (t0 / n1) - 0.5).clamp(min=0)
+    i0 = src.floor().long().clamp(max=t0 - 1)
+    i1 = (i0 + 1).clamp(max=t0 - 1)
+    crop = j.long() + (t0 // 2 - n1.long() // 2)
+    w = torch.where(shorter, torch.zeros_like(src), src - i0)
+    return torch.where(shorter, crop, i0), torch.where(shorter, crop, i1), w
+
+
 def resample_pos_embed(
     pos_embed: Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]
 ) -> Tensor:
     """Adapt patch position embeddings ``(1, F0*T0, D)`` to another grid ``(1, F1*T1, D)``.
 
     The SSAST/SSAMBA rule: along time, centre-crop when the new grid is shorter, else
-    resize bilinearly; then along frequency the same (crop if fewer rows, else resize).
-    Identity when the grids match. (The official code resizes time at a hard-coded 8
-    frequency rows; that equals ``F0`` in every official geometry: 8 for 16x16 patches,
-    and 1 for frame patches, where going through 8 identical rows and back is exact.)
+    resize bilinearly (:func:`time_resample_weights`); then along frequency the same (crop
+    if fewer rows, else resize). Identity when the grids match. (The official code resizes
+    time at a hard-coded 8 frequency rows; that equals ``F0`` in every official geometry:
+    8 for 16x16 patches, and 1 for frame patches, where going through 8 identical rows and
+    back is exact.)
     """
     old_grid, new_grid = tuple(old_grid), tuple(new_grid)
     if pos_embed.dim() != 3 or pos_embed.shape[1] != old_grid[0] * old_grid[1]:
         raise ValueError(
             f"pos_embed {tuple(pos_embed.shape)} does not hold a {old_grid[0]}x{old_grid[1]} grid"
         )
-    if old_grid == new_grid:
-        return pos_embed
     (f0, t0), (f1, t1) = old_grid, new_grid
+    if f1 == f0 and not isinstance(t1, torch.SymInt) and t1 == t0:
+        return pos_embed
     dim = pos_embed.shape[2]
     grid = pos_embed.transpose(1, 2).reshape(1, dim, f0, t0)
-    if t1 < t0:
-        start = t0 // 2 - t1 // 2
-        grid = grid[:, :, :, start : start + t1]
-    elif t1 > t0:
-        grid = F.interpolate(grid, size=(f0, t1), mode="bilinear", align_corners=False)
+    i0, i1, w = time_resample_weights(t0, t1, pos_embed.device)
+    grid = grid.index_select(3, i0) * (1 - w).to(grid.dtype) + grid.index_select(3, i1) * w.to(grid.dtype)
     if f1 < f0:
         start = f0 // 2 - f1 // 2
         grid = grid[:, :, start : start + f1, :]
     elif f1 > f0:
         grid = F.interpolate(grid, size=(f1, t1), mode="bilinear", align_corners=False)
-    return grid.reshape(1, dim, f1 * t1).transpose(1, 2).contiguous()
+    return grid.flatten(2).transpose(1, 2).contiguous()  # (1, F1*T1, D)

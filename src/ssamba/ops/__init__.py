@@ -113,6 +113,10 @@ def selective_scan(
 
 
 register_backend("reference", selective_scan_reference, priority=0)
+# The exportable formulation (torch's scan operator -> ONNX Scan): chosen by name only.
+from .scan_export import selective_scan_export  # noqa: E402
+
+register_backend("export", selective_scan_export, priority=-10)
 
 # Fast backends. Both modules are cheap to import: the CPU kernel compiles on first
 # use (cached on disk) and mamba-ssm is imported on the first CUDA availability check.
