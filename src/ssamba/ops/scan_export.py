@@ -16,8 +16,9 @@ reference; its purpose is the graph.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from .scan_reference import discretisation_inputs, skip_and_gate
 
 
 def selective_scan_export(
@@ -36,12 +37,7 @@ def selective_scan_export(
     from torch._higher_order_ops.scan import scan
 
     out_dtype = u.dtype
-    compute = torch.float64 if u.dtype == torch.float64 else torch.float32
-    u, delta, A, B, C = (t.to(compute) for t in (u, delta, A, B, C))
-    if delta_bias is not None:
-        delta = delta + delta_bias.to(compute)[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
+    u, delta, A, B, C = discretisation_inputs(u, delta, A, B, C, delta_bias, delta_softplus)
     steps = (delta.permute(2, 0, 1), (delta * u).permute(2, 0, 1), B.permute(2, 0, 1), C.permute(2, 0, 1))
 
     def step(state: Tensor, inputs: tuple[Tensor, Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -51,9 +47,4 @@ def selective_scan_export(
 
     init = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])  # (B, D, N)
     _, ys = scan(step, init, steps, dim=0, reverse=reverse)  # ys: (L, B, D)
-    y = ys.permute(1, 2, 0)
-    if D is not None:
-        y = y + u * D.to(compute)[:, None]
-    if z is not None:
-        y = y * F.silu(z.to(compute))
-    return y.to(out_dtype)
+    return skip_and_gate(ys.permute(1, 2, 0), u, D, z).to(out_dtype)

@@ -58,12 +58,7 @@ def selective_scan_reference(
         return scan_reversed_by_flipping(selective_scan_reference, u, delta, A, B, C, D, z, delta_bias,
                                          delta_softplus)
     out_dtype = u.dtype
-    compute = torch.float64 if u.dtype == torch.float64 else torch.float32
-    u, delta, A, B, C = (t.to(compute) for t in (u, delta, A, B, C))
-    if delta_bias is not None:
-        delta = delta + delta_bias.to(compute)[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
+    u, delta, A, B, C = discretisation_inputs(u, delta, A, B, C, delta_bias, delta_softplus)
 
     batch, channels, _ = u.shape
     state = u.new_zeros(batch, channels, A.shape[1])  # (B, D, N)
@@ -76,9 +71,25 @@ def selective_scan_reference(
         state = a_t * state + bu_t
         ys.append(torch.einsum("bdn,bn->bd", state, c_t))
     y = torch.stack(ys, dim=-1)  # (B, D, L)
+    return skip_and_gate(y, u, D, z).to(out_dtype)
 
+
+def discretisation_inputs(u, delta, A, B, C, delta_bias=None, delta_softplus=False):
+    """``u, dt, A, B, C`` in the compute dtype (fp32, or fp64 for fp64 ``u``), with
+    ``dt = softplus(delta + delta_bias)`` (each optional): what every step reads."""
+    compute = torch.float64 if u.dtype == torch.float64 else torch.float32
+    u, delta, A, B, C = (t.to(compute) for t in (u, delta, A, B, C))
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(compute)[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    return u, delta, A, B, C
+
+
+def skip_and_gate(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None) -> Tensor:
+    """``(y + D u) * silu(z)`` (each optional) in ``y``'s dtype."""
     if D is not None:
-        y = y + u * D.to(compute)[:, None]
+        y = y + u * D.to(y.dtype)[:, None]
     if z is not None:
-        y = y * F.silu(z.to(compute))
-    return y.to(out_dtype)
+        y = y * F.silu(z.to(y.dtype))
+    return y
