@@ -194,3 +194,16 @@ def test_worker_counts_a_warmup_over_the_budget_as_one_cold_run():
     res = run_job(dict(job, time_budget=1e9))
     assert (res["runs"], res["warmup_runs"], res["cold"]) == (3, 1, False)
     assert res["tokens"] == 32 and res["seq_len"] == 34 and res["peak_extra_bytes"] >= 0
+
+
+def test_onnx_benchmark_smoke(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    rc = bench_main(["onnx", "--models", "ssast_test_patch", "--frames", "48", "96", "--repeats", "1",
+                     "--out", str(tmp_path)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "onnxruntime (CPU) vs PyTorch eager" in printed and "ort / torch" in printed
+    _, rows = read_csv(tmp_path / "onnx_bench.csv")
+    assert [(r["model"], r["frames"]) for r in rows] == [("ssast_test_patch", "48"), ("ssast_test_patch", "96")]
+    assert all(float(r["max_rel_diff"]) < 1e-4 and float(r["ratio"]) > 0 for r in rows)

@@ -45,6 +45,13 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_bench_onnx(args: argparse.Namespace) -> int:
+    """onnxruntime against PyTorch on exported presets: largest difference and both times."""
+    from .onnx_export import run
+
+    return run(args)
+
+
 def cmd_bench_embed(args: argparse.Namespace) -> int:
     """Wall time of ``ssamba embed`` over many short files, quiet and beside another job."""
     from .embed import run
@@ -117,7 +124,7 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``bench`` with ``scan``, ``model`` and ``train`` under ``subparsers``."""
     bench = subparsers.add_parser(
         "bench",
-        help="Benchmarks: selective scan, model inference over length, training step, embedding.",
+        help="Benchmarks: selective scan, model inference over length, training step, embedding, ONNX.",
         description="Benchmarks. Nothing here asserts timings; numbers are printed and written to files.",
     )
     sub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK")
@@ -204,6 +211,21 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=1800.0, metavar="S", help="limit for each embed run")
     p.add_argument("--under-load", action="store_true", help="time it again beside a competing process")
     p.set_defaults(func=cmd_bench_embed)
+
+    p = sub.add_parser("onnx", help=cmd_bench_onnx.__doc__, formatter_class=_Formatter,
+                       description="Export each preset (random weights) as `ssamba export` does, then time "
+                                   "onnxruntime (CPU) and PyTorch on the same random spectrograms at each "
+                                   "length, and print the largest difference, both times and their ratio. "
+                                   "Needs pip install 'ssamba[onnx]'.")
+    p.add_argument("--models", nargs="+", default=["ssamba_tiny", "ssast_tiny_patch"], metavar="PRESET",
+                   help="presets to export")
+    p.add_argument("--frames", type=int, nargs="+", default=[1024, 4096], metavar="T",
+                   help="input lengths in 10 ms frames (at least 32)")
+    p.add_argument("--batch-size", type=int, default=1, help="spectrograms per forward")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs of each, median reported")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the inputs")
+    p.add_argument("--out", default=None, metavar="DIR", help="also write onnx_bench.csv into this folder")
+    p.set_defaults(func=cmd_bench_onnx)
     return bench
 
 
