@@ -71,7 +71,8 @@ def resolve_repo(spec: str | Path) -> Path:
         if offline:
             raise HubError(f"{where} is not in the Hugging Face cache {cache} and HF_HUB_OFFLINE is set "
                            "(unset it to download, or set HF_HOME / HF_HUB_CACHE to the cache that has it)") from None
-        raise HubError(f"cannot fetch {where} from the Hugging Face Hub: {type(err).__name__}: {err}") from None
+        raise HubError(f"{where} is neither a local path nor a model that could be fetched from the Hugging Face "
+                       f"Hub ({type(err).__name__}: {err})") from None
     folder = Path(folder)
     if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
         raise HubError(f"{repo_id} holds no ssamba model ({CONFIG_NAME} + {WEIGHTS_NAME}) at {folder}")
