@@ -17,13 +17,14 @@ import csv
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 from torch import Tensor
+
+from ..fileio import atomic_write_text
 
 LABEL_CSV_HEADER = ("index", "mid", "display_name")
 
@@ -49,22 +50,6 @@ def split_labels(labels: str | Sequence[str] | None) -> tuple[str, ...]:
         if part:
             out.append(part)
     return tuple(out)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (no half-written files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def read_manifest(path: str | Path) -> list[ClipEntry]:
@@ -126,7 +111,7 @@ def write_manifest(entries: Iterable[ClipEntry], path: str | Path, relative: boo
             if absolute.is_relative_to(root):
                 wav = absolute.relative_to(root).as_posix()
         rows.append({"wav": wav, "labels": ",".join(entry.labels)})
-    _atomic_write_text(path, json.dumps({"data": rows}, indent=1) + "\n")
+    atomic_write_text(path, json.dumps({"data": rows}, indent=1) + "\n")
 
 
 class LabelMap:
@@ -243,4 +228,4 @@ def write_label_csv(label_map: LabelMap, path: str | Path) -> None:
     writer.writerow(LABEL_CSV_HEADER)
     for i, (mid, name) in enumerate(zip(label_map.ids, label_map.names)):
         writer.writerow([i, mid, name])
-    _atomic_write_text(Path(path), buffer.getvalue())
+    atomic_write_text(Path(path), buffer.getvalue())

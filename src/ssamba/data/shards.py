@@ -37,7 +37,8 @@ from ..frontend import LogMelFrontend
 from ..frontend.audio import decode_audio
 from .augment import mixup_waveforms, sample_mixup_lambda
 from .dataset import BadClipWarning, ClipDatasetConfig, clip_features, item_generator, waveform_problem
-from .manifest import ClipEntry, LabelMap, _atomic_write_text, read_manifest, split_labels
+from ..fileio import atomic_write_text
+from .manifest import ClipEntry, LabelMap, read_manifest, split_labels
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ def write_shards(
         "labels": sorted(label_ids),
         "unlabelled": unlabelled,
     }
-    _atomic_write_text(out_dir / INDEX_NAME, json.dumps(index, indent=1) + "\n")
+    atomic_write_text(out_dir / INDEX_NAME, json.dumps(index, indent=1) + "\n")
     if skipped:
         log.warning("write_shards: skipped %d unreadable clip(s), e.g. %s", len(skipped), skipped[0])
     return written

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..fileio import atomic_write
 from ..frontend import load_audio
 from .embedder import Embedder
 
@@ -102,17 +102,12 @@ def _outputs(out_dir: Path, name: str, output_format: str) -> list[Path]:
 
 
 def _atomic_save(path: Path, write) -> None:
-    """``write(file object)`` into a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    """``write(binary file object)`` through :func:`ssamba.fileio.atomic_write`."""
+    def fill(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, fill)
 
 
 def _frames(path: Path) -> int:

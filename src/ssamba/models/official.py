@@ -666,7 +666,8 @@ def write_converted(converted: ConvertedCheckpoint, out_dir: str | Path) -> Path
     pretraining files the heads as ``objective.safetensors`` + ``objective.json``."""
     from safetensors.torch import save_file
 
-    from .serialization import _atomic_write, save_model
+    from ..fileio import atomic_write
+    from .serialization import save_model
 
     out = save_model(converted.model, out_dir)
     info = converted.info
@@ -683,10 +684,10 @@ def write_converted(converted: ConvertedCheckpoint, out_dir: str | Path) -> Path
                       "mse_head": "official gpredlayer (generative, MSE)"},
         }
         state = converted.objective_state
-        _atomic_write(out / OBJECTIVE_WEIGHTS, lambda p: save_file(state, p))
-        _atomic_write(out / OBJECTIVE_CONFIG, lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
+        atomic_write(out / OBJECTIVE_WEIGHTS, lambda p: save_file(state, p))
+        atomic_write(out / OBJECTIVE_CONFIG, lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
     record = {"format": "ssamba-conversion", "source": "official", **info.to_dict()}
-    _atomic_write(out / CONVERSION_INFO, lambda p: Path(p).write_text(json.dumps(record, indent=2)))
+    atomic_write(out / CONVERSION_INFO, lambda p: Path(p).write_text(json.dumps(record, indent=2)))
     return out
 
 

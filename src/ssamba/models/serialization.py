@@ -12,27 +12,16 @@ the safetensors header: a hand-edited or mismatched config is an error, not 15 G
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from torch import nn
 
 from ..config import config_from_dict, config_to_dict
+from ..fileio import atomic_write
 from .registry import config_class_of, family_of, model_from_config
 
 from .files import CONFIG_NAME, FORMAT, FORMAT_VERSION, WEIGHTS_NAME
 
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def save_model(model: nn.Module, directory: str | Path) -> Path:
@@ -51,8 +40,8 @@ def save_model(model: nn.Module, directory: str | Path) -> Path:
     if frontend is not None:
         meta["frontend"] = config_to_dict(frontend)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, p))
-    _atomic_write(directory / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
+    atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, p))
+    atomic_write(directory / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
     return directory
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..fileio import atomic_write_text
 from ..models import load_model, save_model
 
 LATEST = "latest"
@@ -92,9 +93,7 @@ def save_checkpoint(root: str | Path, step: int, model: torch.nn.Module, state: 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    pointer = root / f".{LATEST}.tmp"
-    pointer.write_text(final.name)
-    os.replace(pointer, root / LATEST)
+    atomic_write_text(root / LATEST, final.name)
     _fsync_dir(root)
     _prune(root, keep, final.name)
     return final

@@ -1,0 +1,39 @@
+"""Files that are never seen half-written: one atomic-write helper for the package.
+
+This module must not import torch.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+__all__ = ["atomic_write", "atomic_write_text"]
+
+
+def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
+    """``write(tmp)`` fills a temporary file beside ``path`` (same folder, so the rename
+    cannot cross file systems; same suffix, so ``np.savez`` adds none), which then
+    replaces ``path`` in one rename. On any error the temporary file is removed and the
+    error propagates; ``path`` is either the old file or the complete new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """:func:`atomic_write` of UTF-8 ``text`` (line endings as given)."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8", newline=""))
