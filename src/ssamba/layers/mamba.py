@@ -123,6 +123,9 @@ class SelectiveSSM(nn.Module):
         super().__init__()
         kw = {"device": device, "dtype": dtype}
         self.d_state, self.dt_rank = d_state, dt_rank
+        # Holds the depthwise conv's weight and bias under the official names (conv1d.weight,
+        # conv1d.bias) and PyTorch's Conv1d initialisation; it is never called:
+        # depthwise_conv / conv_silu apply the taps.
         self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1, **kw)
         self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False, **kw)
         self.dt_proj = nn.Linear(dt_rank, d_inner, bias=True, **kw)

@@ -165,12 +165,6 @@ class ConvertedCheckpoint:
 
 
 # -- reading ------------------------------------------------------------------------
-def is_official_file(path: str | Path) -> bool:
-    """True for an existing file with a ``.pth`` / ``.pt`` suffix."""
-    path = Path(path)
-    return path.suffix.lower() in OFFICIAL_SUFFIXES and path.is_file()
-
-
 def read_official(path: str | Path) -> dict[str, Tensor]:
     """The state dict in ``path``, read with ``torch.load(weights_only=True)``."""
     import pickle
@@ -359,13 +353,6 @@ def _check_keys(keys: set[str], mapping: dict[str, Target], family: str, source:
 
 
 # -- geometry ------------------------------------------------------------------------
-def _grid(fdim: int, tdim: int, kernel, stride) -> tuple[int, int] | None:
-    (kf, kt), (sf, st) = kernel, stride
-    if fdim < kf or tdim < kt:
-        return None
-    return (fdim - kf) // sf + 1, (tdim - kt) // st + 1
-
-
 def _infer_geometry(num_patches: int, kernel: tuple[int, int], stage: str,
                     pretrain_input: tuple[int, int] | None, input_fdim: int | None,
                     input_tdim: int | None, patch_stride: tuple[int, int] | None,
@@ -711,7 +698,6 @@ __all__ = [
     "OfficialCheckpointError",
     "OfficialInfo",
     "convert_official",
-    "is_official_file",
     "load_objective_state",
     "load_official",
     "read_official",
