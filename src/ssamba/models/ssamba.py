@@ -73,7 +73,7 @@ class SSAMBA(SpectrogramEncoder):
                     d_state=config.d_state,
                     d_conv=config.d_conv,
                     expand=config.expand,
-                    dt_rank=config.dt_rank or math.ceil(dim / 16),
+                    dt_rank=config.dt_rank or None,  # the mixer's default: ceil(D / 16)
                     bidirectional=config.use_bidirectional_mixer,
                     average_directions=config.use_direction_average,
                     scan_backend=config.scan_backend,

@@ -370,8 +370,9 @@ def _f32(t: Tensor | None) -> Tensor | None:
 
 
 def _padded_states(n: int) -> int:
-    """The state size the kernel works with: ``n`` rounded up to whole 16-lane vectors."""
-    lanes = 16
+    """The state size the kernel works with: ``n`` rounded up to whole vectors of the
+    kernel's lane width (``ssamba_scan_lanes``: 16 floats)."""
+    lanes = _require_library().ssamba_scan_lanes()
     return max(lanes, -(-n // lanes) * lanes)
 
 
