@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..device import resolve_device
 from ._worker import RESULT_PREFIX
 
 COLUMNS = [
@@ -156,14 +157,6 @@ def _load1() -> float:
         return os.getloadavg()[0]
     except (AttributeError, OSError):
         return float("nan")
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def _mb(n) -> float | None:

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..data import BadClipTracker, ClipDataset, collate_clips, worker_init_fn
+from ..device import resolve_device as _resolve_device_name
 from . import distributed
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .optim import LRSchedule, OptimConfig, build_optimizer
@@ -35,9 +36,8 @@ log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """:func:`ssamba.device.resolve_device` as a ``torch.device``."""
+    return torch.device(_resolve_device_name(name))
 
 
 def _seed(*parts: int) -> int:
