@@ -16,8 +16,6 @@ import contextlib
 import io
 import json
 import logging
-import statistics
-import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -79,8 +77,7 @@ def _quiet():
 def export_onnx(encoder: nn.Module, path: str | Path, frames: int | None = None) -> Path:
     """Write ``encoder`` to ``path`` as ONNX (see the module docstring); ``frames`` is the
     example input's length (default: the trained length). Returns ``path``."""
-    from ..config import config_to_dict
-    from ..models.registry import family_of
+    from ..models.serialization import model_meta
 
     for module in ("onnx", "onnxscript"):
         require(module, "ONNX export")
@@ -95,22 +92,9 @@ def export_onnx(encoder: nn.Module, path: str | Path, frames: int | None = None)
     with torch.enable_grad(), _quiet():  # the plain path: inference's lean path sizes its blocks by the length
         program = torch.onnx.export(_Features(model), (example,), dynamo=True, dynamic_shapes=(dims,),
                                     input_names=["spectrogram"], output_names=["tokens"], verbose=False)
-    meta = {"family": family_of(config), "config": config_to_dict(config)}
-    if getattr(model, "frontend_config", None) is not None:
-        meta["frontend"] = config_to_dict(model.frontend_config)
-    program.model.metadata_props["ssamba_config"] = json.dumps(meta)
+    program.model.metadata_props["ssamba_config"] = json.dumps(model_meta(model))  # as config.json holds it
     program.save(str(path))
     return path
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def check_onnx(path: str | Path, encoder: nn.Module, lengths: list[int], batch: int = 1,
@@ -118,6 +102,8 @@ def check_onnx(path: str | Path, encoder: nn.Module, lengths: list[int], batch: 
     """Run the exported file with onnxruntime (CPU) and ``encoder`` in PyTorch on the
     same random spectrograms of each length; per length the largest absolute and relative
     difference and both median times."""
+    from ..benchmarks.scan import timeit
+
     ort = require("onnxruntime", "checking an ONNX export")
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -134,8 +120,8 @@ def check_onnx(path: str | Path, encoder: nn.Module, lengths: list[int], batch: 
             raise RuntimeError(f"onnxruntime gave shape {tuple(got.shape)} at {frames} frames, torch {tuple(want.shape)}")
         diff = (got - want).abs().max().item()
         with torch.no_grad():
-            torch_s = _median_seconds(lambda: encoder.forward_features(spec), repeats)
-        ort_s = _median_seconds(lambda: session.run(["tokens"], {"spectrogram": spec.numpy()}), repeats)
+            torch_s = timeit(lambda: encoder.forward_features(spec), repeats)
+        ort_s = timeit(lambda: session.run(["tokens"], {"spectrogram": spec.numpy()}), repeats)
         rows.append({"frames": frames, "tokens": want.shape[1], "max_abs_diff": diff,
                      "max_rel_diff": diff / max(want.abs().max().item(), 1e-12),
                      "torch_s": torch_s, "onnxruntime_s": ort_s})

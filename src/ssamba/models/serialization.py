@@ -24,12 +24,9 @@ from .files import CONFIG_NAME, FORMAT, FORMAT_VERSION, WEIGHTS_NAME
 
 
 
-def save_model(model: nn.Module, directory: str | Path) -> Path:
-    """Write ``model``'s weights and config into ``directory`` (created if needed)."""
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+def model_meta(model: nn.Module) -> dict:
+    """What ``config.json`` holds for ``model``: format, family, config and (when a
+    training run set it) the front end."""
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -39,6 +36,16 @@ def save_model(model: nn.Module, directory: str | Path) -> Path:
     frontend = getattr(model, "frontend_config", None)  # set by training runs
     if frontend is not None:
         meta["frontend"] = config_to_dict(frontend)
+    return meta
+
+
+def save_model(model: nn.Module, directory: str | Path) -> Path:
+    """Write ``model``'s weights and config into ``directory`` (created if needed)."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    meta = model_meta(model)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, p))
     atomic_write(directory / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
