@@ -5,10 +5,11 @@ raised as such blocks are freed) with a fresh ``mmap`` and returns it to the ker
 ``free``. A training step of the tiny presets allocates and frees thousands of
 activation and gradient tensors of 0.1-10 MB, so in many steps the same memory is
 mapped again and again, and every 4 KiB page of it is faulted in and zeroed once more
-by the kernel. On this project's virtual machine a fault costs about 8 us: a
-2.4 MB ``in_proj`` weight-gradient product that takes 0.25 ms on warm memory took
-4.6 ms on a fresh mapping (576 faults), and ``ssamba_tiny`` steps of the
-official objective made 4,000-100,000 faults each.
+by the kernel: a 2.4 MB ``in_proj`` weight-gradient product on a fresh mapping takes
+576 faults, which on a virtual machine cost far more than its arithmetic.
+``tests/test_allocator.py`` checks where a 24 MiB block comes from with and without
+the policy; ``SSAMBA_MALLOC_POLICY=off ssamba bench train`` against the default shows
+what the faults cost in time.
 
 :func:`apply_allocator_policy` sets the two thresholds once for the process
 (``mallopt``): blocks up to 32 MiB come from the heap, and freed memory at the top of
