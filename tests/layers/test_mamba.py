@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from ssamba.layers import BiMambaMixer, MambaBlock
@@ -222,3 +223,31 @@ def test_lean_inference_path_equals_the_autograd_path(monkeypatch):
                 assert not lean.requires_grad and lean.shape == ref.shape
                 assert torch.allclose(lean, ref.detach(), atol=1e-6, rtol=1e-4), (lean - ref).abs().max()
                 assert torch.equal(lean, lean_inf)
+
+
+@pytest.mark.parametrize("piece", [1, 2, 5, 16, 36])
+def test_sequence_pieces_equal_the_autograd_path(piece, monkeypatch):
+    # Long inputs run along the sequence in pieces, each scan carrying its state across
+    # piece edges and the conv reading across them (pieces shorter than the conv's reach
+    # of 3 included); both directions, one, mirrored or not, with the block's norm applied
+    # per piece: the autograd path's output of norm(hidden).
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 37, 16)
+    monkeypatch.setattr(BiMambaMixer, "LEAN_PIECE_BYTES", 4 * 2 * 32 * piece)  # batch 2, Di = 32
+    monkeypatch.setattr(BiMambaMixer, "LEAN_MIN_PIECE", 1)
+    norm = torch.nn.LayerNorm(16)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    for kwargs in ({}, {"bidirectional": False}, {"average_directions": False}):
+        mixer = BiMambaMixer(16, scan_backend="cpu", **kwargs)
+        assert mixer.piece_length(2) == piece
+        for mirrored in (False, True):
+            with torch.enable_grad():
+                ref = mixer(norm(hidden), mirrored=mirrored)
+            with torch.no_grad():
+                assert mixer._pieces_apply(hidden)
+                lean = mixer.forward_lean(hidden, mirrored=mirrored, norm=norm)
+                added = mixer.forward_lean(hidden, mirrored=mirrored, out=torch.ones_like(hidden), norm=norm)
+            assert torch.allclose(lean, ref.detach(), atol=1e-6, rtol=1e-4), (lean - ref).abs().max()
+            assert torch.allclose(added, lean + 1, atol=1e-6)

@@ -272,3 +272,48 @@ def test_openmp_kernel_shares_pytorchs_thread_pool(kernel):
         pytest.skip("kernel built without OpenMP, or no /proc")
     libs = {line.split()[-1] for line in maps.read_text().splitlines() if "libgomp" in line}
     assert len(libs) == 1, libs
+
+
+@pytest.mark.parametrize("where", ["kernel", "reference"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("d_state", [5, 16])
+def test_pieces_with_carried_state_equal_one_scan(kernel, gen, where, reverse, d_state, monkeypatch):
+    # selective_scan_with_state over consecutive pieces (pieces of 1 step, shorter and
+    # longer than the kernel's chunk), each from the state the previous one left (in scan
+    # order: last to first when reversed), equals one reference scan of the whole; the
+    # final state is the reference's own last state.
+    from ssamba import ops
+
+    if where == "reference":  # the fallback where the kernel cannot run
+        import dataclasses
+
+        monkeypatch.setitem(ops._BACKENDS, "cpu", dataclasses.replace(ops._BACKENDS["cpu"], is_available=lambda u: False))
+
+        def not_here(*args):
+            raise AssertionError("the kernel ran where it is unavailable")
+
+        monkeypatch.setattr(kernel, "selective_scan_cpu_with_state", not_here)
+    chunk = kernel.chunk_size()
+    length = 2 * chunk + 20
+    x = make_inputs(gen, batch=2, channels=5, length=length, d_state=d_state)
+    expected, last = selective_scan_reference(**x, delta_softplus=True, reverse=reverse, return_state=True)
+    cuts = [0, 1, 9, 9 + chunk + 3, length]
+    order = list(range(len(cuts) - 1))
+    pieces, state = {}, None
+    for i in (reversed(order) if reverse else order):
+        part = {k: (v[..., cuts[i]:cuts[i + 1]] if v is not None and v.dim() == 3 else v) for k, v in x.items()}
+        pieces[i], state = ops.selective_scan_with_state(**part, delta_softplus=True, reverse=reverse, state=state)
+        assert state.shape == (2, 5, d_state) and state.dtype == torch.float32
+    assert_close(torch.cat([pieces[i] for i in order], -1), expected, 1e-4, "output")
+    assert_close(state, last, 1e-4, "last state")
+    # a nonzero start state changes the result: it is used, not ignored
+    again, _ = ops.selective_scan_with_state(**x, delta_softplus=True, reverse=reverse, state=torch.ones(2, 5, d_state))
+    assert not torch.allclose(again, expected, atol=1e-3)
+
+
+def test_state_shape_is_checked(gen):
+    from ssamba.ops import selective_scan_with_state
+
+    x = make_inputs(gen, batch=2, channels=5, length=8)
+    with pytest.raises(ValueError, match="state must be"):
+        selective_scan_with_state(**x, state=torch.zeros(2, 5, 15))

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import selective_scan
+from ..ops import selective_scan, selective_scan_with_state
+from ..ops import scan_cpu
 from .norms import DropPath, make_norm
 
 
@@ -162,21 +163,23 @@ class SelectiveSSM(nn.Module):
              channels: slice = slice(None)) -> Tensor:
         """The SSM and gate over the conv output ``x`` of the inner channels ``channels``,
         given ``proj = x_proj(conv output)`` over all channels: ``(B, r + 2N, L)``."""
+        return selective_scan(*self._scan_operands(x, proj, z, channels), delta_softplus=True,
+                              backend=scan_backend, reverse=reverse)
+
+    def scan_piece(self, x: Tensor, proj: Tensor, z: Tensor | None, reverse: bool,
+                   state: Tensor | None) -> tuple[Tensor, Tensor]:
+        """:meth:`scan` over all channels of one piece of a longer sequence, from the
+        SSM state ``state`` that the pieces before it (in scan order) left; returns the
+        output and the state after this piece (inference only)."""
+        return selective_scan_with_state(*self._scan_operands(x, proj, z, slice(None)), delta_softplus=True,
+                                         reverse=reverse, state=state)
+
+    def _scan_operands(self, x: Tensor, proj: Tensor, z: Tensor | None, channels: slice):
+        """``u, delta, A, B, C, D, z, delta_bias`` of the scan over ``channels``."""
         dt, b, c = proj.split([self.dt_rank, self.d_state, self.d_state], dim=1)  # (B, r / N / N, L)
         delta = channel_matmul(self.dt_proj.weight[channels], dt)  # (B, Di, L); the bias goes in the scan
-        return selective_scan(
-            x,
-            delta,
-            -torch.exp(self.A_log.float()[channels]),
-            b,
-            c,
-            D=self.D.float()[channels],
-            z=z,
-            delta_bias=self.dt_proj.bias.float()[channels],
-            delta_softplus=True,
-            backend=scan_backend,
-            reverse=reverse,
-        )
+        return (x, delta, -torch.exp(self.A_log.float()[channels]), b, c, self.D.float()[channels], z,
+                self.dt_proj.bias.float()[channels])
 
 
 class BiMambaMixer(nn.Module):
@@ -240,11 +243,31 @@ class BiMambaMixer(nn.Module):
     #: Narrowest block, so that a large batch does not cut the projections and scans
     #: into slivers (140 one-second clips in one batch would be blocks of 14 channels).
     LEAN_MIN_CHANNELS = 64
+    #: Bytes of one ``(batch, Di, piece)`` fp32 tensor that sets the piece length of
+    #: :meth:`forward_pieces`; inputs of more than one piece take that path.
+    LEAN_PIECE_BYTES = 2 * 2**20
+    #: Shortest piece, so that a large batch does not cut the sequence into slivers.
+    LEAN_MIN_PIECE = 256
 
-    def forward_lean(self, hidden: Tensor, mirrored: bool = False, out: Tensor | None = None) -> Tensor:
-        """:meth:`forward` for inference, in inner-channel blocks: the peak is a few
-        block-sized temporaries, not the seven full-width ``(B, Di, L)`` tensors that
-        autograd's path holds.
+    def piece_length(self, batch: int) -> int:
+        """Tokens per piece of :meth:`forward_pieces` for this batch size."""
+        d_inner = self.out_proj.weight.shape[1]
+        return max(self.LEAN_MIN_PIECE, self.LEAN_PIECE_BYTES // (4 * batch * d_inner))
+
+    def _pieces_apply(self, hidden: Tensor) -> bool:
+        """Whether :meth:`forward_lean` runs :meth:`forward_pieces`: more than one piece
+        long, and the CPU kernel (which scans from a given state) is the scan."""
+        return (hidden.shape[1] > self.piece_length(hidden.shape[0]) and hidden.device.type == "cpu"
+                and self.scan_backend in ("auto", "cpu") and hidden.dtype != torch.float64
+                and scan_cpu.load_library() is not None)
+
+    def forward_lean(self, hidden: Tensor, mirrored: bool = False, out: Tensor | None = None,
+                     norm: nn.Module | None = None) -> Tensor:
+        """:meth:`forward` for inference, of ``norm(hidden)`` when a (per-token) ``norm``
+        is given. Long inputs go through :meth:`forward_pieces` (memory independent of
+        the length but for the input and output), others in inner-channel blocks: the
+        peak is a few block-sized temporaries, not the seven full-width ``(B, Di, L)``
+        tensors that autograd's path holds.
 
         A first pass over channel blocks computes each block's ``x`` rows of ``in_proj``
         and accumulates, per direction, ``x_proj``'s output (dt, B, C: the only quantity
@@ -255,6 +278,10 @@ class BiMambaMixer(nn.Module):
         once. Equal to :meth:`forward` up to the order of the sums over blocks
         (``tests/layers``). With ``out`` (``(B, L, D)``) the result is added into it and
         ``out`` returned."""
+        if self._pieces_apply(hidden):
+            return self.forward_pieces(hidden, mirrored, out, norm)
+        if norm is not None:
+            hidden = norm(hidden)
         batch, length, _ = hidden.shape
         tokens = hidden.transpose(1, 2)  # (B, D, L), a view
         w_x, w_z = self.in_proj.weight.chunk(2, dim=0)
@@ -297,6 +324,84 @@ class BiMambaMixer(nn.Module):
                 del y
             del x, z
             out.baddbmm_(y_sum.transpose(1, 2), weight)  # one out_proj product for both directions
+            del y_sum
+        return out
+
+    def forward_pieces(self, hidden: Tensor, mirrored: bool = False, out: Tensor | None = None,
+                       norm: nn.Module | None = None) -> Tensor:
+        """:meth:`forward_lean` along the sequence in pieces of :meth:`piece_length`
+        tokens, each scan carrying its state from piece to piece: besides ``hidden`` and
+        the output, memory holds a few piece-sized temporaries, whatever the length.
+
+        Every operation but the scans and the conv acts per token. The conv reads its
+        ``d_conv - 1`` neighbours across a piece's edge (each piece's window reaches that
+        far into the next ones). A direction that runs forward in time carries its state
+        from one piece to the next; one that runs backward needs the state entering each
+        piece from the right, so a first pass walks the pieces from last to first to
+        collect those (its scan outputs are dropped), and the second pass, first to last,
+        computes both directions of each piece and adds their shared ``out_proj`` product.
+        Equal to :meth:`forward` up to float rounding (``tests/layers``)."""
+        batch, length, _ = hidden.shape
+        piece = self.piece_length(batch)
+        reach = self.forward_ssm.conv1d.weight.shape[-1] - 1
+        edges = [(t0, min(t0 + piece, length)) for t0 in range(0, length, piece)]
+        w_x, w_z = self.in_proj.weight.chunk(2, dim=0)
+        scale = 0.5 if self.backward_ssm is not None and self.average_directions else 1.0
+        weight_t = (self.out_proj.weight * scale).t()  # (Di, D)
+        if out is None:
+            out = hidden.new_zeros(batch, length, self.out_proj.weight.shape[0])
+        directions = [(self.forward_ssm, mirrored)]
+        if self.backward_ssm is not None:
+            directions.append((self.backward_ssm, not mirrored))
+
+        def window(t0: int, t1: int) -> tuple[Tensor, int]:
+            """``x`` rows of in_proj over the piece and the conv's reach on both sides,
+            ``(B, Di, w)``, and the piece's offset in it."""
+            lo, hi = max(0, t0 - reach), min(length, t1 + reach)
+            tokens = hidden[:, lo:hi]
+            if norm is not None:
+                tokens = norm(tokens)
+            return channel_matmul(w_x, tokens.transpose(1, 2)), t0 - lo
+
+        def conv_proj(ssm: SelectiveSSM, x: Tensor, offset: int, size: int, reverse: bool):
+            xc = ssm.conv_silu(x, reverse)[:, :, offset:offset + size].contiguous()
+            return xc, channel_matmul(ssm.x_proj.weight, xc)
+
+        # Pass 1: the state entering each piece from the right, per backward-running direction.
+        entering: dict[int, list[Tensor | None]] = {}
+        for i, (ssm, reverse) in enumerate(directions):
+            if not reverse:
+                continue
+            states: list[Tensor | None] = [None] * len(edges)
+            state = None
+            for k in range(len(edges) - 1, 0, -1):  # the first piece's state is not needed
+                t0, t1 = edges[k]
+                x, offset = window(t0, t1)
+                xc, proj = conv_proj(ssm, x, offset, t1 - t0, True)
+                del x
+                states[k] = state
+                _, state = ssm.scan_piece(xc, proj, None, True, state)
+                del xc, proj
+            states[0] = state
+            entering[i] = states
+        # Pass 2: both directions of every piece, first to last.
+        carried: list[Tensor | None] = [None] * len(directions)
+        for k, (t0, t1) in enumerate(edges):
+            x, offset = window(t0, t1)
+            tokens = hidden[:, t0:t1]
+            z = channel_matmul(w_z, (norm(tokens) if norm is not None else tokens).transpose(1, 2))
+            y_sum = None
+            for i, (ssm, reverse) in enumerate(directions):
+                xc, proj = conv_proj(ssm, x, offset, t1 - t0, reverse)
+                state = entering[i][k] if reverse else carried[i]
+                y, state = ssm.scan_piece(xc, proj, z, reverse, state)
+                if not reverse:
+                    carried[i] = state
+                del xc, proj
+                y_sum = y if y_sum is None else y_sum.add_(y)
+                del y
+            del x, z
+            out[:, t0:t1].baddbmm_(y_sum.transpose(1, 2), weight_t.expand(batch, -1, -1))
             del y_sum
         return out
 

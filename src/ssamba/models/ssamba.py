@@ -106,8 +106,8 @@ class SSAMBA(SpectrogramEncoder):
         ``r`` both blocks see (the caller's tokens for the ``first`` pair, else ours to
         change): the pair's residual is ``2 r``, so one copy of it is made, not four, and
         the backward block's mixer adds its output into the forward block's."""
-        out = forward_layer.mixer(forward_layer.norm(r))
-        backward_layer.mixer.forward_lean(backward_layer.norm(r), mirrored=True, out=out)
+        out = forward_layer.mixer.forward_lean(r, norm=forward_layer.norm)
+        backward_layer.mixer.forward_lean(r, mirrored=True, out=out, norm=backward_layer.norm)
         return out, (r * 2 if first else r.mul_(2))
 
     def encode(self, tokens: Tensor, hidden_states: list[Tensor] | None = None) -> Tensor:

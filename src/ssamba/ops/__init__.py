@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 from torch import Tensor
 
 from .scan_reference import selective_scan_reference
@@ -25,6 +26,7 @@ __all__ = [
     "register_backend",
     "selective_scan",
     "selective_scan_reference",
+    "selective_scan_with_state",
 ]
 
 
@@ -110,6 +112,37 @@ def selective_scan(
             why = chosen.unavailable_reason(u) if chosen.unavailable_reason else f"it cannot run on {u.device.type} tensors here"
             raise RuntimeError(f"scan backend {backend!r} is unavailable: {why}; available: {available_backends(u)}")
     return chosen.fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse=reverse)
+
+
+def selective_scan_with_state(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    reverse: bool = False,
+    state: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One piece of a longer sequence, for inference: the scan started from ``state``
+    ``(B, D, N)`` (zeros if None), returning ``(out, the state after the piece's last
+    step)``. Scanning consecutive pieces, each from the state the previous one left, equals
+    one scan over the whole sequence (with ``reverse``, the pieces go from the last to the
+    first). No gradients flow through it. The CPU kernel computes it where it can run,
+    else the reference; both are tested against one whole-sequence reference scan."""
+    _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    if state is not None and tuple(state.shape) != (u.shape[0], u.shape[1], A.shape[1]):
+        raise ValueError(f"state must be (batch, channels, d_state) = {(u.shape[0], u.shape[1], A.shape[1])}, "
+                         f"got {tuple(state.shape)}")
+    with torch.no_grad():
+        if u.dtype != torch.float64 and _BACKENDS["cpu"].is_available(u):
+            return _scan_cpu.selective_scan_cpu_with_state(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                                           reverse, state)
+        return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse,
+                                        initial_state=state, return_state=True)
 
 
 register_backend("reference", selective_scan_reference, priority=0)

@@ -59,11 +59,11 @@ from .scan_reference import selective_scan_reference
 
 __all__ = [
     "KernelUnavailable", "UnsafeCacheError", "bound_benchmark", "chunk_size", "is_compiled", "kernel_forward",
-    "load_library", "private_dir", "selective_scan_cpu", "uses_openmp",
+    "load_library", "private_dir", "selective_scan_cpu", "selective_scan_cpu_with_state", "uses_openmp",
 ]
 
 _SOURCE = Path(__file__).with_name("csrc") / "selective_scan_cpu.cpp"
-_ABI_VERSION = 2
+_ABI_VERSION = 3
 # Tried in order until one compiles. -fopenmp puts the kernel's threads on PyTorch's
 # OpenMP pool (see run_threads in the source); without it the kernel starts its own.
 _FLAG_SETS = (
@@ -271,7 +271,7 @@ def _configure(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.ssamba_scan_lanes.restype = i32
     lib.ssamba_scan_openmp.restype = i32
     lib.ssamba_scan_fwd.restype = i32
-    lib.ssamba_scan_fwd.argtypes = [p] * 8 + [i32, i32, p, p, i64, i64, i64, i64, i32, p]
+    lib.ssamba_scan_fwd.argtypes = [p] * 8 + [i32, i32, p, p, p, p, i64, i64, i64, i64, i32, p]
     lib.ssamba_scan_bwd.restype = i32
     lib.ssamba_scan_bwd.argtypes = ([p] * 8 + [i32, i32] + [p] * 10 + [i64, i64, i64, i64, i32, p, p])
     if lib.ssamba_scan_abi_version() != _ABI_VERSION:
@@ -415,7 +415,10 @@ def _partition(batch: int, dim: int, length: int) -> tuple[int, Tensor, Tensor, 
             torch.tensor(slot_batch, dtype=torch.int64), len(slot_batch))
 
 
-def _forward(lib, ops, softplus: bool, save: bool, reverse: bool = False):
+def _forward(lib, ops, softplus: bool, save: bool, reverse: bool = False, h0: Tensor | None = None,
+             hlast: Tensor | None = None):
+    """The kernel's forward: ``(out, checkpoints or None)``. ``h0`` / ``hlast``: the state
+    before the first step / written after the last, ``(batch * dim, NP)`` fp32 contiguous."""
     u, delta, Ap, Bt, Ct, Dv, z, bias, np_ = ops
     batch, dim, L = u.shape
     out = torch.empty_like(u)
@@ -426,10 +429,33 @@ def _forward(lib, ops, softplus: bool, save: bool, reverse: bool = False):
     nthreads, starts, _, _, _ = _partition(batch, dim, L)
     rc = lib.ssamba_scan_fwd(
         _ptr(u), _ptr(delta), _ptr(Ap), _ptr(Bt), _ptr(Ct), _ptr(Dv), _ptr(z), _ptr(bias),
-        int(softplus), int(reverse), _ptr(out), _ptr(ckpt), batch, dim, L, np_, nthreads, _ptr(starts))
+        int(softplus), int(reverse), _ptr(out), _ptr(ckpt), _ptr(h0), _ptr(hlast), batch, dim, L, np_, nthreads,
+        _ptr(starts))
     if rc != 0:
         raise RuntimeError(f"CPU selective scan forward failed (code {rc})")
     return out, ckpt
+
+
+def selective_scan_cpu_with_state(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                                  D: Tensor | None = None, z: Tensor | None = None,
+                                  delta_bias: Tensor | None = None, delta_softplus: bool = False,
+                                  reverse: bool = False, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """:func:`ssamba.ops.selective_scan_with_state` on the kernel (inference only: no
+    gradients flow). ``state``: ``(batch, dim, N)``; returns ``(out, state after the
+    last step)``, the state fp32."""
+    lib = _require_library()
+    ops = _prepare(u, delta, A, B, C, D, z, delta_bias)
+    batch, dim, _ = u.shape
+    n, np_ = A.shape[1], ops[-1]
+    h0 = None
+    if state is not None:
+        h0 = state.detach().to(torch.float32)
+        if np_ != n:
+            h0 = torch.nn.functional.pad(h0, (0, np_ - n))
+        h0 = h0.reshape(batch * dim, np_).contiguous()
+    hlast = torch.empty(batch * dim, np_, dtype=torch.float32)
+    out, _ = _forward(lib, ops, delta_softplus, save=False, reverse=reverse, h0=h0, hlast=hlast)
+    return out.to(u.dtype), hlast.view(batch, dim, np_)[:, :, :n]
 
 
 def _scan_forward(tensors, delta_softplus: bool, reverse: bool, save: bool):

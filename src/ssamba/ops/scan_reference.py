@@ -29,13 +29,16 @@ from torch import Tensor
 
 
 def scan_reversed_by_flipping(scan, u, delta, A, B, C, D=None, z=None, delta_bias=None,
-                              delta_softplus=False) -> Tensor:
+                              delta_softplus=False, **state):
     """``reverse=True`` by definition: ``scan`` (a forward-only scan with the reference's
     signature) on the time-flipped operands, flipped back. For backends without a native
-    reverse scan."""
+    reverse scan. ``state`` keywords pass through (the state is per channel, not per step)."""
     u, delta, B, C = (t.flip(-1) for t in (u, delta, B, C))
     z = None if z is None else z.flip(-1)
-    return scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus).flip(-1)
+    result = scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, **state)
+    if isinstance(result, tuple):
+        return result[0].flip(-1), result[1]
+    return result.flip(-1)
 
 
 def selective_scan_reference(
@@ -49,19 +52,25 @@ def selective_scan_reference(
     delta_bias: Tensor | None = None,
     delta_softplus: bool = False,
     reverse: bool = False,
-) -> Tensor:
+    *,
+    initial_state: Tensor | None = None,
+    return_state: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """Run the selective scan step by step; returns ``(B, D, L)`` in ``u.dtype``.
 
     Computes in fp32 (fp64 when ``u`` is fp64, so that ``gradcheck`` can use it).
+    ``initial_state`` ``(B, D, N)`` is the state before the first step (zeros if None);
+    with ``return_state`` the result is ``(out, state after the last step)``, so that a
+    long sequence can be scanned in consecutive pieces.
     """
     if reverse:
         return scan_reversed_by_flipping(selective_scan_reference, u, delta, A, B, C, D, z, delta_bias,
-                                         delta_softplus)
+                                         delta_softplus, initial_state=initial_state, return_state=return_state)
     out_dtype = u.dtype
     u, delta, A, B, C = discretisation_inputs(u, delta, A, B, C, delta_bias, delta_softplus)
 
     batch, channels, _ = u.shape
-    state = u.new_zeros(batch, channels, A.shape[1])  # (B, D, N)
+    state = u.new_zeros(batch, channels, A.shape[1]) if initial_state is None else initial_state.to(u.dtype)
     decay = torch.exp(delta.unsqueeze(-1) * A[:, None, :])  # (B, D, L, N)
     drive = (delta * u).unsqueeze(-1) * B.transpose(1, 2).unsqueeze(1)  # (B, D, L, N)
     readout = C.transpose(1, 2)  # (B, L, N)
@@ -71,7 +80,8 @@ def selective_scan_reference(
         state = a_t * state + bu_t
         ys.append(torch.einsum("bdn,bn->bd", state, c_t))
     y = torch.stack(ys, dim=-1)  # (B, D, L)
-    return skip_and_gate(y, u, D, z).to(out_dtype)
+    out = skip_and_gate(y, u, D, z).to(out_dtype)
+    return (out, state) if return_state else out
 
 
 def discretisation_inputs(u, delta, A, B, C, delta_bias=None, delta_softplus=False):

@@ -9,6 +9,7 @@
 //   Bt, Ct                                 : (batch, L, NP)    B, C transposed, zero padded
 //   Dv, bias                               : (dim,)            optional (nullptr)
 //   ckpt                                   : (batch*dim, nchunks, NP) state entering each chunk
+//   h0, hlast (forward, optional)          : (batch*dim, NP) state before the first step / after the last
 //   dA, dD, dbias (per-channel partials)   : (batch, dim, NP) / (batch, dim)
 //   dB, dC (per-thread slots)              : (nslots, L, NP)   nslots <= threads + batch
 //
@@ -202,6 +203,8 @@ INLINE v16 vsoftplus(v16 x, v16* deriv) {
 struct Params {
     const float *u, *delta, *A, *Bt, *Ct, *Dv, *z, *bias, *gout;
     float *out, *ckpt;
+    const float* h0;  // forward: the state before the first step (nullptr: zero)
+    float* hlast;     // forward: where the state after the last step goes (nullptr: nowhere)
     float *du, *ddelta, *dA, *dB, *dC, *dD, *dz, *dbias;
     int64_t batch, dim, L, NP;
     int nv, softplus, reverse;
@@ -293,7 +296,7 @@ void fwd_channel(const Params& p, int64_t b, int64_t d, Work& w) {
         A2 = w.ext + nv;
     }
     for (int j = 0; j < nv; ++j) {
-        h[j] = splat(0.0f);
+        h[j] = p.h0 ? loadv(p.h0 + ch * NP + j * W) : splat(0.0f);
         A2[j] = loadv(p.A + d * NP + j * W) * LOG2E;
     }
     v16* __restrict accb = w.accb;
@@ -332,6 +335,8 @@ void fwd_channel(const Params& p, int64_t b, int64_t d, Work& w) {
         }
         store_seq(p, out, yb, c0, kn);
     }
+    if (p.hlast)
+        for (int j = 0; j < nv; ++j) storev(p.hlast + ch * NP + j * W, h[j]);
 }
 
 template <int NVT>
@@ -636,7 +641,7 @@ BoundFn pick_bound(int ch) {
 
 extern "C" {
 
-EXPORT int ssamba_scan_abi_version() { return 2; }
+EXPORT int ssamba_scan_abi_version() { return 3; }
 EXPORT int ssamba_scan_chunk_size() { return K; }
 EXPORT int ssamba_scan_lanes() { return W; }
 #ifdef _OPENMP
@@ -646,14 +651,18 @@ EXPORT int ssamba_scan_openmp() { return 0; }
 #endif
 
 // Forward. ckpt may be null (inference). starts: nthreads+1 channel offsets (flat b*dim+d).
+// h0 / hlast (may be null): the state entering the first step and left after the last, so
+// that a long sequence can be scanned in consecutive pieces (inference; with reverse the
+// pieces go from the last to the first).
 EXPORT int ssamba_scan_fwd(const float* u, const float* delta, const float* A, const float* Bt,
                     const float* Ct, const float* Dv, const float* z, const float* bias,
-                    int softplus, int reverse, float* out, float* ckpt, int64_t batch,
-                    int64_t dim, int64_t L, int64_t NP, int nthreads, const int64_t* starts) {
+                    int softplus, int reverse, float* out, float* ckpt, const float* h0, float* hlast,
+                    int64_t batch, int64_t dim, int64_t L, int64_t NP, int nthreads,
+                    const int64_t* starts) {
     if (NP <= 0 || NP % W != 0 || L < 0 || nthreads < 1) return 1;
     Params p{};
     p.u = u; p.delta = delta; p.A = A; p.Bt = Bt; p.Ct = Ct; p.Dv = Dv; p.z = z; p.bias = bias;
-    p.out = out; p.ckpt = ckpt;
+    p.out = out; p.ckpt = ckpt; p.h0 = h0; p.hlast = hlast;
     p.batch = batch; p.dim = dim; p.L = L; p.NP = NP; p.nv = (int)(NP / W);
     p.softplus = softplus; p.reverse = reverse; p.starts = starts;
     FwdFn fn = pick_fwd(p.nv);
