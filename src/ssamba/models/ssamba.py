@@ -113,7 +113,8 @@ class SSAMBA(SpectrogramEncoder):
     def encode(self, tokens: Tensor, hidden_states: list[Tensor] | None = None) -> Tensor:
         hidden, residual = tokens, None
         del tokens  # a caller that keeps no reference lets the first pair free the input
-        if self.config.use_layer_pairing and not torch.is_grad_enabled() and not self.training:
+        lean = self.config.use_layer_pairing and not torch.is_grad_enabled() and not self.training
+        if lean:
             for forward_layer, backward_layer in zip(self.layers[0::2], self.layers[1::2]):
                 first = residual is None
                 r = hidden if first else residual.add_(hidden)  # residual is ours from the last pair
@@ -136,8 +137,15 @@ class SSAMBA(SpectrogramEncoder):
                 hidden, residual = layer(hidden, residual)
                 if hidden_states is not None:
                     hidden_states.append(residual + hidden)
-        residual = hidden if residual is None else residual + self.drop_path(hidden)
+        if residual is None:
+            residual = hidden
+        elif lean:  # the last pair's residual is ours: add in place, and let its output go
+            residual = residual.add_(hidden)
+        else:
+            residual = residual + self.drop_path(hidden)
+        del hidden
         out = self.norm_f(residual)
+        del residual
         if self.config.use_double_final_norm:
             out = self.norm_f(out)
         return out
