@@ -256,8 +256,11 @@ class BiMambaMixer(nn.Module):
 
     def _pieces_apply(self, hidden: Tensor) -> bool:
         """Whether :meth:`forward_lean` runs :meth:`forward_pieces`: more than one piece
-        long, and the CPU kernel (which scans from a given state) is the scan."""
+        long, and the CPU kernel (which scans from a given state) is the scan, called
+        eagerly (torch.compile / torch.export trace the channel-block path, whose scan is
+        a registered operator)."""
         return (hidden.shape[1] > self.piece_length(hidden.shape[0]) and hidden.device.type == "cpu"
+                and not torch.compiler.is_compiling()
                 and self.scan_backend in ("auto", "cpu") and hidden.dtype != torch.float64
                 and scan_cpu.load_library() is not None)
 
