@@ -98,6 +98,8 @@ def test_readme_layout_names_every_module():
     missing += [d.name + "/" for d in sorted(package.iterdir()) if d.is_dir() and (d / "__init__.py").exists()
                 and not re.search(rf"^  {d.name}/", layout, re.M)]
     assert not missing, f"README layout does not name: {missing}"
-    for top in ("configs/", "scripts/", "tests/"):
+    for top in ("configs/", "examples/", "scripts/", "tests/"):
         assert re.search(rf"^{top}", layout, re.M), top
+    examples = [p.name for p in sorted((ROOT / "examples").glob("*.py")) if not re.search(rf"\b{p.name}\b", layout)]
+    assert not examples, f"README layout does not name examples/{examples}"
 

@@ -55,7 +55,7 @@ def cmd_fbank(args: argparse.Namespace) -> int:
     frontend = LogMelFrontend(config)
     wave = load_audio(args.audio, sample_rate=config.sample_rate)
     spec = frontend(wave)[0]
-    frames = frontend.fbank(wave).shape[1]
+    frames = frontend.num_frames(wave.numel())
     print(
         f"{args.audio}: {wave.numel() / config.sample_rate:.2f} s -> {frames} frames, "
         f"padded/cropped to {tuple(spec.shape)} (T, F); mean {spec.mean():.3f}, std {spec.std():.3f}"

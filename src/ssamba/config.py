@@ -127,17 +127,19 @@ def _deep_copy(values: dict[str, Any]) -> dict[str, Any]:
 
 def describe_fields(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
     """``(dotted name, default, help)`` of every leaf field, help from ``metadata["help"]``
-    or the field's inline comment in the source."""
+    or the field's inline comment in the source (of the class or the dataclass it
+    inherits the field from)."""
     import inspect
     import re
 
     comments: dict[str, str] = {}
-    try:
-        source = inspect.getsource(cls)
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
         for name, comment in re.findall(r"^\s+(\w+)\s*:[^#\n]*#\s*(.*)$", source, re.M):
             comments[name] = comment.strip()
-    except (OSError, TypeError):
-        pass
     rows = []
     types = _field_types(cls)
     for f in dataclasses.fields(cls):

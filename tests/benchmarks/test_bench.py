@@ -148,7 +148,7 @@ def test_train_benchmark_smoke(tmp_path, capsys):
 
 
 def test_train_benchmark_under_load(tmp_path, capsys):
-    from ssamba.benchmarks.train import background_load
+    from ssamba.benchmarks.common import background_load
 
     with background_load(settle_s=0.0) as proc:
         assert proc.poll() is None  # running while the block runs

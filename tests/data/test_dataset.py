@@ -25,7 +25,7 @@ from ..conftest import speech_like
 
 RATE = 16000
 FRONTEND = FrontendConfig(target_length=64, num_mel_bins=64)  # 0.655 s of frames
-AUGMENTED = dict(freqm=16, timem=20, mixup=0.5, noise=True, training=True)
+AUGMENTED = dict(freqm=16, timem=20, mixup=0.5, noise=True, augment=True)
 
 
 def tone(seconds: float, freq: float, rate: int = RATE) -> np.ndarray:
@@ -114,7 +114,7 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index(clips):
 
 def test_specaugment_masks_with_the_official_value(clips):
     entries, labels = clips
-    base = dict(frontend=FRONTEND, freqm=30, timem=30, training=True)
+    base = dict(frontend=FRONTEND, freqm=30, timem=30, augment=True)
     official = ClipDataset(entries, ClipDatasetConfig(**base), labels)
     after_norm = ClipDataset(entries, ClipDatasetConfig(mask_after_norm=True, **base), labels)
     clean = ClipDataset(entries, ClipDatasetConfig(frontend=FRONTEND), labels)
@@ -131,7 +131,7 @@ def test_specaugment_masks_with_the_official_value(clips):
 
 def test_mixup_mixes_waveforms_and_labels_with_one_lambda(clips):
     entries, labels = clips
-    config = ClipDatasetConfig(frontend=FRONTEND, mixup=1.0, training=True)
+    config = ClipDatasetConfig(frontend=FRONTEND, mixup=1.0, augment=True)
     dataset = ClipDataset(entries, config, labels)
     waves = [load_audio(e.wav) for e in entries]
     partners, lambdas = set(), []
@@ -206,7 +206,7 @@ def test_bad_clips_give_none_with_a_warning_and_collate_counts_them(clips, tmp_p
 def test_a_bad_mixup_partner_leaves_the_clip_unmixed(clips, tmp_path):
     entries, labels = clips
     missing = ClipEntry(str(tmp_path / "gone.wav"), ("c1",))
-    dataset = ClipDataset([entries[0], missing], ClipDatasetConfig(frontend=FRONTEND, mixup=1.0, training=True), labels)
+    dataset = ClipDataset([entries[0], missing], ClipDatasetConfig(frontend=FRONTEND, mixup=1.0, augment=True), labels)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         items = []

@@ -100,7 +100,7 @@ def test_sharded_items_equal_clip_dataset_items(clips, tmp_path):
     assert [item["index"] for item in streamed] == list(range(7))  # unshuffled: manifest order
 
     # augmentation without mixup draws the same masks and noise for the same (seed, epoch, index)
-    augmented = ClipDatasetConfig(frontend=FRONTEND, freqm=8, timem=8, noise=True, training=True, seed=3)
+    augmented = ClipDatasetConfig(frontend=FRONTEND, freqm=8, timem=8, noise=True, augment=True, seed=3)
     shards = ShardDataset(tmp_path / "shards", augmented, labels)
     shards.set_epoch(2)
     reference = ClipDataset(entries, augmented, labels)
@@ -109,7 +109,7 @@ def test_sharded_items_equal_clip_dataset_items(clips, tmp_path):
         assert torch.equal(item["spec"], reference[item["index"]]["spec"])
 
     # mixup draws partners from the stream: targets stay distributions over the classes
-    mixed = ShardDataset(tmp_path / "shards", ClipDatasetConfig(frontend=FRONTEND, mixup=1.0, training=True), labels)
+    mixed = ShardDataset(tmp_path / "shards", ClipDatasetConfig(frontend=FRONTEND, mixup=1.0, augment=True), labels)
     targets = torch.stack([item["target"] for item in items_of(mixed)])
     assert torch.all(targets >= 0) and torch.all(targets <= 2.0)
     assert (targets.sum(1) > 0).all()

@@ -70,3 +70,19 @@ def test_load_refuses_unknown_config_keys(tmp_path):
         ssamba.load_model(tmp_path)
     with pytest.raises(FileNotFoundError, match="not an ssamba model"):
         ssamba.load_model(tmp_path / "nowhere")
+
+def test_the_front_end_is_declared_metadata(tmp_path):
+    from ssamba.frontend import FrontendConfig
+    from ssamba.interfaces.embedder import Embedder
+
+    model = ssamba.create_model("ssamba_test")
+    assert model.frontend_config is None
+    with pytest.raises(ValueError, match="mel bins"):
+        model.use_frontend(FrontendConfig(num_mel_bins=64))
+    frontend = FrontendConfig(target_length=64, mean=-5.0, std=3.0)
+    assert model.use_frontend(frontend) is model
+    ssamba.save_model(model, tmp_path / "m")
+    loaded = ssamba.load_model(tmp_path / "m")
+    assert loaded.frontend_config == frontend
+    # a re-strided embedder keeps the model's front end
+    assert Embedder(loaded, hop_frames=2).frontend.config == frontend

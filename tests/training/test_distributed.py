@@ -33,7 +33,7 @@ torch.manual_seed(0)
 encoder = create_model(config.model.preset, **config.model.options)
 objective = MaskedPatchModeling(config.objective, 32, (16, 16))
 task = PretrainTask(encoder, objective)
-trainer = Trainer(task, _dataset(manifest, config, False, None), _dataset(manifest, config, False, None),
+trainer = Trainer(task, _dataset(manifest, config, None), _dataset(manifest, config, None),
                   config.optim, config.run, config.to_dict())
 resume = len(sys.argv) > 4
 if resume:

@@ -95,7 +95,7 @@ def _trainer(config):
     torch.manual_seed(config.run.seed)
     encoder = create_model(config.model.preset, **config.model.options)
     objective = MaskedPatchModeling(config.objective, encoder.config.embed_dim, encoder.config.patch_size)
-    train = _dataset(config.data.train, config, False, None)
+    train = _dataset(config.data.train, config, None)
     return Trainer(PretrainTask(encoder, objective), train, None, config.optim, config.run, config.to_dict())
 
 

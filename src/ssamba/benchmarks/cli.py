@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 
+from .common import DEFAULT_TOKENS, QUICK_TOKENS
+
 DEFAULT_MODEL_SPECS = ("ssamba_tiny", "ssast_tiny_patch:sdpa", "ssast_tiny_patch:explicit")
-DEFAULT_TOKENS = (512, 1024, 2048, 4096, 8192, 16384, 22000)
-QUICK_TOKENS = (512, 2048, 8192)
 DEFAULT_TRAIN_SPECS = ("ssamba_tiny", "ssast_tiny_patch")
 DEFAULT_TRAIN_FRAMES = (100, 1024)
 

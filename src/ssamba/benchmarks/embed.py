@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .train import background_load
+from .common import background_load
 
 
 def write_clips(folder: Path, count: int, seed: int = 0) -> None:

@@ -16,15 +16,12 @@ import json
 import math
 import os
 import platform
-import signal
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..device import resolve_device
-from ._worker import RESULT_PREFIX
+from .common import DEFAULT_TOKENS, QUICK_TOKENS, ModelSpec, fmt, load1, mib, parse_spec, run_configuration
 
 COLUMNS = [
     "model", "preset", "variant", "family", "tokens_requested", "tokens", "seq_len", "frames",
@@ -32,51 +29,6 @@ COLUMNS = [
     "runs", "warmup_runs", "cold", "cpu_util", "peak_extra_mb", "peak_mb", "baseline_mb", "est_mb", "load1",
     "wall_s", "memory_method",
 ]
-MIB = 2**20
-
-
-@dataclass
-class ModelSpec:
-    """A preset and its variant: SSAST attention kind or SSAMBA scan backend."""
-
-    label: str
-    preset: str
-    variant: str
-    family: str
-    config: object
-    overrides: dict = field(default_factory=dict)
-    num_params: int = 0
-
-
-def parse_spec(text: str) -> ModelSpec:
-    """``"ssast_tiny_patch:explicit"`` -> a :class:`ModelSpec` (raises ``ValueError``)."""
-    import torch
-
-    from ssamba.models import SSAMBAConfig, SSASTConfig, get_config, model_from_config
-    from ssamba.ops import available_backends
-
-    preset, _, variant = text.partition(":")
-    base = get_config(preset)
-    if isinstance(base, SSASTConfig):
-        family, variant = "ssast", variant or "sdpa"
-        overrides = {"attention": variant}
-    elif isinstance(base, SSAMBAConfig):
-        family, variant = "ssamba", variant or "auto"
-        if variant != "auto" and variant not in available_backends():
-            raise ValueError(f"{text}: the SSAMBA variant is a scan backend, 'auto' or one of "
-                             f"{available_backends()}")
-        overrides = {"scan_backend": variant}
-    else:
-        if variant:
-            raise ValueError(f"{text}: no variants for {type(base).__name__}")
-        family, overrides = type(base).__name__, {}
-    config = get_config(preset, **overrides)
-    try:
-        with torch.device("meta"):  # shapes only: checks the options, counts parameters
-            num_params = sum(p.numel() for p in model_from_config(config).parameters())
-    except ValueError as err:
-        raise ValueError(f"{text}: {err}") from err
-    return ModelSpec(text, preset, variant, family, config, overrides, num_params)
 
 
 def patch_grid(config, frames: int) -> tuple[int, int]:
@@ -115,52 +67,6 @@ def estimate_bytes(spec: ModelSpec, frames: int, batch: int, mode: str = "forwar
     if mode == "train":
         act *= 4  # two passes kept for backward, plus gradients
     return int(4 * spec.num_params * (4 if mode == "train" else 1) + batch * frames * c.input_fdim * 4 + act)
-
-
-def run_configuration(job: dict, timeout: float) -> dict:
-    """Run one job in a fresh process; returns ``{"status", "reason", ...result}``.
-
-    ``status``: ``ok``; ``oom`` (killed by SIGKILL - the kernel's OOM killer, most
-    likely - or an allocation failure); ``killed`` (another signal); ``timeout``;
-    ``error`` (any other failure; ``reason`` holds the last line of its stderr).
-    """
-    cmd = [sys.executable, "-m", "ssamba.benchmarks._worker", json.dumps(job)]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()  # this configuration's own process only
-        proc.communicate()
-        return {"status": "timeout", "reason": f"no result after {timeout:g} s; process killed",
-                "wall_s": time.perf_counter() - t0}
-    wall = time.perf_counter() - t0
-    for line in reversed(out.splitlines()):
-        if line.startswith(RESULT_PREFIX) and proc.returncode == 0:
-            return dict(json.loads(line[len(RESULT_PREFIX):]), status="ok", reason="", wall_s=wall)
-    rc = proc.returncode
-    tail = [ln for ln in err.strip().splitlines() if ln.strip()]
-    last = tail[-1].strip() if tail else ""
-    low = err.lower()
-    if rc == -signal.SIGKILL:
-        return {"status": "oom", "reason": "killed by SIGKILL (most likely the OOM killer)", "wall_s": wall}
-    if "memoryerror" in low or "can't allocate memory" in low or "out of memory" in low:
-        return {"status": "oom", "reason": last[:300] or "allocation failed", "wall_s": wall}
-    if rc is not None and rc < 0:
-        return {"status": "killed", "reason": f"killed by signal {-rc}", "wall_s": wall}
-    return {"status": "error", "reason": (last or f"exit code {rc}, no result")[:300], "wall_s": wall}
-
-
-def _load1() -> float:
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return float("nan")
-
-
-def _mb(n) -> float | None:
-    return None if n is None else round(n / MIB, 2)
 
 
 def fit_slope(points: list[tuple[float, float]]) -> float | None:
@@ -284,10 +190,6 @@ def plot(path: Path, rows: list[dict], labels: list[str], title: str, slopes: di
     plt.close(fig)
 
 
-def _fmt(x, spec: str, empty: str = "-") -> str:
-    return empty if x is None else format(x, spec)
-
-
 def print_report(rows: list[dict], labels: list[str], summary: dict, header: str) -> None:
     print(header)
     print(f"\n{'model':<28} {'tokens':>7} {'frames':>7} {'time s':>9} {'runs':>4} {'cpu':>5} "
@@ -295,10 +197,10 @@ def print_report(rows: list[dict], labels: list[str], summary: dict, header: str
     for r in rows:
         note = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}"
         print(f"{r['model']:<28} {r['tokens'] or r['tokens_requested']:>7} {r['frames']:>7} "
-              f"{_fmt(r.get('time_s'), '9.3f'):>9} "
-              f"{_fmt(r.get('runs'), 'd') + ('*' if r.get('cold') else ''):>4} "
-              f"{_fmt(r.get('cpu_util'), '5.2f'):>5} {_fmt(r.get('peak_extra_mb'), '13.1f'):>13} {_fmt(r.get('est_mb'), '9.0f'):>9} "
-              f"{_fmt(r.get('load1'), '5.2f'):>5}  {note}")
+              f"{fmt(r.get('time_s'), '9.3f'):>9} "
+              f"{fmt(r.get('runs'), 'd') + ('*' if r.get('cold') else ''):>4} "
+              f"{fmt(r.get('cpu_util'), '5.2f'):>5} {fmt(r.get('peak_extra_mb'), '13.1f'):>13} {fmt(r.get('est_mb'), '9.0f'):>9} "
+              f"{fmt(r.get('load1'), '5.2f'):>5}  {note}")
     first = summary["reference_model"]
     if summary["ratios"]:
         print(f"\nratios {first} / other at each length (time, forward peak memory; < 1 means {first} "
@@ -311,7 +213,7 @@ def print_report(rows: list[dict], labels: list[str], summary: dict, header: str
             cells = []
             for o in others:
                 e = next((e for e in summary["ratios"][o] if e["tokens"] == t), None)
-                cells.append(f"{_fmt(e and e['time'], '17.3f'):>17}{_fmt(e and e['memory'], '17.3f'):>17}")
+                cells.append(f"{fmt(e and e['time'], '17.3f'):>17}{fmt(e and e['memory'], '17.3f'):>17}")
             print(f"{t:>7} " + " ".join(cells))
     lo, hi = summary["slope_range"]
     print(f"\nlog-log slopes (y ~ tokens^k), fitted by least squares over all measured lengths "
@@ -319,15 +221,14 @@ def print_report(rows: list[dict], labels: list[str], summary: dict, header: str
     print(f"{'model':<28} {'time all':>9} {'time rng':>9} {'mem all':>9} {'mem rng':>9}  points in range")
     for lab in labels:
         s = summary["slopes"][lab]
-        print(f"{lab:<28} {_fmt(s['time']['all'], '9.3f'):>9} {_fmt(s['time']['range'], '9.3f'):>9} "
-              f"{_fmt(s['memory']['all'], '9.3f'):>9} {_fmt(s['memory']['range'], '9.3f'):>9}  "
+        print(f"{lab:<28} {fmt(s['time']['all'], '9.3f'):>9} {fmt(s['time']['range'], '9.3f'):>9} "
+              f"{fmt(s['memory']['all'], '9.3f'):>9} {fmt(s['memory']['range'], '9.3f'):>9}  "
               f"{', '.join(map(str, s['time']['range_points'])) or '-'}")
     for other, c in summary["crossovers"].items():
         print(f"crossover, {first} faster than {other}: {c['text']}")
 
 
 def run(args) -> int:
-    from .cli import DEFAULT_TOKENS, QUICK_TOKENS
 
     try:
         specs = [parse_spec(s) for s in args.models]
@@ -345,7 +246,7 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cap = args.max_memory_gb * 2**30
-    load_start = _load1()
+    load_start = load1()
 
     rows: list[dict] = []
     failed: dict[str, str] = {}
@@ -358,7 +259,7 @@ def run(args) -> int:
             row = {"model": spec.label, "preset": spec.preset, "variant": spec.variant,
                    "family": spec.family, "tokens_requested": tokens, "tokens": grid[0] * grid[1],
                    "frames": frames, "batch": args.batch_size, "device": device,
-                   "est_mb": _mb(est), "load1": round(_load1(), 2)}
+                   "est_mb": mib(est), "load1": round(load1(), 2)}
             if spec.label in failed:
                 row.update(status="skipped", reason=f"after {failed[spec.label]}")
             elif est > cap:
@@ -375,8 +276,8 @@ def run(args) -> int:
                 row.update({k: v for k, v in res.items() if k in COLUMNS})
                 row["wall_s"] = round(res["wall_s"], 2)
                 if res["status"] == "ok":
-                    row.update(peak_extra_mb=_mb(res["peak_extra_bytes"]), peak_mb=_mb(res["peak_bytes"]),
-                               baseline_mb=_mb(res["baseline_bytes"]))
+                    row.update(peak_extra_mb=mib(res["peak_extra_bytes"]), peak_mb=mib(res["peak_bytes"]),
+                               baseline_mb=mib(res["baseline_bytes"]))
                     print(f"           -> {res['time_s']:.3f} s (median of {res['runs']}"
                           f"{', cold' if res.get('cold') else ''}), "
                           f"{row['peak_extra_mb']:.1f} MiB, cpu util {res['cpu_util']}",
@@ -401,10 +302,10 @@ def run(args) -> int:
               f"warm-up call alone took the budget); one fresh process per configuration; "
               f"memory = peak resident (CPU: OS max RSS) minus the baseline with model and input built; "
               f"cpu = process CPU s per wall s while timed (~threads when uncontended); load = 1-min "
-              f"load average at the configuration's start ({load_start:.2f} at start, {_load1():.2f} at end); "
+              f"load average at the configuration's start ({load_start:.2f} at start, {load1():.2f} at end); "
               f"{elapsed:.0f} s in all")
     summary.update(header=header, device=device, batch=args.batch_size, threads=threads,
-                   load_start=load_start, load_end=_load1(), elapsed_s=elapsed, cpu=cpu)
+                   load_start=load_start, load_end=load1(), elapsed_s=elapsed, cpu=cpu)
     write_csv(out / "model_bench.csv", rows)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     from ..errors import MissingDependencyError

@@ -17,8 +17,7 @@ delta_bias, D and z. Prints four tables:
    measured in a fresh subprocess, next to the size of one (B, L, D, N) fp32 tensor.
 
 Timings: warm-up, then the median of ``--repeats`` runs (``--ref-repeats`` for the
-slow reference / Hillis-Steele paths). Run: ``ssamba bench scan`` (or
-``python benchmarks/bench_scan.py``).
+slow reference / Hillis-Steele paths). Run: ``ssamba bench scan``.
 """
 
 from __future__ import annotations
@@ -34,6 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from ssamba.ops import scan_cpu, selective_scan
+
+from .common import timeit
 
 DIM, D_STATE, BATCH = 384, 16, 1
 
@@ -79,17 +80,6 @@ def hillis_steele_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     if z is not None:
         y = y * F.silu(z)
     return y
-
-
-def timeit(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def fwd(backend: str, x):
@@ -279,14 +269,3 @@ def run(args) -> int:
         m = measured_peak(length, backend, mode, threads)
         print(f"    {backend:<10} {mode:<8} {mib(m['extra'])}   (outputs/gradients {mib(unavoidable[mode]).strip()})")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry point: ``python -m ssamba.benchmarks.scan [options]``."""
-    from .cli import main as bench_main
-
-    return bench_main(["scan", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

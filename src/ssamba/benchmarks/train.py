@@ -13,37 +13,17 @@ another training job) keeps the cores busy; it prints the slowdown of each.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from ..threads import OPENMP_WAIT_VARS
-from .model import _fmt, _load1, _mb, parse_spec, resolve_device, run_configuration
+from ..device import resolve_device
+from .common import background_load, fmt, load1, mib, parse_spec, run_configuration
 
 COLUMNS = ["model", "frames", "seconds", "tokens", "num_masked", "batch", "device", "threads", "status",
            "reason", "time_s", "time_min_s", "time_max_s", "runs", "warmup_runs", "cpu_util", "peak_extra_mb",
            "load1", "thread_policy", "malloc_policy", "loaded_time_s", "loaded_thread_policy", "slowdown"]
-
-#: The competing process of ``--under-load``: PyTorch matrix products on its default threads.
-LOAD_CODE = "import torch\na = torch.randn(384, 384)\nwhile True:\n    a = torch.tanh(a @ a * 0.01)\n"
-
-
-@contextlib.contextmanager
-def background_load(settle_s: float = 2.0):
-    """A second process keeping the cores busy while the block runs (killed after it)."""
-    env = {k: v for k, v in os.environ.items() if k not in OPENMP_WAIT_VARS}
-    proc = subprocess.Popen([sys.executable, "-c", LOAD_CODE], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=env)  # OpenMP's defaults, as another user's job would have
-    try:
-        time.sleep(settle_s)  # past its torch import: busy when the timing starts
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
-
 
 def padded_frames(config, frames: int) -> int:
     """``frames`` rounded up to whole time patches (16 for 16x16 patches)."""
@@ -62,7 +42,7 @@ def run(args) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     device = resolve_device(args.device)
-    load_start = _load1()
+    load_start = load1()
     rows = []
     t_start = time.perf_counter()
     for frames_req in args.frames:
@@ -75,11 +55,11 @@ def run(args) -> int:
                    "repeats": args.repeats, "device": device, "seed": args.seed,
                    "mask_ratio": args.mask_ratio}
             row = {"model": spec.label, "frames": frames, "seconds": frames_req / 100,
-                   "batch": args.batch_size, "device": device, "load1": round(_load1(), 2)}
+                   "batch": args.batch_size, "device": device, "load1": round(load1(), 2)}
             res = run_configuration(job, args.timeout)
             row.update({k: v for k, v in res.items() if k in COLUMNS})
             if res["status"] == "ok":
-                row["peak_extra_mb"] = _mb(res["peak_extra_bytes"])
+                row["peak_extra_mb"] = mib(res["peak_extra_bytes"])
                 if args.under_load:
                     with background_load():
                         loaded = run_configuration(job, args.timeout)
@@ -95,16 +75,16 @@ def run(args) -> int:
           f"AdamW), batch {args.batch_size}, fp32, device {device}, {threads} threads, {os.cpu_count()} CPUs; "
           f"warm-up {args.warmup}, median of {args.repeats} steps; one fresh process per configuration; "
           f"cpu = process CPU s per wall s while timed (~threads when uncontended); "
-          f"load average {load_start:.2f} at start, {_load1():.2f} at end; {elapsed:.0f} s in all")
+          f"load average {load_start:.2f} at start, {load1():.2f} at end; {elapsed:.0f} s in all")
     print(f"\n{'model':<28} {'input':>16} {'tokens':>7} {'masked':>6} {'step s':>8} {'min':>8} {'max':>8} "
           f"{'cpu':>5} {'peak MiB':>9}  status")
     for r in rows:
         note = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['reason']}"
         label = f"{r['seconds']:g} s ({r['frames']} fr)"
-        print(f"{r['model']:<28} {label:>16} {_fmt(r.get('tokens'), 'd'):>7} {_fmt(r.get('num_masked'), 'd'):>6} "
-              f"{_fmt(r.get('time_s'), '8.3f'):>8} {_fmt(r.get('time_min_s'), '8.3f'):>8} "
-              f"{_fmt(r.get('time_max_s'), '8.3f'):>8} {_fmt(r.get('cpu_util'), '5.2f'):>5} "
-              f"{_fmt(r.get('peak_extra_mb'), '9.1f'):>9}  {note}")
+        print(f"{r['model']:<28} {label:>16} {fmt(r.get('tokens'), 'd'):>7} {fmt(r.get('num_masked'), 'd'):>6} "
+              f"{fmt(r.get('time_s'), '8.3f'):>8} {fmt(r.get('time_min_s'), '8.3f'):>8} "
+              f"{fmt(r.get('time_max_s'), '8.3f'):>8} {fmt(r.get('cpu_util'), '5.2f'):>5} "
+              f"{fmt(r.get('peak_extra_mb'), '9.1f'):>9}  {note}")
     first = specs[0].label
     for other in specs[1:]:
         for frames_req in args.frames:

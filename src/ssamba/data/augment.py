@@ -47,8 +47,10 @@ def spec_augment(
     leading index. Masked cells are set to ``mask_value``. ``freqm=0`` / ``timem=0``
     disables that mask (and draws nothing). Returns a new tensor of the same shape.
 
-    Note SSAST masks the *un-normalised* log-mel with 0, i.e. ``mask_value =
-    (0 - mean) / (2 * std)`` on a normalised input (see ``ClipDatasetConfig.mask_after_norm``).
+    SSAST masks the *un-normalised* log-mel with 0: the data sets pass this function as
+    the front end's augmentation hook, which runs before normalisation
+    (:meth:`ssamba.frontend.LogMelFrontend.features`; ``ClipDatasetConfig.mask_after_norm``
+    masks the normalised input instead).
     """
     if spec.dim() < 2:
         raise ValueError(f"spec must be (..., T, F), got shape {tuple(spec.shape)}")

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import check_keys
-from ..frontend import FrontendConfig, LogMelFrontend, load_audio, pad_or_crop
+from ..config import NonNegativeInt, Probability, check_keys
+from ..frontend import FrontendConfig, LogMelFrontend, load_audio
 from .augment import add_noise_and_roll, mixup_waveforms, sample_mixup_lambda, spec_augment
 from .manifest import ClipEntry, LabelMap, read_manifest
 
@@ -35,21 +35,29 @@ class BadClipWarning(UserWarning):
 
 
 @dataclass
-class ClipDatasetConfig:
-    """Options of :class:`ClipDataset`; defaults are an un-augmented (evaluation) set.
+class AugmentOptions:
+    """The augmentations of a fine-tuning training set, shared by :class:`ClipDatasetConfig`
+    and the experiment's ``data`` section (``ssamba.training.experiment.DataSection``).
 
     Fine-tuning recipes (spec section 6): AudioSet-20K ``freqm=48, timem=192, mixup=0.5``;
     ESC-50 ``freqm=24, timem=96, noise=True``; Speech Commands ``freqm=48, timem=48,
-    mixup=0.6, noise=True``. Augmentations apply only with ``training=True``.
+    mixup=0.6, noise=True``.
     """
 
+    freqm: NonNegativeInt = 0  # SpecAugment frequency mask width is uniform in [0, freqm) bins (training set only)
+    timem: NonNegativeInt = 0  # SpecAugment time mask width is uniform in [0, timem) frames (training set only)
+    mixup: Probability = 0.0  # probability of mixing a clip with another random clip of the set (training set only)
+    noise: bool = False  # add uniform noise and roll in time after normalisation (training set only)
+
+
+@dataclass
+class ClipDatasetConfig(AugmentOptions):
+    """Options of :class:`ClipDataset`; defaults are an un-augmented (evaluation) set.
+    The augmentations (:class:`AugmentOptions`) apply only with ``augment=True``."""
+
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
-    freqm: int = 0  # SpecAugment frequency mask width is uniform in [0, freqm) bins
-    timem: int = 0  # SpecAugment time mask width is uniform in [0, timem) frames
-    mixup: float = 0.0  # probability of mixing a clip with another random clip of the set
     mixup_alpha: float = 10.0  # lambda ~ Beta(mixup_alpha, mixup_alpha)
-    noise: bool = False  # add uniform noise and roll in time after normalisation
-    training: bool = False  # apply the augmentations above
+    augment: bool = False  # apply the augmentations above (training sets; pretraining sets do not)
     # quirk (official): SpecAugment masks the log-mel *before* normalisation with 0, so a
     # masked cell of the model input is (0 - mean) / (2 std). True masks the normalised
     # input with 0 instead.
@@ -69,6 +77,14 @@ class ClipDatasetConfig:
             raise ValueError(f"mixup_alpha must be > 0, got {self.mixup_alpha}")
         if not 0.0 <= self.max_bad_fraction <= 1.0:
             raise ValueError(f"max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
+
+    @classmethod
+    def for_experiment(cls, data, frontend: FrontendConfig, seed: int, augment: bool) -> "ClipDatasetConfig":
+        """The options an experiment's ``data`` section (an :class:`AugmentOptions` with
+        ``max_bad_fraction``) gives a data set: its augmentations when ``augment``."""
+        options = {f.name: getattr(data, f.name) for f in dataclasses.fields(AugmentOptions)} if augment else {}
+        return cls(frontend=frontend, augment=augment, seed=seed, max_bad_fraction=data.max_bad_fraction,
+                   **options)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ClipDatasetConfig":
@@ -98,7 +114,7 @@ class ClipDataset(torch.utils.data.Dataset):
     ``dataset[i]`` is ``None`` for a bad clip (with a :class:`BadClipWarning`), else a dict:
 
     - ``"spec"``: float32 ``(T, F)`` normalised log-mel, ``T = frontend.target_length``,
-      ``F = frontend.num_mel_bins``, augmented when ``config.training``;
+      ``F = frontend.num_mel_bins``, augmented when ``config.augment``;
     - ``"target"``: float32 ``(C,)`` multi-hot (mixed by lambda under mixup), or ``(0,)``
       without a label map;
     - ``"index"``: ``i``.
@@ -154,7 +170,7 @@ class ClipDataset(torch.utils.data.Dataset):
     def load_waveform(self, index: int) -> Tensor | None:
         """Waveform ``(S,)`` of entry ``index``, or ``None`` (with a warning) if it is unusable."""
         path = self.entries[index].wav
-        wave, problem = load_clip(path, self.config.frontend)
+        wave, problem = load_clip(path, self.frontend)
         if wave is None:
             _warn_bad(path, problem)
         return wave
@@ -170,7 +186,7 @@ class ClipDataset(torch.utils.data.Dataset):
             return None
         target = self.target(index)
 
-        if c.training and c.mixup > 0 and torch.rand((), generator=gen).item() < c.mixup:
+        if c.augment and c.mixup > 0 and torch.rand((), generator=gen).item() < c.mixup:
             partner = int(torch.randint(len(self.entries), (1,), generator=gen).item())
             lam = sample_mixup_lambda(gen, c.mixup_alpha)
             other = self.load_waveform(partner)
@@ -184,51 +200,40 @@ class ClipDataset(torch.utils.data.Dataset):
 
 def clip_features(wave: Tensor, frontend: LogMelFrontend, config: ClipDatasetConfig,
                   generator: torch.Generator) -> Tensor:
-    """The model input ``(T, F)`` of one (possibly mixed) waveform: log-mel, pad/crop,
-    normalise, then - when ``config.training`` - SpecAugment and noise."""
+    """The model input ``(T, F)`` of one (possibly mixed) waveform that :func:`load_clip`
+    accepted, through the front end; when ``config.augment``, SpecAugment (on the
+    un-normalised log-mel, as SSAST; after normalisation with ``mask_after_norm``) and
+    noise."""
     c = config
-    fbank = frontend.fbank(wave)  # (1, frames, F); frames >= 1 checked on load
-    spec = frontend.normalize(pad_or_crop(fbank, c.frontend.target_length))[0]
-    if c.training:
-        if c.freqm > 0 or c.timem > 0:
-            mask_value = 0.0 if c.mask_after_norm else (0.0 - c.frontend.mean) / (2 * c.frontend.std)
-            spec = spec_augment(spec, c.freqm, c.timem, generator, mask_value=mask_value)
-        if c.noise:
-            spec = add_noise_and_roll(spec, generator)
+    masks = c.augment and (c.freqm > 0 or c.timem > 0)
+
+    def mask(spec: Tensor) -> Tensor:
+        return spec_augment(spec, c.freqm, c.timem, generator, mask_value=0.0)
+
+    spec, _ = frontend.features(wave, augment=mask if masks and not c.mask_after_norm else None, checked=True)
+    spec = spec[0]
+    if masks and c.mask_after_norm:
+        spec = mask(spec)
+    if c.augment and c.noise:
+        spec = add_noise_and_roll(spec, generator)
     return spec.float().contiguous()
 
 
-def waveform_problem(wave: Tensor, frontend: FrontendConfig) -> str:
-    """Why a decoded waveform cannot be used (``""`` if it can): empty, non-finite, or
-    shorter than one analysis frame."""
-    if wave.numel() == 0:
-        return "no samples"
-    if not bool(torch.isfinite(wave).all()):
-        return "NaN or infinite samples"
-    frame_length = int(frontend.sample_rate * frontend.frame_length_ms / 1000)
-    if wave.numel() < frame_length:
-        return (
-            f"{wave.numel()} samples is shorter than one frame "
-            f"({frame_length} samples = {frontend.frame_length_ms} ms)"
-        )
-    return ""
-
-
-def load_clip(path: str, frontend: FrontendConfig) -> tuple[Tensor | None, str]:
+def load_clip(path: str, frontend: LogMelFrontend) -> tuple[Tensor | None, str]:
     """``(waveform (S,), "")`` if ``path`` is a usable clip, else ``(None, reason)``.
 
-    Usable: the file exists and decodes, and its samples are non-empty, finite and at
-    least one analysis frame long.
+    Usable: the file exists and decodes, and the front end accepts its samples
+    (:meth:`LogMelFrontend.problem`: non-empty, finite, at least one frame long).
     """
     if not Path(path).exists():
         return None, "file does not exist"
     try:
-        wave = load_audio(path, frontend.sample_rate)
+        wave = load_audio(path, frontend.config.sample_rate)
     except ValueError as err:
         return None, str(err)
     except Exception as err:  # resampling or decoding failures of any kind
         return None, f"{type(err).__name__}: {err}"
-    problem = waveform_problem(wave, frontend)
+    problem = frontend.problem(wave)
     return (None, problem) if problem else (wave, "")
 
 
@@ -327,11 +332,11 @@ def compute_stats(
 
     count, mean, m2 = 0, 0.0, 0.0  # Chan et al. merge of per-clip (count, mean, M2)
     for i in indices:
-        wave, problem = load_clip(entries[i].wav, frontend.config)
+        wave, problem = load_clip(entries[i].wav, frontend)
         if wave is None:
             _warn_bad(entries[i].wav, problem)
             continue
-        values = frontend.fbank(wave).double().flatten()
+        values = frontend.fbank(wave, checked=True).double().flatten()
         n = values.numel()
         clip_mean = values.mean().item()
         clip_m2 = (values - clip_mean).square().sum().item()

@@ -36,7 +36,7 @@ from torch import Tensor
 from ..frontend import LogMelFrontend
 from ..frontend.audio import decode_audio
 from .augment import mixup_waveforms, sample_mixup_lambda
-from .dataset import BadClipWarning, ClipDatasetConfig, clip_features, item_generator, waveform_problem
+from .dataset import BadClipWarning, ClipDatasetConfig, clip_features, item_generator
 from ..fileio import atomic_write_text
 from .manifest import ClipEntry, LabelMap, read_manifest, split_labels
 
@@ -408,7 +408,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
             target = self.label_map.encode(labels, name)
         gen = item_generator(c.seed, self.epoch, index)
         mixed = wave
-        if c.training and c.mixup > 0 and torch.rand((), generator=gen).item() < c.mixup and recent:
+        if c.augment and c.mixup > 0 and torch.rand((), generator=gen).item() < c.mixup and recent:
             partner = int(torch.randint(len(recent), (1,), generator=gen).item())
             lam = sample_mixup_lambda(gen, c.mixup_alpha)
             other_wave, other_target = recent[partner]
@@ -416,7 +416,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
             target_mixed = lam * target + (1.0 - lam) * other_target
         else:
             target_mixed = target
-        if c.training and c.mixup > 0:
+        if c.augment and c.mixup > 0:
             recent.append((wave, target))
 
         spec = clip_features(mixed, self.frontend, c, gen)
@@ -431,7 +431,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
             return None, str(err)
         except Exception as err:  # resampling or decoding failures of any kind
             return None, f"{type(err).__name__}: {err}"
-        problem = waveform_problem(wave, frontend)
+        problem = self.frontend.problem(wave)
         return (None, problem) if problem else (wave, "")
 
 

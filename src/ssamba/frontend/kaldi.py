@@ -64,30 +64,45 @@ def _hanning(length: int) -> Tensor:
     return 0.5 - 0.5 * torch.cos(2 * math.pi * n / (length - 1))
 
 
-def validate_waveform(waveform: Tensor, sample_rate: int, expected_rate: int = 16000) -> Tensor:
-    """Return ``waveform`` as a float ``(B, S)`` tensor, or raise ``ValueError`` saying why not."""
+def waveform_problem(waveform, frame_length: int = 0) -> str:
+    """Why ``waveform`` cannot go through the filterbank, or ``""`` if it can: the one
+    check of a waveform's type, shape, dtype and samples (finite, and with
+    ``frame_length`` > 0 at least one frame of that many samples)."""
     if not isinstance(waveform, Tensor):
-        raise ValueError(f"waveform must be a torch.Tensor, got {type(waveform).__name__}")
+        return f"waveform must be a torch.Tensor, got {type(waveform).__name__}"
+    if waveform.dim() not in (1, 2):
+        return f"waveform must be (samples,) or (batch, samples), got shape {tuple(waveform.shape)}"
+    if waveform.numel() == 0:
+        return f"no samples: the waveform is empty (shape {tuple(waveform.shape)})"
+    if not waveform.is_floating_point():
+        return f"waveform must be floating point, got {waveform.dtype}"
+    finite = torch.isfinite(waveform)
+    if not bool(finite.all()):
+        bad = (~finite).reshape(-1, waveform.shape[-1]).any(dim=1).nonzero().flatten().tolist()
+        return f"NaN or infinite samples (batch rows {bad})"
+    if waveform.shape[-1] < frame_length:
+        return f"{waveform.shape[-1]} samples is shorter than one frame ({frame_length} samples)"
+    return ""
+
+
+def validate_waveform(waveform: Tensor, sample_rate: int, expected_rate: int = 16000,
+                      frame_length: int = 0) -> Tensor:
+    """Return ``waveform`` as a float ``(B, S)`` tensor, or raise ``ValueError`` saying why
+    not (:func:`waveform_problem`, and a sample rate other than ``expected_rate``)."""
     if sample_rate != expected_rate:
         raise ValueError(
             f"sample rate {sample_rate} Hz is not the expected {expected_rate} Hz; "
             "resample first (ssamba.frontend.load_audio does this for files)"
         )
-    if waveform.dim() == 1:
-        waveform = waveform.unsqueeze(0)
-    if waveform.dim() != 2:
-        raise ValueError(
-            f"waveform must be (samples,) or (batch, samples), got shape {tuple(waveform.shape)}"
-        )
-    if waveform.numel() == 0:
-        raise ValueError(f"waveform is empty (shape {tuple(waveform.shape)})")
-    if not waveform.is_floating_point():
-        raise ValueError(f"waveform must be floating point, got {waveform.dtype}")
-    finite = torch.isfinite(waveform)
-    if not bool(finite.all()):
-        bad = (~finite).any(dim=1).nonzero().flatten().tolist()
-        raise ValueError(f"waveform has NaN or infinite samples (batch rows {bad})")
-    return waveform
+    problem = waveform_problem(waveform, frame_length)
+    if problem:
+        raise ValueError(problem)
+    return waveform.unsqueeze(0) if waveform.dim() == 1 else waveform
+
+
+def frame_geometry(sample_rate: int, frame_length_ms: float, frame_shift_ms: float) -> tuple[int, int]:
+    """``(frame_length, frame_shift)`` in samples, as Kaldi rounds them (down)."""
+    return int(sample_rate * frame_length_ms / 1000), int(sample_rate * frame_shift_ms / 1000)
 
 
 def kaldi_fbank(
@@ -105,17 +120,29 @@ def kaldi_fbank(
     """Log-mel filterbank features ``(B, T, num_mel_bins)`` of a ``(B, S)`` or ``(S,)`` waveform.
 
     ``high_freq <= 0`` is an offset from Nyquist, as in Kaldi. Computation is in float32
-    on the waveform's device; the output is float32.
+    on the waveform's device; the output is float32. Raises ``ValueError`` on a waveform
+    that :func:`validate_waveform` refuses.
     """
-    waveform = validate_waveform(waveform, sample_rate, expected_sample_rate)
-    frame_length = int(sample_rate * frame_length_ms / 1000)
-    frame_shift = int(sample_rate * frame_shift_ms / 1000)
-    n_frames = num_frames(waveform.shape[1], frame_length, frame_shift)
-    if n_frames == 0:
-        raise ValueError(
-            f"clip of {waveform.shape[1]} samples is shorter than one frame "
-            f"({frame_length} samples = {frame_length_ms} ms at {sample_rate} Hz)"
-        )
+    frame_length, _ = frame_geometry(sample_rate, frame_length_ms, frame_shift_ms)
+    waveform = validate_waveform(waveform, sample_rate, expected_sample_rate, frame_length)
+    return compute_fbank(waveform, sample_rate, num_mel_bins, frame_length_ms, frame_shift_ms, preemphasis,
+                         remove_dc_offset, low_freq, high_freq)
+
+
+def compute_fbank(
+    waveform: Tensor,
+    sample_rate: int,
+    num_mel_bins: int,
+    frame_length_ms: float,
+    frame_shift_ms: float,
+    preemphasis: float,
+    remove_dc_offset: bool,
+    low_freq: float,
+    high_freq: float,
+) -> Tensor:
+    """:func:`kaldi_fbank` of a ``(B, S)`` float waveform of at least one frame that the
+    caller has checked (:func:`waveform_problem`)."""
+    frame_length, frame_shift = frame_geometry(sample_rate, frame_length_ms, frame_shift_ms)
     nyquist = sample_rate / 2
     high = high_freq if high_freq > 0 else nyquist + high_freq
     if not 0 <= low_freq < high <= nyquist:

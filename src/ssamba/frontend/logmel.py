@@ -1,18 +1,20 @@
 """The model input: waveform -> normalised log-mel spectrogram ``(B, T, F)``.
 
-One code path for training and inference: mean removal, Kaldi filterbank, zero-padding
-or cropping to ``target_length`` frames, then ``(x - mean) / (2 * std)``.
+One code path for training and inference (:class:`LogMelFrontend`): mean removal, Kaldi
+filterbank, zero-padding or cropping to ``target_length`` frames, optional augmentation,
+then ``(x - mean) / (2 * std)``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
 from ..config import NonNegativeFloat, PositiveFloat, PositiveInt
-from .kaldi import kaldi_fbank, validate_waveform
+from .kaldi import compute_fbank, frame_geometry, num_frames, waveform_problem
 
 # (mean, std) of the log-mel features, as published with SSAST / SSAMBA.
 DATASET_STATS: dict[str, tuple[float, float]] = {
@@ -54,7 +56,18 @@ def pad_or_crop(fbank: Tensor, target_length: int) -> Tensor:
 
 
 class LogMelFrontend(nn.Module):
-    """Waveform ``(B, S)`` or ``(S,)`` at 16 kHz -> normalised log-mel ``(B, target_length, F)``.
+    """The front end, one pipeline for training, statistics and inference:
+
+    waveform ``(B, S)`` or ``(S,)`` at ``config.sample_rate`` -> mean removal -> Kaldi
+    filterbank -> zero-pad or crop to ``target_length`` frames (with the real lengths) ->
+    optional augmentation -> ``(x - mean) / (2 * std)``.
+
+    The augmentation hook sees the padded, un-normalised log-mel, where SSAST's data
+    loader applies SpecAugment: masks are drawn over all ``target_length`` frames and
+    filled with 0 before normalisation. Every caller (datasets and shards, ``stats``, the
+    embedder, ``ssamba fbank``, the demo through the datasets) goes through this object;
+    :meth:`problem` is the one check of a waveform and :meth:`num_frames` the one frame
+    count.
 
     >>> frontend = LogMelFrontend(FrontendConfig(target_length=128))
     >>> frontend(torch.randn(4, 16000)).shape
@@ -64,30 +77,52 @@ class LogMelFrontend(nn.Module):
     def __init__(self, config: FrontendConfig | None = None):
         super().__init__()
         self.config = config or FrontendConfig()
+        self.frame_length, self.frame_shift = frame_geometry(
+            self.config.sample_rate, self.config.frame_length_ms, self.config.frame_shift_ms)
 
-    def fbank(self, waveform: Tensor) -> Tensor:
-        """Un-normalised, un-padded log-mel ``(B, T, F)`` of the mean-removed waveform."""
-        c = self.config
-        waveform = validate_waveform(waveform, c.sample_rate, c.sample_rate)
-        return self.filterbank(waveform - waveform.mean(dim=1, keepdim=True))
+    def num_frames(self, num_samples: int) -> int:
+        """Filterbank frames of ``num_samples`` samples (0 if shorter than one frame)."""
+        return num_frames(num_samples, self.frame_length, self.frame_shift)
 
-    def filterbank(self, waveform: Tensor) -> Tensor:
-        """The Kaldi filterbank with this config's options (no mean removal)."""
+    def problem(self, waveform) -> str:
+        """Why ``waveform`` cannot be used (``""`` if it can): not a float tensor of one or
+        two dimensions, empty, non-finite, or shorter than one frame."""
+        return waveform_problem(waveform, self.frame_length)
+
+    def fbank(self, waveform: Tensor, mean: float | None = None, checked: bool = False) -> Tensor:
+        """Un-normalised, un-padded log-mel ``(B, T, F)`` of the waveform less ``mean``
+        (default: each row's own mean). ``checked``: :meth:`problem` was already asked."""
+        if not checked:
+            problem = self.problem(waveform)
+            if problem:
+                raise ValueError(problem)
+        if waveform.dim() == 1:
+            waveform = waveform.unsqueeze(0)
+        waveform = waveform - (waveform.mean(dim=1, keepdim=True) if mean is None else mean)
         c = self.config
-        return kaldi_fbank(
-            waveform,
-            sample_rate=c.sample_rate,
-            num_mel_bins=c.num_mel_bins,
-            frame_length_ms=c.frame_length_ms,
-            frame_shift_ms=c.frame_shift_ms,
-            preemphasis=c.preemphasis,
-            low_freq=c.low_freq,
-            expected_sample_rate=c.sample_rate,
-        )
+        return compute_fbank(waveform, c.sample_rate, c.num_mel_bins, c.frame_length_ms, c.frame_shift_ms,
+                             c.preemphasis, True, c.low_freq, 0.0)
+
+    def pad_or_crop(self, fbank: Tensor) -> tuple[Tensor, Tensor]:
+        """``(B, target_length, F)`` (zero-padded or cropped) and the real frames per row."""
+        target = self.config.target_length
+        lengths = torch.full((fbank.shape[0],), min(fbank.shape[1], target), dtype=torch.long)
+        return pad_or_crop(fbank, target), lengths
 
     def normalize(self, fbank: Tensor) -> Tensor:
+        """``(fbank - mean) / (2 * std)`` with the config's dataset statistics."""
         return (fbank - self.config.mean) / (2 * self.config.std)
 
     @torch.no_grad()
+    def features(self, waveform: Tensor, augment: Callable[[Tensor], Tensor] | None = None,
+                 checked: bool = False) -> tuple[Tensor, Tensor]:
+        """The model input ``(B, target_length, F)`` and the real frames of each row;
+        ``augment`` maps the padded un-normalised log-mel to an augmented one."""
+        spec, lengths = self.pad_or_crop(self.fbank(waveform, checked=checked))
+        if augment is not None:
+            spec = augment(spec)
+        return self.normalize(spec), lengths
+
     def forward(self, waveform: Tensor) -> Tensor:
-        return self.normalize(pad_or_crop(self.fbank(waveform), self.config.target_length))
+        """:meth:`features` without augmentation, the input only."""
+        return self.features(waveform)[0]

@@ -41,9 +41,9 @@ class Embedder(nn.Module):
             adapted = model_from_config(replace(config, patch_stride=(config.patch_stride[0], hop_frames),
                                                 num_classes=0))
             load_encoder_weights(adapted, encoder)
-            encoder = adapted
+            encoder = adapted.use_frontend(encoder.frontend_config)  # the same input at another stride
         self.encoder = encoder.eval()
-        frontend = frontend or getattr(encoder, "frontend_config", None) or FrontendConfig(
+        frontend = frontend or encoder.frontend_config or FrontendConfig(
             num_mel_bins=config.input_fdim)
         self.frontend = LogMelFrontend(frontend)
         self.window_frames = window_frames or config.input_tdim
@@ -113,9 +113,6 @@ class Embedder(nn.Module):
             clips = [w.reshape(-1) for w in waveforms]
             lengths = lengths or [w.numel() for w in clips]
             clips = [w[:n] for w, n in zip(clips, lengths)]
-        c = self.frontend.config
-        frame_len = int(c.sample_rate * c.frame_length_ms / 1000)
-        shift = int(c.sample_rate * c.frame_shift_ms / 1000)
         kt, st = self.encoder.config.patch_size[1], self.encoder.config.patch_stride[1]
         per_window = (self.window_frames - kt) // st + 1  # columns per window
         counts = [self.columns_for(n) for n in lengths]
@@ -127,8 +124,7 @@ class Embedder(nn.Module):
         columns: list[list[Tensor]] = [[] for _ in clips]
         for i in range(0, len(jobs), self.batch_windows):
             part = jobs[i:i + self.batch_windows]
-            spec = torch.stack([self._window_fbank(clips[b], means[b], w * per_window * st, frame_len, shift)
-                                for b, w in part])
+            spec = torch.stack([self._window_fbank(clips[b], means[b], w * per_window * st) for b, w in part])
             tokens = self._select(self.frontend.normalize(spec).to(device))
             patches = tokens[:, self.encoder.num_prefix_tokens:]
             pooled = patches.unflatten(1, (rows_f, per_window)).mean(dim=1).float().cpu()  # (b, C, D)
@@ -137,9 +133,11 @@ class Embedder(nn.Module):
         times = self._column_times_ms(max(counts, default=0))
         return [(torch.cat(cols)[:count], times[:count]) for cols, count in zip(columns, counts)]
 
-    def _window_fbank(self, wave: Tensor, mean: float, start: int, frame_len: int, shift: int) -> Tensor:
+    def _window_fbank(self, wave: Tensor, mean: float, start: int) -> Tensor:
         """The un-normalised filterbank ``(window_frames, F)`` of the window whose first
-        frame is ``start``: the clip's own frames, then zeros (as a clip alone is padded)."""
+        frame is ``start``, with the clip's mean removed: the clip's own frames, then zeros
+        (as a clip alone is padded)."""
+        frame_len, shift = self.frontend.frame_length, self.frontend.frame_shift
         first = start * shift
         stop = min(wave.numel(), (start + self.window_frames - 1) * shift + frame_len)
         piece = wave[first:stop] - mean
@@ -147,7 +145,7 @@ class Embedder(nn.Module):
             piece = nn.functional.pad(piece, (0, frame_len - piece.numel())) if start == 0 else piece[:0]
         out = torch.zeros(self.window_frames, self.frontend.config.num_mel_bins)
         if piece.numel() >= frame_len:
-            fbank = self.frontend.filterbank(piece.unsqueeze(0))[0]
+            fbank = self.frontend.fbank(piece, mean=0.0)[0]  # the clip's mean, removed above
             out[: fbank.shape[0]] = fbank[: self.window_frames]
         return out
 

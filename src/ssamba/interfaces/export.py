@@ -50,8 +50,7 @@ def exportable(encoder: nn.Module) -> nn.Module:
         return encoder.eval()
     copy = model_from_config(replace(config, scan_backend="export"))
     copy.load_state_dict(encoder.state_dict())
-    if hasattr(encoder, "frontend_config"):
-        copy.frontend_config = encoder.frontend_config
+    copy.use_frontend(encoder.frontend_config)
     return copy.eval()
 
 
@@ -102,7 +101,7 @@ def check_onnx(path: str | Path, encoder: nn.Module, lengths: list[int], batch: 
     """Run the exported file with onnxruntime (CPU) and ``encoder`` in PyTorch on the
     same random spectrograms of each length; per length the largest absolute and relative
     difference and both median times."""
-    from ..benchmarks.scan import timeit
+    from ..benchmarks.common import timeit
 
     ort = require("onnxruntime", "checking an ONNX export")
     options = ort.SessionOptions()

@@ -3,7 +3,8 @@
 from .base import EncoderConfig, SpectrogramEncoder
 from .registry import create_model, get_config, list_models, model_from_config
 from .official import convert_official
-from .serialization import load_model, save_model
+from .loading import load_model
+from .serialization import save_model
 from .ssamba import SSAMBA, SSAMBAConfig
 from .ssast import SSAST, SSASTConfig
 

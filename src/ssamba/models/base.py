@@ -7,39 +7,29 @@ objectives and the training loop live elsewhere.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated, Literal
-
 import torch
-from annotated_types import Ge, Le
 from torch import Tensor, nn
 
-from ..config import Fraction, Width
+from ..frontend import FrontendConfig
 from ..layers import ClassifierHead, PatchEmbed, resample_pos_embed
-
-
-@dataclass
-class EncoderConfig:
-    """Options every encoder family has."""
-
-    embed_dim: Width = 192  # D
-    patch_size: tuple[Width, Width] = (16, 16)  # conv kernel (freq, time): 16x16 patch, 128x2 frame
-    patch_stride: tuple[Width, Width] = (16, 16)  # 16 to pretrain; 10 to fine-tune patch models
-    input_fdim: Width = 128  # mel bins F the position embedding is laid out for
-    input_tdim: Annotated[int, Ge(1), Le(1 << 20)] = 1024  # frames T the position embedding is laid out for
-    num_classes: Annotated[int, Ge(0), Le(1 << 20)] = 0  # > 0 adds a classifier head (pool -> LayerNorm -> Linear)
-    pooling: Literal["mean", "cls"] = "mean"  # "mean" of patch tokens or "cls" (mean of the class tokens)
-    drop_path_rate: Fraction = 0.0  # stochastic depth at the last block
+from .encoder_config import EncoderConfig
 
 
 class SpectrogramEncoder(nn.Module):
     """Shared token pipeline; families implement :meth:`encode` ``(B, L, D) -> (B, L, D)``."""
 
     family: str = ""
+    #: The front end the encoder's input comes from (log-mel options and the dataset
+    #: statistics it was trained with), or None where unknown. Declared by training runs
+    #: and checkpoint conversion through :meth:`use_frontend`, written to and read from
+    #: ``config.json`` by :mod:`ssamba.models.serialization`; the embedder and the
+    #: evaluation commands build their front end from it.
+    frontend_config: FrontendConfig | None
 
     def __init__(self, config: EncoderConfig, num_prefix_tokens: int):
         super().__init__()
         self.config = config
+        self.frontend_config = None
         dim = config.embed_dim
         self.num_prefix_tokens = num_prefix_tokens
         self.patch_embed = PatchEmbed(dim, config.patch_size, config.patch_stride)
@@ -60,6 +50,15 @@ class SpectrogramEncoder(nn.Module):
             if config.num_classes > 0
             else None
         )
+
+    def use_frontend(self, frontend: FrontendConfig | None) -> "SpectrogramEncoder":
+        """Declare the front end of this encoder's input (None: unknown); returns the
+        encoder. ``ValueError`` if its mel bins are not the encoder's ``input_fdim``."""
+        if frontend is not None and frontend.num_mel_bins != self.config.input_fdim:
+            raise ValueError(f"front end with {frontend.num_mel_bins} mel bins for an encoder laid out for "
+                             f"{self.config.input_fdim} (input_fdim)")
+        self.frontend_config = frontend
+        return self
 
     # -- tokens -------------------------------------------------------------------
     def patch_grid(self, num_frames: int) -> tuple[int, int]:
@@ -132,7 +131,7 @@ class SpectrogramEncoder(nn.Module):
     def from_pretrained(cls, directory, **overrides) -> "SpectrogramEncoder":
         """Load a directory written by :meth:`save_pretrained`, a training run, or a
         Hugging Face repo id (``org/name[@revision]``, see :mod:`ssamba.models.hub`)."""
-        from .serialization import load_model
+        from .loading import load_model
 
         model = load_model(directory, **overrides)
         if not isinstance(model, cls):

@@ -634,7 +634,7 @@ def convert_official(
         dataset = "audioset" if stage == "pretrain" else DATASET_BY_TDIM.get(tdim, "audioset")
         if stage == "finetune" and tdim not in DATASET_BY_TDIM:
             notes.append(f"no recipe uses {tdim} frames: front end set to AudioSet statistics")
-    model.frontend_config = FrontendConfig.for_dataset(dataset, num_mel_bins=fdim, target_length=tdim)
+    model.use_frontend(FrontendConfig.for_dataset(dataset, num_mel_bins=fdim, target_length=tdim))
 
     info = OfficialInfo(
         family=family, size=SIZES.get(dim, "custom"), stage=stage, embed_dim=dim, depth=depth,

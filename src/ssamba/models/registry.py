@@ -9,7 +9,7 @@ from typing import Any, Callable
 from torch import nn
 
 from ..config import check_keys, validate_config
-from .base import EncoderConfig
+from .encoder_config import EncoderConfig
 
 _PRESETS: dict[str, Callable[[], EncoderConfig]] = {}
 _FAMILIES: dict[str, tuple[type[EncoderConfig], type[nn.Module]]] = {}

@@ -1,7 +1,7 @@
 """Model files that carry their own config: ``model.safetensors`` + ``config.json``.
 
 ``config.json`` holds the encoder config and, for models saved by a training run, the
-front-end config (``model.frontend_config``) the model expects its input from.
+front-end config the model declares (``SpectrogramEncoder.frontend_config``).
 
 Loading needs no flags (no retyped patch shapes) and never unpickles anything. Before
 anything is allocated, ``config.json`` is validated (types, bounds) and the model it
@@ -33,7 +33,7 @@ def model_meta(model: nn.Module) -> dict:
         "family": family_of(model.config),
         "config": config_to_dict(model.config),
     }
-    frontend = getattr(model, "frontend_config", None)  # set by training runs
+    frontend = model.frontend_config  # declared by training runs and conversions
     if frontend is not None:
         meta["frontend"] = config_to_dict(frontend)
     return meta
@@ -122,22 +122,13 @@ def check_weights(config, weights_path: Path) -> None:
         raise ValueError(f"{weights_path.parent}: config.json does not describe these weights: " + "; ".join(parts))
 
 
-def load_model(directory: str | Path, map_location: str = "cpu", **overrides) -> nn.Module:
+def load_native(directory: str | Path, map_location: str = "cpu", **overrides) -> nn.Module:
     """Rebuild a model saved by :func:`save_model` (or a training run's model: pass the
-    run folder); ``overrides`` change runtime options that do not affect the weights'
-    shapes (e.g. ``scan_backend``, ``attention``).
-
-    An official SSAMBA / SSAST checkpoint (a ``.pth`` / ``.pt`` file) is converted on
-    the fly (:func:`ssamba.models.official.convert_official`; ``overrides`` may then also
-    hold its ``input_tdim`` / ``patch_stride`` / ``dataset`` hints)."""
+    run folder, or a Hugging Face repo id); ``overrides`` change runtime options that do
+    not affect the weights' shapes (e.g. ``scan_backend``, ``attention``).
+    :func:`ssamba.load_model` also takes official checkpoints."""
     from safetensors.torch import load_file
 
-    from .official import OFFICIAL_SUFFIXES
-
-    if Path(directory).suffix.lower() in OFFICIAL_SUFFIXES and not Path(directory).is_dir():
-        from .official import load_official
-
-        return load_official(directory, map_location=map_location, **overrides)
     directory = resolve_model_dir(directory)
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     if not weights_path.is_file():
@@ -150,5 +141,5 @@ def load_model(directory: str | Path, map_location: str = "cpu", **overrides) ->
     if "frontend" in meta:
         from ..frontend import FrontendConfig
 
-        model.frontend_config = config_from_dict(FrontendConfig, meta["frontend"], "frontend")
+        model.use_frontend(config_from_dict(FrontendConfig, meta["frontend"], "frontend"))
     return model.to(map_location)

@@ -16,11 +16,11 @@ from ..config import (
     NonNegativeFloat,
     NonNegativeInt,
     PositiveInt,
-    Probability,
     apply_overrides,
     config_from_dict,
     config_to_dict,
 )
+from ..data.dataset import AugmentOptions
 from ..frontend import FrontendConfig
 from ..objectives import PatchModelingConfig
 from .optim import OptimConfig
@@ -34,15 +34,11 @@ class ModelSection:
 
 
 @dataclass
-class DataSection:
+class DataSection(AugmentOptions):
     train: str = ""  # manifest JSON of the training clips, or a folder of shards (ssamba shard)
     valid: str = ""  # manifest JSON evaluated after every epoch ('' = none)
     test: str = ""  # manifest JSON evaluated once at the end ('' = none)
     label_csv: str = ""  # label CSV (index,mid,display_name); fine-tuning only
-    freqm: NonNegativeInt = 0  # SpecAugment frequency mask width limit (training only)
-    timem: NonNegativeInt = 0  # SpecAugment time mask width limit (training only)
-    mixup: Probability = 0.0  # waveform mixup probability (training only)
-    noise: bool = False  # uniform noise + time roll (training only)
     max_bad_fraction: Fraction = 0.05  # fail the run when more clips than this share are unusable (0 <= f < 1)
     num_workers: NonNegativeInt = 2  # DataLoader worker processes (each uses one torch thread)
 

@@ -21,17 +21,18 @@ from .tasks import ClassificationTask, PretrainTask
 log = logging.getLogger(__name__)
 
 
-def _dataset(manifest: str, config: ExperimentConfig, training: bool, label_map: LabelMap | None) -> ClipDataset:
+def _dataset(manifest: str, config: ExperimentConfig, label_map: LabelMap | None, augment: bool = False,
+             shuffle: bool = False) -> ClipDataset:
     """A manifest JSON gives a :class:`ClipDataset`; a folder of WebDataset shards (or a
-    ``.tar``) written by ``ssamba shard`` gives a streaming :class:`ShardDataset`."""
+    ``.tar``) written by ``ssamba shard`` gives a streaming :class:`ShardDataset`.
+    ``augment``: with ``config.data``'s augmentations (fine-tuning's training set);
+    ``shuffle``: shards in a new order each epoch (manifests are shuffled by the trainer's
+    sampler)."""
     from ..data import ShardDataset
 
-    d = config.data
-    augment = dict(freqm=d.freqm, timem=d.timem, mixup=d.mixup, noise=d.noise) if training else {}
-    options = ClipDatasetConfig(frontend=config.frontend, training=training, seed=config.run.seed,
-                                max_bad_fraction=d.max_bad_fraction, **augment)
+    options = ClipDatasetConfig.for_experiment(config.data, config.frontend, config.run.seed, augment)
     if Path(manifest).is_dir() or str(manifest).endswith(".tar"):
-        return ShardDataset(manifest, options, label_map, shuffle=training)
+        return ShardDataset(manifest, options, label_map, shuffle=shuffle)
     return ClipDataset(manifest, options, label_map)
 
 
@@ -85,10 +86,10 @@ def pretrain(config: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
     torch.manual_seed(config.run.seed)
     encoder = create_model(config.model.preset, **config.model.options)
     _check_geometry(encoder, config)
-    encoder.frontend_config = config.frontend  # saved with every checkpoint
+    encoder.use_frontend(config.frontend)  # saved with every checkpoint
     objective = MaskedPatchModeling(config.objective, encoder.config.embed_dim, encoder.config.patch_size)
-    train = _dataset(config.data.train, config, training=False, label_map=None)  # no augmentation
-    valid = _dataset(config.data.valid, config, False, None) if config.data.valid else None
+    train = _dataset(config.data.train, config, None, augment=False, shuffle=True)  # no augmentation
+    valid = _dataset(config.data.valid, config, None) if config.data.valid else None
     trainer = Trainer(PretrainTask(encoder, objective), train, valid, config.optim, config.run,
                       config.to_dict(), num_workers=config.data.num_workers,
                       max_bad_fraction=config.data.max_bad_fraction)
@@ -129,9 +130,9 @@ def finetune(config: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
     model, note = build_finetune_model(config, labels.num_classes)
     log.info(note)
     _check_geometry(model, config)
-    model.frontend_config = config.frontend  # saved with every checkpoint
-    train = _dataset(config.data.train, config, training=True, label_map=labels)
-    valid = _dataset(config.data.valid, config, False, labels) if config.data.valid else None
+    model.use_frontend(config.frontend)  # saved with every checkpoint
+    train = _dataset(config.data.train, config, labels, augment=True, shuffle=True)
+    valid = _dataset(config.data.valid, config, labels) if config.data.valid else None
     task = ClassificationTask(model, config.finetune.loss, config.finetune.metric)
     trainer = Trainer(task, train, valid, config.optim, config.run, config.to_dict(),
                       num_workers=config.data.num_workers, max_bad_fraction=config.data.max_bad_fraction,
@@ -143,7 +144,7 @@ def finetune(config: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
     if valid is not None:
         summary["valid"] = trainer.evaluate(valid)
     if config.data.test:
-        summary["test"] = trainer.evaluate(_dataset(config.data.test, config, False, labels))
+        summary["test"] = trainer.evaluate(_dataset(config.data.test, config, labels))
     _write_summary(config, summary)
     return summary
 
@@ -157,7 +158,7 @@ def evaluate(model_dir: str, manifest: str, label_csv: str, loss: str = "ce", ba
     from ..data import collate_clips
 
     model = load_model(model_dir).to(resolve_device(device)).eval()
-    if getattr(model, "frontend_config", None) is None:
+    if model.frontend_config is None:
         raise ValueError(f"{model_dir} carries no front-end config; it was not saved by a training run")
     config = ExperimentConfig(task="finetune", frontend=model.frontend_config)
     labels = read_label_csv(label_csv)
@@ -165,7 +166,7 @@ def evaluate(model_dir: str, manifest: str, label_csv: str, loss: str = "ce", ba
         raise ValueError(
             f"{model_dir} has {model.config.num_classes} classes, the label CSV {labels.num_classes}"
         )
-    data = _dataset(manifest, config, False, labels)
+    data = _dataset(manifest, config, labels)
     loader = DataLoader(data, batch_size=batch_size, collate_fn=collate_clips)
     task = ClassificationTask(model, loss)
     return task.evaluate(loader, resolve_device(device))

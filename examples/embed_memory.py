@@ -6,8 +6,8 @@ in a fresh process, and prints the file's length, the wall time and the peak res
 memory of that process (VmHWM: ru_maxrss would carry the forking parent's RSS across
 exec), plus the same for a 1-minute file, so the growth per minute can be read off one run:
 
-    python benchmarks/embed_memory.py --minutes 60
-    python benchmarks/embed_memory.py --minutes 60 --rate 44100 --channels 2 --preset ssamba_test
+    python examples/embed_memory.py --minutes 60
+    python examples/embed_memory.py --minutes 60 --rate 44100 --channels 2 --preset ssamba_test
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ the offline suite (``kws``, ``speaker`` or ``sounds``): training clips vs test c
 * ``encoder``: mean-pooled tokens (class tokens left out) of a frozen encoder (``--encoder DIR``, e.g. the
   demo's ``pretrain_ssamba`` folder), beside the same architecture randomly initialised.
 
-    python benchmarks/probe.py [--task kws] [--encoder demo_out/pretrain_ssamba] [--train 2000 --test 600]
+    python examples/probe.py [--task kws] [--encoder demo_out/pretrain_ssamba] [--train 2000 --test 600]
 
 Builds (or reuses) the default suite. Prints train and test accuracies and chance. The
 demo (``ssamba demo``) runs the full protocol: every layer, several seeds, fine-tuning.

@@ -5,8 +5,8 @@ given, then the demo's linear probe (every layer, layer chosen on validation, th
 seed's 800 training clips) on kws, speaker and sounds. Compare with the demo's table
 (``ssamba demo``: the same protocol, 3 seeds, with random-init and log-mel rows).
 
-    python benchmarks/pretrain_variants.py NAME '{"num_masked": 18}' [--out DIR]
-    python benchmarks/pretrain_variants.py mse_only '{"objective.use_nce": false}'
+    python examples/pretrain_variants.py NAME '{"num_masked": 18}' [--out DIR]
+    python examples/pretrain_variants.py mse_only '{"objective.use_nce": false}'
 
 Keys are :class:`ssamba.demo.DemoSettings` fields or ``objective.*`` options. Prints one
 line: the variant, pretraining wall time, and per task (test accuracy %, chosen layer).
