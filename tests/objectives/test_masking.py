@@ -130,3 +130,45 @@ def test_official_mask_is_seeded_and_checks_its_count():
     assert not torch.equal(a, official_mask(4, (8, 64), 300, torch.Generator().manual_seed(8)))
     with pytest.raises(ValueError, match="official masking can mask 1 to 510"):
         official_mask(1, (8, 64), 511, torch.Generator())  # the official loop would never end
+
+
+# -- the cluster and random generators against their sequential definitions ------------------
+
+def cluster_loop(c: int, starts: list[int], grid: tuple[int, int], num_masked: int) -> list[int]:
+    """Cluster masking as a loop: blocks of c x c centred on each start in turn, clipped
+    at the grid's edges, their cells in row-major order, until num_masked are masked."""
+    rows, cols = grid
+    masked: list[int] = []
+    for start in starts:
+        r0, t0 = divmod(start, cols)
+        for i in range(c):
+            for j in range(c):
+                r, t = r0 + i - c // 2, t0 + j - c // 2
+                if 0 <= r < rows and 0 <= t < cols and r * cols + t not in masked:
+                    masked.append(r * cols + t)
+                    if len(masked) == num_masked:
+                        return sorted(masked)
+    return sorted(masked)
+
+
+@pytest.mark.parametrize("grid,num_masked", [((8, 64), 400), ((8, 64), 9), ((4, 12), 48), ((3, 5), 7), ((1, 6), 4)])
+def test_cluster_mask_equals_the_sequential_loop_on_the_same_draws(grid, num_masked):
+    batch, num_patches = 12, grid[0] * grid[1]
+    mask = cluster_mask(batch, grid, num_masked, torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)  # the same draws, in cluster_mask's order
+    c = torch.tensor([3, 4, 5])[torch.randint(3, (batch,), generator=g)]
+    starts = torch.rand(batch, num_patches, generator=g).argsort(1)  # start patches, first to last
+    for b in range(batch):
+        want = cluster_loop(int(c[b]), starts[b].tolist(), grid, num_masked)
+        assert mask[b].nonzero().flatten().tolist() == want, b
+
+
+@pytest.mark.parametrize("num_patches,num_masked", [(512, 400), (10, 1), (10, 10)])
+def test_random_mask_equals_the_sequential_draw(num_patches, num_masked):
+    # one patch at a time, in the order of the clip's uniform noise (a random permutation)
+    batch = 6
+    mask = random_mask(batch, num_patches, num_masked, torch.Generator().manual_seed(2))
+    noise = torch.rand(batch, num_patches, generator=torch.Generator().manual_seed(2))
+    for b in range(batch):
+        order = sorted(range(num_patches), key=lambda p: float(noise[b, p]))
+        assert mask[b].nonzero().flatten().tolist() == sorted(order[:num_masked])

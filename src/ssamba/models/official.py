@@ -438,6 +438,33 @@ def _scalar(state: dict[str, Tensor], key: str, source: str) -> int | None:
     return int(value.item())
 
 
+@dataclass
+class _Detected:
+    """What the keys of an official file say: its family, stage and key mapping."""
+
+    name: str  # how errors name the source
+    state: dict[str, Tensor]
+    owned: bool  # tensors read from a file are ours to keep (a caller's dict is not)
+    family: str
+    stage: str
+    mapping: dict
+    arch: dict
+    ignored: list
+
+
+@dataclass
+class _Geometry:
+    """What the tensor shapes say: the options they fix and what the report adds."""
+
+    shape_options: dict[str, Any]  # encoder options fixed by the weights
+    family_info: dict[str, Any]  # the family's extra fields of OfficialInfo
+    preset: str | None
+    kernel: tuple[int, int]
+    pretrain_input: tuple[int, int] | None
+    geometry: str
+    notes: list[str]
+
+
 def convert_official(
     source: str | Path | Mapping[str, Tensor],
     *,
@@ -454,15 +481,25 @@ def convert_official(
     override the inference; ``dataset`` picks the front-end statistics
     (``"audioset"``, ``"esc50"``, ``"speechcommands"``); ``config_overrides`` set other
     encoder options that do not change shapes (``pooling``, ``scan_backend``, ``attention``...).
+
+    Stages: detect (keys) -> infer geometry (shapes) -> build config (overrides) -> map
+    tensors (into a model built on the meta device) -> report.
     """
-    from ..config import check_keys
-    from ..frontend import FrontendConfig
     from ..frontend.logmel import DATASET_STATS
-    from .registry import config_class_of, model_from_config
 
     if dataset is not None and dataset not in DATASET_STATS:
         raise ValueError(f"no statistics for dataset {dataset!r}; known: {sorted(DATASET_STATS)}")
-    owned = not isinstance(source, Mapping)  # tensors read from a file are ours to keep
+    found = _detect(source)
+    geo = _infer_architecture(found, input_fdim, input_tdim, patch_stride, num_heads)
+    config = _build_config(found.family, geo, config_overrides)
+    model, objective_state = _map_tensors(found, geo, config)
+    return _report(found, geo, config, model, objective_state, dataset)
+
+
+def _detect(source: str | Path | Mapping[str, Tensor]) -> _Detected:
+    """Read the file (or take the dict), strip wrappers' prefixes, and tell family, stage
+    and the key mapping; every key is mapped or ignored on purpose."""
+    owned = not isinstance(source, Mapping)
     if not owned:
         name = "the state dict"
         state = _as_state_dict(source, name)
@@ -473,18 +510,20 @@ def convert_official(
     keys = set(state)
     family = _detect_family(list(state), name)
     stage, stage_map = _stage_keys(keys, name)
-    if family == "ssamba":
-        mapping, arch = _ssamba_keys(keys, name)
-    else:
-        mapping, arch = _ssast_keys(keys, name)
+    mapping, arch = (_ssamba_keys if family == "ssamba" else _ssast_keys)(keys, name)
     mapping.update(stage_map)
     ignored = _check_keys(keys, mapping, family, name)
-    notes: list[str] = []
-
-    # -- shapes -> architecture
     for key, tensor in state.items():
         if key in mapping and not tensor.is_floating_point():
             raise OfficialCheckpointError(f"{name}: {key} is {tensor.dtype}, expected a float tensor")
+    return _Detected(name, state, owned, family, stage, mapping, arch, ignored)
+
+
+def _infer_architecture(found: _Detected, input_fdim, input_tdim, patch_stride, num_heads) -> _Geometry:
+    """The encoder options the tensor shapes fix, the input geometry, and the preset
+    they match (if any)."""
+    state, name, stage, arch = found.state, found.name, found.stage, found.arch
+    notes: list[str] = []
     dim = _shape(state, "v.cls_token", 3, name)[2]
     pos_rows = _shape(state, "v.pos_embed", 3, name)[1]
     out_dim, in_chans, kf, kt = _shape(state, "v.patch_embed.proj.weight", 4, name)
@@ -511,80 +550,107 @@ def convert_official(
     stride, fdim, tdim, geometry = _infer_geometry(
         pos_rows - n_prefix, kernel, stage, pretrain_input, input_fdim, input_tdim, patch_stride, name
     )
-
-    common = dict(embed_dim=dim, depth=depth, patch_size=kernel, patch_stride=stride,
-                  input_fdim=fdim, input_tdim=tdim, num_classes=num_classes)
-    info_extra: dict[str, Any] = {"num_prefix_tokens": n_prefix}
-    if family == "ssamba":
-        if depth % 2:
-            raise OfficialCheckpointError(
-                f"{name}: {depth} SSAMBA layers; the official layer pairing (if_bidirectional) needs an "
-                "even number (it would silently skip the last layer)"
-            )
-        d_inner2, in_dim = _shape(state, "v.layers.0.mixer.in_proj.weight", 2, name)
-        d_inner = d_inner2 // 2
-        d_state = _shape(state, "v.layers.0.mixer.A_log", 2, name)[1]
-        d_conv = _shape(state, "v.layers.0.mixer.conv1d.weight", 3, name)[2]
-        dt_rank = _shape(state, "v.layers.0.mixer.dt_proj.weight", 2, name)[1]
-        if in_dim != dim or d_inner2 % 2 or d_inner % dim:
-            raise OfficialCheckpointError(
-                f"{name}: v.layers.0.mixer.in_proj.weight has shape {[d_inner2, in_dim]}, expected "
-                f"[2 * expand * {dim}, {dim}]"
-            )
-        common.update(d_state=d_state, d_conv=d_conv, expand=d_inner // dim, dt_rank=dt_rank,
-                      norm=arch["norm"], norm_eps=1e-5, use_cls_token=True,
-                      use_bidirectional_mixer=arch["bimamba"] == "v2", use_direction_average=True,
-                      use_layer_pairing=True, use_double_final_norm=True)
-        info_extra.update(norm=arch["norm"], bimamba=arch["bimamba"])
-        if arch["bimamba"] == "none":
-            notes.append("bimamba 'none': converted with a causal forward-only mixer")
-        if arch["norm"] == "rmsnorm":
-            notes.append("no norm biases: RMSNorm model (rms_norm=True)")
-        preset_ok = depth == 24 and d_inner == 2 * dim and d_state == 16 and kernel == (16, 16)
-        preset = f"ssamba_{SIZES[dim]}" if dim in SIZES and preset_ok else None
+    shape_options = dict(embed_dim=dim, depth=depth, patch_size=kernel, patch_stride=stride,
+                         input_fdim=fdim, input_tdim=tdim, num_classes=num_classes)
+    family_info: dict[str, Any] = {"num_prefix_tokens": n_prefix}
+    if found.family == "ssamba":
+        preset = _ssamba_architecture(state, name, arch, dim, depth, kernel, shape_options, family_info, notes)
     else:
-        hidden = _shape(state, "v.blocks.0.mlp.fc1.weight", 2, name)[0]
-        heads = num_heads or SSAST_HEADS.get(dim) or (dim // 64 if dim % 64 == 0 else None)
-        if heads is None:
-            raise OfficialCheckpointError(
-                f"{name}: cannot tell the number of attention heads for D={dim}; pass num_heads"
-            )
-        common.update(num_heads=heads, mlp_ratio=hidden / dim, norm_eps=1e-6, num_prefix_tokens=n_prefix)
-        info_extra.update(num_heads=heads)
-        kind = {(16, 16): "patch", (128, 2): "frame"}.get(kernel)
-        preset_ok = depth == 12 and hidden == 4 * dim and n_prefix == 2 and kind is not None
-        preset = f"ssast_{SIZES[dim]}_{kind}" if dim in SIZES and preset_ok else None
-        if n_prefix == 1:
-            notes.append("no v.dist_token: single class token (SSAST base_nokd)")
+        preset = _ssast_architecture(state, name, dim, depth, kernel, n_prefix, num_heads, shape_options,
+                                     family_info, notes)
+    return _Geometry(shape_options, family_info, preset, kernel, pretrain_input, geometry, notes)
 
+
+def _ssamba_architecture(state, name, arch, dim, depth, kernel, shape_options, family_info, notes) -> str | None:
+    """SSAMBA's mixer options from the first layer's shapes (added to ``shape_options``);
+    returns the matching preset's name."""
+    if depth % 2:
+        raise OfficialCheckpointError(
+            f"{name}: {depth} SSAMBA layers; the official layer pairing (if_bidirectional) needs an "
+            "even number (it would silently skip the last layer)"
+        )
+    d_inner2, in_dim = _shape(state, "v.layers.0.mixer.in_proj.weight", 2, name)
+    d_inner = d_inner2 // 2
+    d_state = _shape(state, "v.layers.0.mixer.A_log", 2, name)[1]
+    d_conv = _shape(state, "v.layers.0.mixer.conv1d.weight", 3, name)[2]
+    dt_rank = _shape(state, "v.layers.0.mixer.dt_proj.weight", 2, name)[1]
+    if in_dim != dim or d_inner2 % 2 or d_inner % dim:
+        raise OfficialCheckpointError(
+            f"{name}: v.layers.0.mixer.in_proj.weight has shape {[d_inner2, in_dim]}, expected "
+            f"[2 * expand * {dim}, {dim}]"
+        )
+    shape_options.update(d_state=d_state, d_conv=d_conv, expand=d_inner // dim, dt_rank=dt_rank,
+                         norm=arch["norm"], norm_eps=1e-5, use_cls_token=True,
+                         use_bidirectional_mixer=arch["bimamba"] == "v2", use_direction_average=True,
+                         use_layer_pairing=True, use_double_final_norm=True)
+    family_info.update(norm=arch["norm"], bimamba=arch["bimamba"])
+    if arch["bimamba"] == "none":
+        notes.append("bimamba 'none': converted with a causal forward-only mixer")
+    if arch["norm"] == "rmsnorm":
+        notes.append("no norm biases: RMSNorm model (rms_norm=True)")
+    preset_ok = depth == 24 and d_inner == 2 * dim and d_state == 16 and kernel == (16, 16)
+    return f"ssamba_{SIZES[dim]}" if dim in SIZES and preset_ok else None
+
+
+def _ssast_architecture(state, name, dim, depth, kernel, n_prefix, num_heads, shape_options, family_info,
+                        notes) -> str | None:
+    """SSAST's block options from the first block's shapes (added to ``shape_options``);
+    returns the matching preset's name."""
+    hidden = _shape(state, "v.blocks.0.mlp.fc1.weight", 2, name)[0]
+    heads = num_heads or SSAST_HEADS.get(dim) or (dim // 64 if dim % 64 == 0 else None)
+    if heads is None:
+        raise OfficialCheckpointError(f"{name}: cannot tell the number of attention heads for D={dim}; pass num_heads")
+    shape_options.update(num_heads=heads, mlp_ratio=hidden / dim, norm_eps=1e-6, num_prefix_tokens=n_prefix)
+    family_info.update(num_heads=heads)
+    kind = {(16, 16): "patch", (128, 2): "frame"}.get(kernel)
+    preset_ok = depth == 12 and hidden == 4 * dim and n_prefix == 2 and kind is not None
+    if n_prefix == 1:
+        notes.append("no v.dist_token: single class token (SSAST base_nokd)")
+    return f"ssast_{SIZES[dim]}_{kind}" if dim in SIZES and preset_ok else None
+
+
+def _build_config(family: str, geo: _Geometry, overrides: dict[str, Any]):
+    """The encoder config: the options the weights fix, with the caller's behaviour options
+    (an option the weights fix cannot be overridden)."""
+    from ..config import check_keys
+    from .registry import config_class_of
+
+    fixed = geo.shape_options
     config_class = config_class_of(family)
-    check_keys(config_class, config_overrides, f"{family} config")
-    clash = sorted(set(config_overrides) & (set(common) - _BEHAVIOUR_OPTIONS))
+    check_keys(config_class, overrides, f"{family} config")
+    clash = sorted(set(overrides) & (set(fixed) - _BEHAVIOUR_OPTIONS))
     if clash:
         raise TypeError(f"cannot override {clash}: the checkpoint's weights fix them")
-    changed = sorted(k for k in set(config_overrides) & set(common) if config_overrides[k] != common[k])
+    changed = sorted(k for k in set(overrides) & set(fixed) if overrides[k] != fixed[k])
     if changed:
-        notes.append(f"official behaviour changed by the caller: {', '.join(changed)}")
-    config = config_class(**{**common, **{k: tuple(v) if isinstance(v, list) else v
-                                          for k, v in config_overrides.items()}})
+        geo.notes.append(f"official behaviour changed by the caller: {', '.join(changed)}")
+    return config_class(**{**fixed, **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}})
 
-    # -- weights: the model is built on the meta device (no initialisation work that the
-    # file's tensors would overwrite), then takes those tensors as its parameters.
+
+def _map_tensors(found: _Detected, geo: _Geometry, config) -> tuple[nn.Module, dict[str, Tensor] | None]:
+    """The model, built on the meta device (no initialisation work the file's tensors would
+    overwrite) and given the file's tensors as its parameters, and the pretraining heads'
+    state (None for a fine-tuned file)."""
+    from .registry import model_from_config
+
+    state, name, notes = found.state, found.name, geo.notes
+    dim, depth, family = config.embed_dim, config.depth, found.family
+    n_prefix = geo.family_info["num_prefix_tokens"]
     with torch.device("meta"):
         model = model_from_config(config)
     targets = model.state_dict()
     model_state: dict[str, Tensor] = {}
     objective: dict[str, Tensor] = {}
     prefix_slots: dict[int, Tensor] = {}
-    cast = sorted({str(state[k].dtype).removeprefix("torch.") for k in mapping
+    cast = sorted({str(state[k].dtype).removeprefix("torch.") for k in found.mapping
                    if state[k].dtype != torch.float32})
     if cast:
         notes.append(f"{', '.join(cast)} tensors converted to float32")
     storages: set[int] = set()
-    for key, (dest, ours, slot) in mapping.items():
+    for key, (dest, ours, slot) in found.mapping.items():
         tensor = state[key].float()
         storage = tensor.untyped_storage().data_ptr()
-        if not owned or storage in storages:  # never share memory with the caller or between parameters
+        if not found.owned or storage in storages:  # never share memory with the caller or between parameters
             tensor = tensor.clone()
         storages.add(storage)
         if slot is not None:
@@ -618,30 +684,43 @@ def convert_official(
     stray = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if stray:
         raise RuntimeError(f"conversion left tensors on the meta device: {_names(stray)}")
-    objective_state = None
-    if objective:
-        values = kf * kt
-        for head in ("nce_head", "mse_head"):
-            w1, w2 = objective[f"{head}.0.weight"], objective[f"{head}.2.weight"]
-            if w1.shape != (dim, dim) or w2.dim() != 2 or w2.shape[1] != dim:
-                raise OfficialCheckpointError(f"{name}: the pretraining head shapes {list(w1.shape)}, "
-                                              f"{list(w2.shape)} do not fit D={dim}")
-            if w2.shape[0] != values:
-                notes.append(f"pretraining heads predict {w2.shape[0]} values, not {values} = {kf}x{kt}")
-        objective_state = {k: v.contiguous() for k, v in objective.items()}
+    return model, _objective_state(objective, geo, dim, name)
 
+
+def _objective_state(objective: dict[str, Tensor], geo: _Geometry, dim: int, name: str) -> dict[str, Tensor] | None:
+    """The pretraining heads' tensors, their shapes checked against D and the patch."""
+    if not objective:
+        return None
+    kf, kt = geo.kernel
+    values = kf * kt
+    for head in ("nce_head", "mse_head"):
+        w1, w2 = objective[f"{head}.0.weight"], objective[f"{head}.2.weight"]
+        if w1.shape != (dim, dim) or w2.dim() != 2 or w2.shape[1] != dim:
+            raise OfficialCheckpointError(f"{name}: the pretraining head shapes {list(w1.shape)}, "
+                                          f"{list(w2.shape)} do not fit D={dim}")
+        if w2.shape[0] != values:
+            geo.notes.append(f"pretraining heads predict {w2.shape[0]} values, not {values} = {kf}x{kt}")
+    return {k: v.contiguous() for k, v in objective.items()}
+
+
+def _report(found: _Detected, geo: _Geometry, config, model: nn.Module, objective_state, dataset: str | None
+            ) -> ConvertedCheckpoint:
+    """The front end the model expects (the recipe's statistics) and what was found."""
+    from ..frontend import FrontendConfig
+
+    fdim, tdim = config.input_fdim, config.input_tdim
     if dataset is None:
-        dataset = "audioset" if stage == "pretrain" else DATASET_BY_TDIM.get(tdim, "audioset")
-        if stage == "finetune" and tdim not in DATASET_BY_TDIM:
-            notes.append(f"no recipe uses {tdim} frames: front end set to AudioSet statistics")
+        dataset = "audioset" if found.stage == "pretrain" else DATASET_BY_TDIM.get(tdim, "audioset")
+        if found.stage == "finetune" and tdim not in DATASET_BY_TDIM:
+            geo.notes.append(f"no recipe uses {tdim} frames: front end set to AudioSet statistics")
     model.use_frontend(FrontendConfig.for_dataset(dataset, num_mel_bins=fdim, target_length=tdim))
-
     info = OfficialInfo(
-        family=family, size=SIZES.get(dim, "custom"), stage=stage, embed_dim=dim, depth=depth,
-        patch_size=kernel, patch_stride=tuple(stride), input_fdim=fdim, input_tdim=tdim,
-        num_classes=num_classes, pretrain_input=pretrain_input, geometry=geometry, dataset=dataset,
-        preset=preset, num_keys=len(keys), mapped_keys=len(mapping), ignored_keys=ignored, notes=notes,
-        **info_extra,
+        family=found.family, size=SIZES.get(config.embed_dim, "custom"), stage=found.stage,
+        embed_dim=config.embed_dim, depth=config.depth, patch_size=geo.kernel,
+        patch_stride=tuple(config.patch_stride), input_fdim=fdim, input_tdim=tdim,
+        num_classes=config.num_classes, pretrain_input=geo.pretrain_input, geometry=geo.geometry,
+        dataset=dataset, preset=geo.preset, num_keys=len(found.state), mapped_keys=len(found.mapping),
+        ignored_keys=found.ignored, notes=geo.notes, **geo.family_info,
     )
     return ConvertedCheckpoint(model, objective_state, info)
 
