@@ -40,7 +40,8 @@ def fast(monkeypatch):
 def _name(flags=("-O0",)) -> str:
     cxx = scan_cpu._find_compiler()
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
-    return scan_cpu._library_name(scan_cpu._SOURCE.read_bytes(), cxx, version, list(flags))
+    return scan_cpu._library_name(scan_cpu._SOURCE.stem, scan_cpu.source_text(scan_cpu._SOURCE), cxx, version,
+                                  list(flags))
 
 
 def _mode(path: Path) -> int:

@@ -317,3 +317,10 @@ def test_state_shape_is_checked(gen):
     x = make_inputs(gen, batch=2, channels=5, length=8)
     with pytest.raises(ValueError, match="state must be"):
         selective_scan_with_state(**x, state=torch.zeros(2, 5, 15))
+
+
+def test_the_shipped_kernel_holds_no_benchmark(kernel):
+    # the roofline micro-benchmark is built from ssamba/benchmarks/csrc, not the kernel
+    lib = kernel.load_library()
+    assert hasattr(lib, "ssamba_scan_fwd") and not hasattr(lib, "ssamba_scan_bound")
+    assert "bound" not in kernel._SOURCE.read_text()

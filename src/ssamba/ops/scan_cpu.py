@@ -58,11 +58,14 @@ from ..errors import UserError
 from .scan_reference import selective_scan_reference
 
 __all__ = [
-    "KernelUnavailable", "UnsafeCacheError", "bound_benchmark", "chunk_size", "is_compiled", "kernel_forward",
+    "KernelUnavailable", "UnsafeCacheError", "build_extension", "chunk_size", "is_compiled", "kernel_forward",
     "load_library", "private_dir", "selective_scan_cpu", "selective_scan_cpu_with_state", "uses_openmp",
 ]
 
-_SOURCE = Path(__file__).with_name("csrc") / "selective_scan_cpu.cpp"
+_CSRC = Path(__file__).with_name("csrc")
+_SOURCE = _CSRC / "selective_scan_cpu.cpp"
+#: Headers of csrc/ the sources include (``-I csrc``); part of every library's cache key.
+_HEADERS = ("scan_simd.h",)
 _ABI_VERSION = 3
 # Tried in order until one compiles. -fopenmp puts the kernel's threads on PyTorch's
 # OpenMP pool (see run_threads in the source); without it the kernel starts its own.
@@ -74,7 +77,7 @@ _FLAG_SETS = (
     ["-O3"],
 )
 _COMMON_FLAGS = ["-std=c++17", "-shared", "-fPIC", "-pthread", "-fno-math-errno",
-                 "-ffp-contract=fast", "-fvisibility=hidden"]
+                 "-ffp-contract=fast", "-fvisibility=hidden", f"-I{_CSRC}"]
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -216,7 +219,7 @@ def _compile(source: Path, out_dir: Path) -> Path:
                                  timeout=60).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         raise RuntimeError(f"cannot run C++ compiler {cxx}: {exc}") from exc
-    src = source.read_bytes()
+    src = source_text(source)
     out_dir = private_dir(out_dir.parent, out_dir.name)
     with _build_lock(out_dir):
         for stale in out_dir.glob("*.so.tmp"):  # left by a builder killed midway (they hold the lock)
@@ -225,19 +228,25 @@ def _compile(source: Path, out_dir: Path) -> Path:
         return _compile_locked(source, src, cxx, version, out_dir)
 
 
-def _library_name(src: bytes, cxx: str, version: str, flags: list[str]) -> str:
-    """The cached library's file name: a hash of source, compiler, flags and CPU."""
+def source_text(source: Path) -> bytes:
+    """What a library is compiled from: ``source`` and the headers of csrc/ it may include."""
+    return source.read_bytes() + b"".join((_CSRC / h).read_bytes() for h in _HEADERS)
+
+
+def _library_name(stem: str, src: bytes, cxx: str, version: str, flags: list[str]) -> str:
+    """The cached library's file name: the source's name and a hash of its text (headers
+    included), compiler, flags and CPU."""
     key = hashlib.sha256(
         b"\0".join([src, cxx.encode(), version.encode(), " ".join(flags + _COMMON_FLAGS).encode(),
                     _cpu_fingerprint().encode(), platform.machine().encode()])
     ).hexdigest()[:20]
-    return f"selective_scan_cpu_{key}.so"
+    return f"{stem}_{key}.so"
 
 
 def _compile_locked(source: Path, src: bytes, cxx: str, version: str, out_dir: Path) -> Path:
     errors = []
     for flags in _FLAG_SETS:
-        target = out_dir / _library_name(src, cxx, version, flags)
+        target = out_dir / _library_name(source.stem, src, cxx, version, flags)
         failed = target.with_suffix(".failed")  # this flag set did not compile: skip it
         if _trusted_file(target):
             return target
@@ -304,12 +313,13 @@ def load_library() -> ctypes.CDLL | None:
     return _lib
 
 
-def _build() -> Path:
-    """Compile (or find) the kernel in the first usable private cache; see the module docstring."""
+def _build(source: Path = _SOURCE) -> Path:
+    """Compile (or find) ``source`` (the kernel by default) in the first usable private
+    cache; see the module docstring."""
     problems = []
     for root, reason in _build_dirs():
         try:
-            return _compile(_SOURCE, root / "ext")
+            return _compile(source, root / "ext")
         except OSError as err:  # read-only, not ours, symlinked, group-writable...
             problems.append(f"{reason or 'cache'}: {err}")
     private = Path(tempfile.mkdtemp(prefix="ssamba-")) / "ext"  # 0700, unpredictable; this process only
@@ -318,7 +328,7 @@ def _build() -> Path:
         RuntimeWarning,
         stacklevel=4,
     )
-    return _compile(_SOURCE, private)
+    return _compile(source, private)
 
 
 def is_compiled() -> bool:
@@ -603,31 +613,11 @@ def selective_scan_cpu(
     return _scan_forward(tensors, delta_softplus, reverse, save=False)[0]
 
 
-def bound_benchmark(vector_updates: int, channels: int = 4, threads: int | None = None) -> float:
-    """Seconds the kernel's per-state arithmetic takes with no memory traffic.
-
-    Runs ``vector_updates`` 16-lane state updates - the forward's ``exp2(dt*A)`` (same
-    polynomial), ``h = a*h + dtu*B`` and ``acc += C*h`` - on register-resident state and
-    operands, ``channels`` (1, 2, 4 or 8) independent states interleaved per thread, over
-    ``threads`` threads (default ``torch.get_num_threads()``) started as the scan starts
-    them. A roofline for :func:`selective_scan_cpu`; used by ``ssamba bench scan``.
-    """
-    import time
-
-    lib = load_library()
-    if lib is None:
-        raise RuntimeError(f"CPU scan kernel unavailable: {_load_error}")
-    fn = lib.ssamba_scan_bound
-    fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_float)]
-    sink = ctypes.c_float()
-    nthreads = threads or torch.get_num_threads()
-    t0 = time.perf_counter()
-    rc = fn(int(vector_updates), int(channels), int(nthreads), ctypes.byref(sink))
-    elapsed = time.perf_counter() - t0
-    if rc != 0:
-        raise RuntimeError(f"bound micro-benchmark failed (code {rc})")
-    return elapsed
+def build_extension(source: Path) -> ctypes.CDLL:
+    """Compile (once, cached on disk like the kernel: private folder, lock, flag fallbacks)
+    and load another C++ source that builds against the kernel's headers (``-I`` csrc/,
+    e.g. ``scan_simd.h``); for the benchmarks' roofline. Raises on failure."""
+    return ctypes.CDLL(str(_build(Path(source))))
 
 
 def kernel_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
@@ -637,7 +627,7 @@ def kernel_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
 
     For measuring the kernel apart from the dtype/layout preparation that
     :func:`selective_scan_cpu` does on every call (``ssamba bench scan`` compares it with
-    :func:`bound_benchmark`). Calling the returned function returns the output.
+    ``ssamba.benchmarks.scan.bound_benchmark``). Calling the returned function returns the output.
     """
     lib = _require_library()
     ops = _prepare(u, delta, A, B, C, D, z, delta_bias)

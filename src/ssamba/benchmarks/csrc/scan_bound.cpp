@@ -1,0 +1,88 @@
+// Roofline micro-benchmark of the CPU selective scan (ssamba bench scan), apart from the
+// shipped kernel: the forward inner loop's arithmetic with the kernel's own SIMD code
+// (scan_simd.h), on operands held in registers. Built and cached like the kernel.
+
+#include "scan_simd.h"
+
+namespace {
+
+// It runs the forward inner loop's
+// arithmetic for one state vector of 16 lanes - a = exp2(dt*A) with the same vexp2,
+// h = a*h + dtu*B, acc += C*h - on state and operands held in registers: B and C are
+// loop-invariant registers, dt and dtu are broadcast from a K-long array that stays in
+// L1 (as the kernel's dtb/dtub do), nothing else is loaded or stored inside the loop.
+// CH independent channels are interleaved per thread, so the loop is limited by the
+// core's vector-arithmetic throughput rather than by the FMA latency of the h chain.
+// Timed by the caller; this is the floor for the scan's state updates on this CPU.
+template <int CH>
+float bound_loop(int64_t steps) {
+    alignas(64) float dtb[K], dtub[K];
+    for (int k = 0; k < K; ++k) {
+        dtb[k] = 0.001f + 0.0005f * (float)k;
+        dtub[k] = 0.002f * (float)(k % 7) - 0.005f;
+    }
+    v16 h[CH], A2[CH], Bv[CH], Cv[CH], acc[CH];
+    for (int c = 0; c < CH; ++c) {
+        for (int i = 0; i < W; ++i) {
+            A2[c][i] = -(float)(i + 1 + c) * LOG2E;
+            Bv[c][i] = 0.5f + 0.01f * (float)(i - c);
+            Cv[c][i] = 1.0f - 0.02f * (float)(i + c);
+        }
+        h[c] = splat(0.0f);
+        acc[c] = splat(0.0f);
+    }
+    for (int64_t s = 0; s < steps; s += K) {
+        // Make dtb/dtub opaque to the optimiser every chunk: no exp can be hoisted.
+        __asm__ __volatile__("" : : "r"(dtb), "r"(dtub) : "memory");
+        const int kn = (int)std::min<int64_t>(K, steps - s);
+        for (int k = 0; k < kn; ++k) {
+            const v16 dt = splat(dtb[k]), dtu = splat(dtub[k]);
+            for (int c = 0; c < CH; ++c) {
+                const v16 a = vexp2(dt * A2[c]);
+                h[c] = a * h[c] + dtu * Bv[c];
+                acc[c] += Cv[c] * h[c];
+            }
+        }
+    }
+    v16 tot = splat(0.0f);
+    for (int c = 0; c < CH; ++c) tot += acc[c] + h[c];
+    return hsum(tot);
+}
+
+using BoundFn = float (*)(int64_t);
+
+BoundFn pick_bound(int ch) {
+    switch (ch) {
+        case 1: return bound_loop<1>;
+        case 2: return bound_loop<2>;
+        case 4: return bound_loop<4>;
+        case 8: return bound_loop<8>;
+        default: return nullptr;
+    }
+}
+
+}  // namespace
+
+#define EXPORT __attribute__((visibility("default")))
+
+extern "C" {
+
+// Roofline micro-benchmark: vector_updates 16-lane state updates (the forward's per-state
+// arithmetic, see bound_loop), split evenly over nthreads threads started the way the
+// scan starts its threads, each thread interleaving `channels` (1, 2, 4 or 8) independent
+// states. Returns 0 (checksum in *sink) or an error code.
+EXPORT int ssamba_scan_bound(int64_t vector_updates, int channels, int nthreads, float* sink) {
+    BoundFn fn = pick_bound(channels);
+    if (fn == nullptr || nthreads < 1 || vector_updates < 0) return 1;
+    std::vector<float> sums(nthreads, 0.0f);
+    const int rc = run_threads(nthreads, [&](int t) {
+        const int64_t lo = t * vector_updates / nthreads, hi = (t + 1) * vector_updates / nthreads;
+        sums[t] = fn((hi - lo) / channels);
+    });
+    float total = 0.0f;
+    for (float v : sums) total += v;
+    if (sink) *sink = total;
+    return rc;
+}
+
+}  // extern "C"

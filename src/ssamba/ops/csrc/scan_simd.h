@@ -1,0 +1,261 @@
+// SIMD arithmetic and threads shared by the CPU selective scan (selective_scan_cpu.cpp)
+// and the roofline micro-benchmark that measures its bound (ssamba/benchmarks/csrc/
+// scan_bound.cpp): 16-lane float vectors, the exp2/log/sigmoid/softplus polynomials,
+// the transposing reduction, denormal flushing and the thread launcher. Header-only,
+// everything in an anonymous namespace (each including file gets its own copy).
+
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <thread>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
+
+namespace {
+
+
+typedef float v16 __attribute__((vector_size(64)));
+typedef int32_t vi16 __attribute__((vector_size(64)));
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v4 __attribute__((vector_size(16)));
+
+constexpr int W = 16;         // lanes per vector
+#ifndef SSAMBA_SCAN_CHUNK
+#define SSAMBA_SCAN_CHUNK 64
+#endif
+constexpr int K = SSAMBA_SCAN_CHUNK;  // time steps between checkpoints (multiple of W)
+static_assert(K % W == 0, "chunk length must be a multiple of the vector width");
+constexpr float LOG2E = 1.44269504088896341f;
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE v16 splat(float x) { return (v16){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
+
+INLINE v16 loadv(const float* p) {
+    v16 v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+}
+INLINE void storev(float* p, v16 v) { std::memcpy(p, &v, sizeof(v)); }
+
+INLINE float hsum(v16 v) {  // halving sum (memcpy halves: portable to GCC < 12)
+    v8 a, b;
+    std::memcpy(&a, &v, sizeof(a));
+    std::memcpy(&b, reinterpret_cast<const char*>(&v) + sizeof(a), sizeof(b));
+    a += b;
+    v4 c, e;
+    std::memcpy(&c, &a, sizeof(c));
+    std::memcpy(&e, reinterpret_cast<const char*>(&a) + sizeof(c), sizeof(e));
+    c += e;
+    return (c[0] + c[2]) + (c[1] + c[3]);
+}
+
+// out[i] = sum of the lanes of r[i], i < 16 (a transposing reduction on AVX-512).
+INLINE void reduce16(const v16* r, float* out) {
+#if defined(__AVX512F__)
+    __m512 s[8], t[4];
+    for (int i = 0; i < 8; ++i) {
+        __m512 a = r[2 * i], b = r[2 * i + 1];
+        s[i] = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+    }
+    for (int i = 0; i < 4; ++i) {
+        __m512 a = s[2 * i], b = s[2 * i + 1];
+        t[i] = _mm512_add_ps(_mm512_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+    }
+    __m512 w0 = _mm512_add_ps(_mm512_shuffle_f32x4(t[0], t[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_f32x4(t[0], t[1], _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 w1 = _mm512_add_ps(_mm512_shuffle_f32x4(t[2], t[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_f32x4(t[2], t[3], _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 res = _mm512_add_ps(_mm512_shuffle_f32x4(w0, w1, _MM_SHUFFLE(2, 0, 2, 0)),
+                               _mm512_shuffle_f32x4(w0, w1, _MM_SHUFFLE(3, 1, 3, 1)));
+    _mm512_storeu_ps(out, res);
+#else
+    for (int i = 0; i < 16; ++i) out[i] = hsum(r[i]);
+#endif
+}
+
+// 2^x, max relative error ~1e-7 (degree-6 minimax polynomial on [-1/2, 1/2]).
+INLINE v16 vexp2(v16 x) {
+#if defined(__AVX512F__)
+    const v16 n = _mm512_mask_roundscale_ps(x, 0xFFFF, x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#else
+    const v16 magic = splat(12582912.0f);  // 1.5 * 2^23: round to nearest integer
+    const v16 t = x + magic;
+    const v16 n = t - magic;
+#endif
+    const v16 r = x - n;
+    v16 p = splat(1.535336196e-04f);
+    p = p * r + 1.339887502e-03f;
+    p = p * r + 9.618436918e-03f;
+    p = p * r + 5.550332367e-02f;
+    p = p * r + 2.402264774e-01f;
+    p = p * r + 6.931471825e-01f;
+    p = p * r + 1.0f;
+#if defined(__AVX512F__)
+    return _mm512_scalef_ps(p, n);  // p * 2^n, with proper underflow to 0 / overflow to inf
+#else
+    const vi16 bits = ((vi16)t << 23) + (127 << 23);
+    v16 res = p * (v16)bits;
+    res = x < splat(-126.0f) ? splat(0.0f) : res;
+    return x > splat(127.0f) ? splat(__builtin_inff()) : res;
+#endif
+}
+
+INLINE v16 vexp(v16 x) { return vexp2(x * LOG2E); }
+
+INLINE v16 vmax(v16 a, v16 b) { return a > b ? a : b; }
+INLINE v16 vmin(v16 a, v16 b) { return a < b ? a : b; }
+
+// log(x) for x in [1, 2] (Cephes logf polynomial).
+INLINE v16 vlog_1_2(v16 x) {
+    const vi16 big = x > splat(1.41421356237f);
+    v16 e = big ? splat(1.0f) : splat(0.0f);
+    v16 m = big ? x * 0.5f : x;
+    m = m - 1.0f;
+    v16 z = m * m;
+    v16 y = splat(7.0376836292e-2f);
+    y = y * m - 1.1514610310e-1f;
+    y = y * m + 1.1676998740e-1f;
+    y = y * m - 1.2420140846e-1f;
+    y = y * m + 1.4249322787e-1f;
+    y = y * m - 1.6668057665e-1f;
+    y = y * m + 2.0000714765e-1f;
+    y = y * m - 2.4999993993e-1f;
+    y = y * m + 3.3333331174e-1f;
+    y = y * m * z;
+    y = y + e * -2.12194440e-4f;
+    y = y - z * 0.5f;
+    return m + y + e * 0.693359375f;
+}
+
+// 1/x: on AVX-512 a 14-bit estimate refined by one Newton step (~1 ulp); vdivps has a
+// far lower throughput.
+INLINE v16 vrcp(v16 x) {
+#if defined(__AVX512F__)
+    const v16 r = _mm512_rcp14_ps(x);
+    return r * (2.0f - x * r);
+#else
+    return 1.0f / x;
+#endif
+}
+
+// log1p(y) for y in [0, 1], accurate for tiny y.
+INLINE v16 vlog1p_01(v16 y) {
+    v16 u = y + 1.0f;
+    v16 d = u - 1.0f;
+    v16 lg = vlog_1_2(u);
+    const vi16 exact = d == splat(0.0f);
+    v16 dd = exact ? splat(1.0f) : d;
+    return exact ? y : lg * (y * vrcp(dd));
+}
+
+// 1 / (1 + exp(-x)); the clamp keeps vrcp away from inf (sigmoid(-80) ~ 1.8e-35).
+INLINE v16 vsigmoid(v16 x) { return vrcp(vexp(vmin(-x, splat(80.0f))) + 1.0f); }
+
+// torch.nn.functional.softplus (beta=1, threshold=20) and its derivative sigmoid(x)
+// (1 above the threshold, as in torch).
+INLINE v16 vsoftplus(v16 x, v16* deriv) {
+    const v16 e = vexp(-vmax(x, -x));  // exp(-|x|)
+    const v16 sp = vmax(x, splat(0.0f)) + vlog1p_01(e);
+    const vi16 lin = x > splat(20.0f);
+    if (deriv) {
+        const v16 sg = (x >= splat(0.0f) ? splat(1.0f) : e) * vrcp(e + 1.0f);
+        *deriv = lin ? splat(1.0f) : sg;
+    }
+    return lin ? x : sp;
+}
+
+// Denormals: a state decaying through the subnormal range (e.g. silence in audio) makes
+// every FMA take a microcode assist (measured: 6x slower). Flush them to zero while the
+// kernel runs; the caller's floating-point mode is restored afterwards.
+class FlushDenormals {
+   public:
+    FlushDenormals() {
+#if defined(__x86_64__) || defined(__i386__)
+        saved_ = _mm_getcsr();
+        _mm_setcsr(saved_ | 0x8040);  // FTZ | DAZ
+#elif defined(__aarch64__)
+        __asm__ __volatile__("mrs %0, fpcr" : "=r"(saved_));
+        uint64_t fz = saved_ | (1ull << 24);
+        __asm__ __volatile__("msr fpcr, %0" : : "r"(fz));
+#endif
+    }
+    ~FlushDenormals() {
+#if defined(__x86_64__) || defined(__i386__)
+        _mm_setcsr(saved_);
+#elif defined(__aarch64__)
+        __asm__ __volatile__("msr fpcr, %0" : : "r"(saved_));
+#endif
+    }
+    FlushDenormals(const FlushDenormals&) = delete;
+    FlushDenormals& operator=(const FlushDenormals&) = delete;
+
+   private:
+#if defined(__aarch64__)
+    uint64_t saved_ = 0;
+#else
+    unsigned int saved_ = 0;
+#endif
+};
+
+// Runs fn(0..nthreads-1). Returns 0, or 2 if a thread could not be started or fn threw
+// (e.g. out of memory).
+//
+// Built with OpenMP, the slices run on an OpenMP team. Loaded into a process where
+// PyTorch has already loaded its libgomp.so.1, that is PyTorch's own thread pool: the
+// workers that spin for a while after every torch op pick the slices up instead of
+// competing for the cores with threads of ours. (With std::thread, the kernel's second
+// thread ran no faster than one inside a model step on a 2-core machine.) A team smaller
+// than asked for (nested regions, thread limits) still runs every slice.
+template <typename F>
+int run_threads(int nthreads, F&& fn) {
+    std::atomic<int> failed{0};
+    auto body = [&](int t) {
+        try {
+            FlushDenormals ftz;
+            fn(t);
+        } catch (...) {
+            failed = 1;
+        }
+    };
+    if (nthreads <= 1) {
+        body(0);
+        return failed ? 2 : 0;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nthreads)
+    {
+        const int team = omp_get_num_threads();
+        for (int t = omp_get_thread_num(); t < nthreads; t += team) body(t);
+    }
+#else
+    std::vector<std::thread> pool;
+    pool.reserve(nthreads - 1);
+    try {
+        for (int i = 1; i < nthreads; ++i) pool.emplace_back(body, i);
+    } catch (...) {
+        failed = 1;
+    }
+    if (!failed) body(0);
+    for (auto& t : pool) t.join();
+#endif
+    return failed ? 2 : 0;
+}
+
+}  // namespace
