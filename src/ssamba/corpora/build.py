@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import music as _music
-from .augment import PEAK_LIMIT, finish_clip, rms, trim_silence
+from .postprocess import PEAK_LIMIT, finish_clip, rms, trim_silence
 from .plan import SAMPLE_RATE, SPLITS, TASKS, ClipSpec, ScaleSpec, TaskPlan, get_scale, make_plan
 
 #: Bump when the synthesis changes in a way the source hash would not show.

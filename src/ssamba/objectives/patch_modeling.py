@@ -118,11 +118,12 @@ class MaskedPatchModeling(nn.Module):
         self.use_cluster = config.masking == "cluster" or (config.masking == "auto" and square)
 
     def draw_mask(self, batch: int, grid: tuple[int, int], generator: torch.Generator,
-                  device: torch.device, rows: tuple[int, int] | None = None) -> Tensor:
-        """Masks for ``batch`` clips; with ``rows = (start, total)`` the masks are rows
-        ``start:start + batch`` of a draw for ``total`` clips, so that a batch split over
-        processes gets the masks the whole batch would get in one process."""
-        start, total = rows if rows is not None else (0, batch)
+                  device: torch.device, batch_slice: tuple[int, int] | None = None) -> Tensor:
+        """Masks for ``batch`` clips; with ``batch_slice = (start, total)`` (this process's
+        clips are ``start:start + batch`` of a global batch of ``total``) the masks are
+        those rows of a draw for ``total`` clips, so that a batch split over processes gets
+        the masks the whole batch would get in one process."""
+        start, total = batch_slice if batch_slice is not None else (0, batch)
         n = self.config.num_masked
         if self.config.masking == "official" and grid[0] > 1:  # patches (frames: one row, uniform)
             mask = official_mask(total, grid, n, generator, self.config.cluster_sizes, device)
@@ -138,7 +139,7 @@ class MaskedPatchModeling(nn.Module):
         return tokens[mask].view(spec.shape[0], self.config.num_masked, -1)
 
     def forward(self, encoder: nn.Module, spec: Tensor, generator: torch.Generator,
-                rows: tuple[int, int] | None = None) -> dict[str, Tensor]:
+                batch_slice: tuple[int, int] | None = None) -> dict[str, Tensor]:
         if tuple(encoder.config.patch_stride) != self.patch_size:
             raise ValueError(
                 f"pretraining needs non-overlapping patches: stride {encoder.config.patch_stride} "
@@ -149,7 +150,7 @@ class MaskedPatchModeling(nn.Module):
         batch = spec.shape[0]
         c = self.config
         out: dict[str, Tensor] = {}
-        mask = self.draw_mask(batch, grid, generator, spec.device, rows)
+        mask = self.draw_mask(batch, grid, generator, spec.device, batch_slice)
         hidden = self.masked_outputs(encoder, spec, mask)
         loss = spec.new_zeros(())
         if c.use_nce:
@@ -158,7 +159,7 @@ class MaskedPatchModeling(nn.Module):
             loss = loss + out["nce"]
         if c.use_mse:
             if c.use_nce and c.use_separate_passes:
-                mask = self.draw_mask(batch, grid, generator, spec.device, rows)
+                mask = self.draw_mask(batch, grid, generator, spec.device, batch_slice)
                 hidden = self.masked_outputs(encoder, spec, mask)
             target = targets[mask].view(batch, c.num_masked, -1)
             out["mse"] = F.mse_loss(self.mse_head(hidden), target)

@@ -387,19 +387,21 @@ def _padded_states(n: int) -> int:
 
 
 def _prepare(u, delta, A, B, C, D, z, delta_bias):
-    """fp32 contiguous operands in kernel layout; A, B, C padded to NP states."""
+    """fp32 contiguous operands in kernel layout: ``(u, delta, A_padded, B_rows, C_rows,
+    D_skip, z, delta_bias, n_padded)``, B and C time-major ``(batch, L, n_padded)`` and A, B, C
+    zero-padded to ``n_padded`` states (whole vectors of the kernel's lanes)."""
     n = A.shape[1]
-    np_ = _padded_states(n)
-    Ap = _f32(A)
-    Bt = B.detach().to(torch.float32).transpose(1, 2)
-    Ct = C.detach().to(torch.float32).transpose(1, 2)
-    if np_ != n:
-        pad = (0, np_ - n)
-        Ap = torch.nn.functional.pad(Ap, pad)
-        Bt = torch.nn.functional.pad(Bt, pad)
-        Ct = torch.nn.functional.pad(Ct, pad)
-    return (_f32(u), _f32(delta), Ap.contiguous(), Bt.contiguous(), Ct.contiguous(),
-            _f32(D), _f32(z), _f32(delta_bias), np_)
+    n_padded = _padded_states(n)
+    A_padded = _f32(A)
+    B_rows = B.detach().to(torch.float32).transpose(1, 2)
+    C_rows = C.detach().to(torch.float32).transpose(1, 2)
+    if n_padded != n:
+        pad = (0, n_padded - n)
+        A_padded = torch.nn.functional.pad(A_padded, pad)
+        B_rows = torch.nn.functional.pad(B_rows, pad)
+        C_rows = torch.nn.functional.pad(C_rows, pad)
+    return (_f32(u), _f32(delta), A_padded.contiguous(), B_rows.contiguous(), C_rows.contiguous(),
+            _f32(D), _f32(z), _f32(delta_bias), n_padded)
 
 
 # Channel-steps (one step of one channel: N state updates) below which a second thread
@@ -425,21 +427,21 @@ def _partition(batch: int, dim: int, length: int) -> tuple[int, Tensor, Tensor, 
             torch.tensor(slot_batch, dtype=torch.int64), len(slot_batch))
 
 
-def _forward(lib, ops, softplus: bool, save: bool, reverse: bool = False, h0: Tensor | None = None,
+def _forward(lib, operands, softplus: bool, save: bool, reverse: bool = False, h0: Tensor | None = None,
              hlast: Tensor | None = None):
     """The kernel's forward: ``(out, checkpoints or None)``. ``h0`` / ``hlast``: the state
     before the first step / written after the last, ``(batch * dim, NP)`` fp32 contiguous."""
-    u, delta, Ap, Bt, Ct, Dv, z, bias, np_ = ops
+    u, delta, A_padded, B_rows, C_rows, D_skip, z, bias, n_padded = operands
     batch, dim, L = u.shape
     out = torch.empty_like(u)
     ckpt = None
     if save:
         nchunks = -(-L // lib.ssamba_scan_chunk_size())
-        ckpt = torch.empty(batch * dim, nchunks, np_, dtype=torch.float32)
+        ckpt = torch.empty(batch * dim, nchunks, n_padded, dtype=torch.float32)
     nthreads, starts, _, _, _ = _partition(batch, dim, L)
     rc = lib.ssamba_scan_fwd(
-        _ptr(u), _ptr(delta), _ptr(Ap), _ptr(Bt), _ptr(Ct), _ptr(Dv), _ptr(z), _ptr(bias),
-        int(softplus), int(reverse), _ptr(out), _ptr(ckpt), _ptr(h0), _ptr(hlast), batch, dim, L, np_, nthreads,
+        _ptr(u), _ptr(delta), _ptr(A_padded), _ptr(B_rows), _ptr(C_rows), _ptr(D_skip), _ptr(z), _ptr(bias),
+        int(softplus), int(reverse), _ptr(out), _ptr(ckpt), _ptr(h0), _ptr(hlast), batch, dim, L, n_padded, nthreads,
         _ptr(starts))
     if rc != 0:
         raise RuntimeError(f"CPU selective scan forward failed (code {rc})")
@@ -454,18 +456,18 @@ def selective_scan_cpu_with_state(u: Tensor, delta: Tensor, A: Tensor, B: Tensor
     gradients flow). ``state``: ``(batch, dim, N)``; returns ``(out, state after the
     last step)``, the state fp32."""
     lib = _require_library()
-    ops = _prepare(u, delta, A, B, C, D, z, delta_bias)
+    operands = _prepare(u, delta, A, B, C, D, z, delta_bias)
     batch, dim, _ = u.shape
-    n, np_ = A.shape[1], ops[-1]
+    n, n_padded = A.shape[1], operands[-1]
     h0 = None
     if state is not None:
         h0 = state.detach().to(torch.float32)
-        if np_ != n:
-            h0 = torch.nn.functional.pad(h0, (0, np_ - n))
-        h0 = h0.reshape(batch * dim, np_).contiguous()
-    hlast = torch.empty(batch * dim, np_, dtype=torch.float32)
-    out, _ = _forward(lib, ops, delta_softplus, save=False, reverse=reverse, h0=h0, hlast=hlast)
-    return out.to(u.dtype), hlast.view(batch, dim, np_)[:, :, :n]
+        if n_padded != n:
+            h0 = torch.nn.functional.pad(h0, (0, n_padded - n))
+        h0 = h0.reshape(batch * dim, n_padded).contiguous()
+    hlast = torch.empty(batch * dim, n_padded, dtype=torch.float32)
+    out, _ = _forward(lib, operands, delta_softplus, save=False, reverse=reverse, h0=h0, hlast=hlast)
+    return out.to(u.dtype), hlast.view(batch, dim, n_padded)[:, :, :n]
 
 
 def _scan_forward(tensors, delta_softplus: bool, reverse: bool, save: bool):
@@ -504,31 +506,31 @@ def _backward_kernel(gout, u, delta, A, B, C, D, z, delta_bias, ckpt, delta_soft
     input), each in its input's dtype, from the forward's checkpoints."""
     lib = _require_library()
     n = A.shape[1]
-    u32, delta32, Ap, Bt, Ct, Dv, z32, bias, np_ = _prepare(u, delta, A, B, C, D, z, delta_bias)
+    u32, delta32, A_padded, B_rows, C_rows, D_skip, z32, bias, n_padded = _prepare(u, delta, A, B, C, D, z, delta_bias)
     batch, dim, L = u.shape
     gout = gout.to(torch.float32).contiguous()
     nthreads, starts, slot_base, slot_batch, nslots = _partition(batch, dim, L)
     du = torch.empty_like(u32)
     ddelta = torch.empty_like(u32)
-    dA = torch.empty(batch, dim, np_, dtype=torch.float32)
-    dBs = torch.zeros(nslots, L, np_, dtype=torch.float32)
-    dCs = torch.zeros(nslots, L, np_, dtype=torch.float32)
-    dD = torch.empty(batch, dim, dtype=torch.float32) if Dv is not None else None
+    dA = torch.empty(batch, dim, n_padded, dtype=torch.float32)
+    dBs = torch.zeros(nslots, L, n_padded, dtype=torch.float32)
+    dCs = torch.zeros(nslots, L, n_padded, dtype=torch.float32)
+    dD = torch.empty(batch, dim, dtype=torch.float32) if D_skip is not None else None
     dz = torch.empty_like(u32) if z32 is not None else None
     dbias = torch.empty(batch, dim, dtype=torch.float32) if bias is not None else None
     rc = lib.ssamba_scan_bwd(
-        _ptr(u32), _ptr(delta32), _ptr(Ap), _ptr(Bt), _ptr(Ct), _ptr(Dv), _ptr(z32), _ptr(bias),
+        _ptr(u32), _ptr(delta32), _ptr(A_padded), _ptr(B_rows), _ptr(C_rows), _ptr(D_skip), _ptr(z32), _ptr(bias),
         int(delta_softplus), int(reverse), _ptr(ckpt), _ptr(gout), _ptr(du), _ptr(ddelta), _ptr(dA),
         _ptr(dBs), _ptr(dCs), _ptr(dD), _ptr(dz), _ptr(dbias),
-        batch, dim, L, np_, nthreads, _ptr(starts), _ptr(slot_base))
+        batch, dim, L, n_padded, nthreads, _ptr(starts), _ptr(slot_base))
     if rc != 0:
         raise RuntimeError(f"CPU selective scan backward failed (code {rc})")
     if nslots == batch:  # every batch element has exactly one slot
-        dBt, dCt = dBs, dCs
+        dB_rows, dC_rows = dBs, dCs
     else:
-        dBt = torch.zeros(batch, L, np_).index_add_(0, slot_batch, dBs)
-        dCt = torch.zeros(batch, L, np_).index_add_(0, slot_batch, dCs)
-    grads = [du, ddelta, dA.sum(0)[:, :n], dBt[:, :, :n].transpose(1, 2), dCt[:, :, :n].transpose(1, 2),
+        dB_rows = torch.zeros(batch, L, n_padded).index_add_(0, slot_batch, dBs)
+        dC_rows = torch.zeros(batch, L, n_padded).index_add_(0, slot_batch, dCs)
+    grads = [du, ddelta, dA.sum(0)[:, :n], dB_rows[:, :, :n].transpose(1, 2), dC_rows[:, :, :n].transpose(1, 2),
              None if dD is None else dD.sum(0), dz, None if dbias is None else dbias.sum(0)]
     dtypes = [None if t is None else t.dtype for t in (u, delta, A, B, C, D, z, delta_bias)]
     return [None if g is None else g.to(dt) for g, dt in zip(grads, dtypes)]
@@ -630,5 +632,5 @@ def kernel_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     ``ssamba.benchmarks.scan.bound_benchmark``). Calling the returned function returns the output.
     """
     lib = _require_library()
-    ops = _prepare(u, delta, A, B, C, D, z, delta_bias)
-    return lambda: _forward(lib, ops, delta_softplus, save=False)[0]
+    operands = _prepare(u, delta, A, B, C, D, z, delta_bias)
+    return lambda: _forward(lib, operands, delta_softplus, save=False)[0]

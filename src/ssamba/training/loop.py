@@ -151,7 +151,7 @@ class Trainer:
             self.train_set.set_epoch(data_pass)
             for batch in self._loader(self.train_set, batches[offset:]):
                 micro += 1
-                batch["rows"] = (start, size)
+                batch["batch_slice"] = (start, size)  # this process's rows of the global batch
                 yield batch
 
     def _eval_batches(self, dataset) -> Iterator[dict]:

@@ -36,14 +36,6 @@ def _dataset(manifest: str, config: ExperimentConfig, label_map: LabelMap | None
     return ClipDataset(manifest, options, label_map)
 
 
-def _check_geometry(model, config: ExperimentConfig) -> None:
-    if model.config.input_fdim != config.frontend.num_mel_bins:
-        raise ValueError(
-            f"model expects {model.config.input_fdim} mel bins but frontend.num_mel_bins is "
-            f"{config.frontend.num_mel_bins}"
-        )
-
-
 def _label_map(config: ExperimentConfig) -> LabelMap:
     if not config.data.label_csv:
         raise ValueError("fine-tuning needs data.label_csv (index,mid,display_name)")
@@ -85,8 +77,7 @@ def pretrain(config: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
     config = _join_world(config)
     torch.manual_seed(config.run.seed)
     encoder = create_model(config.model.preset, **config.model.options)
-    _check_geometry(encoder, config)
-    encoder.use_frontend(config.frontend)  # saved with every checkpoint
+    encoder.use_frontend(config.frontend)  # saved with every checkpoint; checks the mel bins
     objective = MaskedPatchModeling(config.objective, encoder.config.embed_dim, encoder.config.patch_size)
     train = _dataset(config.data.train, config, None, augment=False, shuffle=True)  # no augmentation
     valid = _dataset(config.data.valid, config, None) if config.data.valid else None
@@ -129,8 +120,7 @@ def finetune(config: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
     labels = _label_map(config)
     model, note = build_finetune_model(config, labels.num_classes)
     log.info(note)
-    _check_geometry(model, config)
-    model.use_frontend(config.frontend)  # saved with every checkpoint
+    model.use_frontend(config.frontend)  # saved with every checkpoint; checks the mel bins
     train = _dataset(config.data.train, config, labels, augment=True, shuffle=True)
     valid = _dataset(config.data.valid, config, labels) if config.data.valid else None
     task = ClassificationTask(model, config.finetune.loss, config.finetune.metric)

@@ -30,7 +30,7 @@ class PretrainTask:
         self.modules = nn.ModuleDict({"encoder": encoder, "objective": objective})
 
     def step(self, batch: dict, generator: torch.Generator) -> dict[str, Tensor]:
-        return self.objective(self.encoder, batch["spec"], generator, batch.get("rows"))
+        return self.objective(self.encoder, batch["spec"], generator, batch.get("batch_slice"))
 
     @torch.no_grad()
     def collect(self, batches: Iterable[dict], device: torch.device, seed: int = 0) -> tuple[dict[str, float], int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ssamba.corpora.augment import PEAK_LIMIT, active_gain, convolve, finish_clip, room_impulse, rms
+from ssamba.corpora.postprocess import PEAK_LIMIT, active_gain, convolve, finish_clip, room_impulse, rms
 
 RATE = 16000
 
