@@ -226,6 +226,7 @@ def test_truncated_wav_is_read_with_a_warning(tmp_path, caplog):
     assert "cut.wav is truncated" in caplog.text
 
 
+@pytest.mark.slow
 def test_cli_errors_in_a_real_process(tmp_path):
     env = {**os.environ}
     env.pop("SSAMBA_DEBUG", None)

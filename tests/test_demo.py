@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs the demo's smoke run
+
 
 def _without_timings(value):
     if isinstance(value, dict):

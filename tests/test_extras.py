@@ -24,6 +24,7 @@ def test_core_dependencies_leave_out_the_demo_stack():
     assert {"espeakng-loader", "matplotlib"} <= {r.split(">")[0] for r in project["optional-dependencies"]["demo"]}
 
 
+@pytest.mark.slow
 def test_library_work_imports_no_extra():
     # Build, run, save and load a model and embed audio: none of it may need the extras.
     code = (

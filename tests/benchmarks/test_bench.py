@@ -114,6 +114,7 @@ def test_model_benchmark_quick_writes_csv_plot_and_marks_skips(tmp_path, capsys)
     assert "skipped: estimated" in printed and "log-log slopes" in printed and "crossover" in printed
 
 
+@pytest.mark.slow
 def test_failed_and_timed_out_configurations_are_marked(tmp_path):
     # "cuda" scan backend on CPU tensors: the child raises; a 0.01 s timeout kills the other.
     rc = bench_main(["model", "--models", "ssamba_test:cuda", "--tokens", "32", "64", "--quick",
@@ -136,6 +137,7 @@ def test_unknown_model_spec_is_an_error(capsys):
     assert "flash" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_benchmark_smoke(tmp_path, capsys):
     rc = bench_main(["train", "--models", "ssamba_test", "ssast_test_patch", "--frames", "100",
                      "--batch-size", "1", "--warmup", "0", "--repeats", "1", "--out", str(tmp_path)])
@@ -161,6 +163,7 @@ def test_train_benchmark_under_load(tmp_path, capsys):
     assert float(rows[0]["loaded_time_s"]) > 0 and float(rows[0]["slowdown"]) > 0
 
 
+@pytest.mark.slow
 def test_embed_benchmark_under_load(capsys):
     rc = bench_main(["embed", "--files", "3", "--checkpoint", "ssamba_test", "--under-load"])
     assert rc == 0
@@ -196,6 +199,7 @@ def test_worker_counts_a_warmup_over_the_budget_as_one_cold_run():
     assert res["tokens"] == 32 and res["seq_len"] == 34 and res["peak_extra_bytes"] >= 0
 
 
+@pytest.mark.slow
 def test_onnx_benchmark_smoke(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")

@@ -35,6 +35,8 @@ from ssamba.corpora.plan import ScaleSpec, check_plan
 from ssamba.corpora.speech import EspeakError, check_voice
 from ssamba.data import read_label_csv, read_manifest
 
+pytestmark = pytest.mark.slow  # synthesises a suite
+
 
 def _digest(root: Path) -> dict[str, str]:
     """sha256 of every file of a suite except suite.json (which records the build time)."""

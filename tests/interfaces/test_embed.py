@@ -50,6 +50,7 @@ def test_save_pretrained_round_trip_and_checkpoint_loading(model_dir, tmp_path):
         load(tmp_path / "nowhere")
 
 
+@pytest.mark.slow
 def test_embed_command_on_a_folder_with_a_corrupt_and_a_ten_minute_file(model_dir, tmp_path):
     folder = tmp_path / "audio"
     (folder / "sub").mkdir(parents=True)

@@ -240,6 +240,7 @@ def test_auto_falls_back_to_reference_with_one_warning(gen, monkeypatch):
         selective_scan(**x, delta_softplus=True, backend="cpu")
 
 
+@pytest.mark.slow
 def test_compiles_into_a_fresh_cache_and_reuses_it(kernel, tmp_path, monkeypatch):
     monkeypatch.setenv("SSAMBA_CACHE_DIR", str(tmp_path))
     cache = scan_cpu._cache_dir()

@@ -41,6 +41,7 @@ def test_no_checkpoints_without_autograd():
     assert ckpt.numel() == 0 and out.shape == (2, 5, 70)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("training", [False, True])
 def test_compiled_encoder_has_one_graph_and_the_eager_results(training):
     torch.manual_seed(0)

@@ -52,6 +52,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("delay", [0.3, 0.55, 0.8])
 def test_sigkill_during_writes_leaves_a_loadable_checkpoint(tmp_path, delay):
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)

@@ -3,10 +3,13 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from .synth import make_unlabeled
+
+pytestmark = pytest.mark.slow  # launches torchrun
 
 SCRIPT = """
 import sys

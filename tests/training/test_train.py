@@ -43,6 +43,7 @@ def pretrain_config(audio, out_dir, **extra):
     return load_experiment(None, values)
 
 
+@pytest.mark.slow
 def test_pretraining_lowers_the_loss_and_learns_to_pick_masked_patches(audio, tmp_path):
     # random masking: on 8 x 4 patch grids, 3x3..5x5 clusters leave a tiny model too
     # little context to learn much in 300 steps (cluster masking is exercised elsewhere)
@@ -66,6 +67,7 @@ def summary_history(out_dir):
         return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
 
 
+@pytest.mark.slow
 def test_finetuning_beats_chance_clearly(audio, tmp_path):
     config = load_experiment(None, {
         "task": "finetune",
@@ -99,6 +101,7 @@ def _trainer(config):
     return Trainer(PretrainTask(encoder, objective), train, None, config.optim, config.run, config.to_dict())
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(audio, tmp_path):
     # 6 batches per pass: 8 steps cross a data-pass boundary; 2 micro-batches per step
     extra = {"run.epochs": 1, "run.steps_per_epoch": 8, "optim.grad_accum": 2, "optim.warmup_steps": 3,
@@ -147,6 +150,7 @@ def test_geometry_and_config_errors(audio, tmp_path):
     assert math.isfinite(1.0)
 
 
+@pytest.mark.slow
 def test_pretraining_streams_webdataset_shards_and_resumes(audio, tmp_path):
     from ssamba.data import write_shards
 

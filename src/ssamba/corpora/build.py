@@ -191,7 +191,7 @@ def _version(package: str) -> str:
 
 
 #: The modules whose code decides the suite's bytes (not ``__init__`` or ``cli``).
-SYNTHESIS_MODULES = ("augment.py", "build.py", "music.py", "plan.py", "speech.py", "vocab.py")
+SYNTHESIS_MODULES = ("build.py", "postprocess.py", "music.py", "plan.py", "speech.py", "vocab.py")
 
 
 def code_hash() -> str:
