@@ -8,6 +8,7 @@ exec), plus the same for a 1-minute file, so the growth per minute can be read o
 
     python examples/embed_memory.py --minutes 60
     python examples/embed_memory.py --minutes 60 --rate 44100 --channels 2 --preset ssamba_test
+    python examples/embed_memory.py --minutes 20 60 --whole      # one encoder pass per file
 """
 
 from __future__ import annotations
@@ -43,10 +44,11 @@ def write_audio(path: Path, minutes: float, rate: int, channels: int) -> None:
             f.write(np.repeat(block[:, None], channels, axis=1))
 
 
-def measure(path: Path, preset: str, out: Path) -> tuple[float, float]:
+def measure(path: Path, preset: str, out: Path, whole: bool = False) -> tuple[float, float]:
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", _CHILD, "embed", str(path), "--checkpoint", preset, "--out", str(out),
-                           "--no-progress", "--overwrite"], capture_output=True, text=True)
+                           "--no-progress", "--overwrite", *(["--whole"] if whole else [])],
+                          capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(proc.stderr)
     return time.perf_counter() - start, float(proc.stdout.split("peak_rss_mb")[1])
@@ -54,22 +56,25 @@ def measure(path: Path, preset: str, out: Path) -> tuple[float, float]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=60.0)
+    parser.add_argument("--minutes", type=float, nargs="+", default=[60.0], help="file lengths after a 1-minute one")
     parser.add_argument("--rate", type=int, default=16000)
     parser.add_argument("--channels", type=int, default=1)
     parser.add_argument("--preset", default="ssamba_tiny", help="randomly initialised preset to embed with")
+    parser.add_argument("--whole", action="store_true", help="ssamba embed --whole: one encoder pass per file")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         rows = []
-        for minutes in (1.0, args.minutes):
+        mode = "whole file" if args.whole else "windows"
+        for minutes in (1.0, *args.minutes):
             path = tmp / f"{minutes:g}min.flac"
             write_audio(path, minutes, args.rate, args.channels)
-            seconds, peak = measure(path, args.preset, tmp / "out")
+            seconds, peak = measure(path, args.preset, tmp / "out", args.whole)
+            path.unlink()
             rows.append((minutes, seconds, peak))
-            print(f"{minutes:6.1f} min of {args.rate} Hz x{args.channels}: embedded in {seconds:7.1f} s, "
-                  f"peak memory {peak:7.0f} MB", flush=True)
-        (m1, _, p1), (m2, _, p2) = rows
+            print(f"{args.preset} ({mode}), {minutes:6.1f} min of {args.rate} Hz x{args.channels}: embedded in "
+                  f"{seconds:7.1f} s, peak memory {peak:7.0f} MB", flush=True)
+        (m1, _, p1), (m2, _, p2) = rows[0], rows[-1]
         if m2 > m1:
             print(f"growth: {(p2 - p1) / (m2 - m1):.1f} MB per minute of audio")
     return 0

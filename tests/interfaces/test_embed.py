@@ -134,3 +134,50 @@ def test_set_format_and_manifest_input(model_dir, tmp_path):
     data = np.load(tmp_path / "out" / "embeddings.npz")
     assert data["scene"].shape == (3, 32)
     assert data["offsets"][-1] == data["timestamps_ms"].shape[0] == sum(f["timestamps"] for f in index["files"])
+
+
+@pytest.fixture(scope="module")
+def short_window_model(tmp_path_factory):
+    # ssamba_test with a 64-frame input: a 5 s clip spans 8 windows
+    return save_test_model(tmp_path_factory.mktemp("short"), input_tdim=64)
+
+
+def test_whole_file_embeddings_see_the_whole_file(short_window_model):
+    rng = np.random.default_rng(0)
+    clip = torch.from_numpy(_tone(5.0) + 0.05 * rng.standard_normal(80000).astype(np.float32))
+    windows = ssamba.load(short_window_model)
+    whole = ssamba.load(short_window_model, whole=True)
+    [(w_emb, w_times)] = windows.timestamp_embeddings([clip])
+    [(emb, times)] = whole.timestamp_embeddings([clip])
+    assert emb.shape == w_emb.shape and torch.equal(times, w_times) and torch.isfinite(emb).all()
+    assert not torch.allclose(emb, w_emb, atol=1e-4)  # context crosses the windows' borders
+    # a change in the last second reaches the first column in one pass, not through windows
+    changed = clip.clone()
+    changed[-16000:] = torch.from_numpy(_tone(1.0, freq=1200.0))
+    [(emb2, _)] = whole.timestamp_embeddings([changed])
+    [(w_emb2, _)] = windows.timestamp_embeddings([changed])
+    assert not torch.allclose(emb2[0], emb[0], atol=1e-6)
+    assert torch.allclose(w_emb2[0], w_emb[0], atol=1e-6)
+    # a clip within one window gets exactly its windowed embeddings; clips do not affect each other
+    short = clip[:4000]
+    [(s_whole, _), (l_whole, _)] = whole.timestamp_embeddings([short, clip])
+    [(s_win, _)] = windows.timestamp_embeddings([short])
+    assert torch.allclose(s_whole, s_win, atol=1e-6)
+    assert torch.allclose(l_whole, emb, atol=1e-6)
+
+
+def test_whole_flag_of_the_command(short_window_model, tmp_path):
+    from ssamba.cli import main
+
+    soundfile.write(tmp_path / "long.wav", _tone(4.0), 16000, subtype="FLOAT")
+    out = tmp_path / "out"
+    assert main(["embed", str(tmp_path / "long.wav"), "--checkpoint", str(short_window_model), "--out", str(out),
+                 "--whole", "--no-progress", "--json"]) == 0
+    saved = np.load(out / "long.npz")
+    [(emb, times)] = ssamba.load(short_window_model, whole=True).timestamp_embeddings(
+        [torch.from_numpy(_tone(4.0))])
+    assert np.allclose(saved["timestamp_embeddings"], emb.numpy(), atol=1e-5)
+    assert json.loads((out / "index.json").read_text())["mode"] == "whole"
+    # resuming the folder in windows would mix two kinds of embeddings: refused, one line
+    assert main(["embed", str(tmp_path / "long.wav"), "--checkpoint", str(short_window_model), "--out", str(out),
+                 "--no-progress"]) == 2

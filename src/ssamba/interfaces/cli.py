@@ -14,7 +14,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from .files import embed_files
 
     layer: int | str = args.layer if args.layer == "mean" else int(args.layer)
-    embedder = load(args.checkpoint, hop_frames=args.hop_frames, layer=layer)
+    embedder = load(args.checkpoint, hop_frames=args.hop_frames, layer=layer, whole=args.whole)
     index = embed_files(args.inputs, embedder, args.out, args.format, args.batch_size,
                         progress=not args.no_progress, overwrite=args.overwrite)
     if index["resumed"]:
@@ -56,6 +56,10 @@ def add_embed_parser(sub) -> None:
                    help="time stride of the patches in 10 ms frames, i.e. the timestamp hop; the model is "
                         "re-strided to it, its weights carried over (default: the model's own stride, as "
                         "ssamba.load uses; 16x16-patch presets: 16 = 160 ms; 4 gives 40 ms, HEAR's hop)")
+    p.add_argument("--whole", action="store_true",
+                   help="run the encoder over each file in one pass (every token sees the whole file; memory "
+                        "linear in its length for SSAMBA) instead of in windows of the model's input length; "
+                        "for SSAMBA on long recordings, not for SSAST (attention is quadratic)")
     p.add_argument("--batch-size", type=_positive_int, default=8,
                    help="files of similar length per batch (results do not depend on it)")
     p.add_argument("--overwrite", action="store_true",

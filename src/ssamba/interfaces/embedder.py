@@ -2,7 +2,15 @@
 
 Long audio is cut into windows of the model's input length, so memory stays bounded
 whatever the duration; windows tile the time axis exactly, so the timestamp grid is
-uniform across window borders.
+uniform across window borders. With ``whole=True`` (``ssamba embed --whole``) the encoder
+instead runs over each file in one pass: every token sees the whole file (the point of a
+bidirectional SSM), position embeddings follow the model's rule for a longer grid (time
+resized bilinearly from the trained length, as fine-tuning at another length does; a
+shorter file takes the centre columns), and SSAMBA's lean path keeps memory linear in the
+length (the filterbank is computed window by window, the mixers run in pieces). Windows
+are the better choice for SSAST (attention is quadratic in the length) and for files not
+much longer than the trained input; whole files for SSAMBA on long recordings, where
+context across window borders matters.
 
 * timestamp (frame-level) embeddings: the patch tokens of one time column averaged over
   the frequency rows, one per ``hop_frames`` (10 ms each), stamped at the column's centre
@@ -34,7 +42,8 @@ class Embedder(nn.Module):
     stride with its weights carried over (position embeddings resampled)."""
 
     def __init__(self, encoder: nn.Module, frontend: FrontendConfig | None = None, layer: int | str | list = -1,
-                 hop_frames: int | None = None, window_frames: int | None = None, batch_windows: int = 8):
+                 hop_frames: int | None = None, window_frames: int | None = None, batch_windows: int = 8,
+                 whole: bool = False):
         super().__init__()
         config = encoder.config
         if hop_frames is not None and hop_frames != config.patch_stride[1]:
@@ -48,6 +57,7 @@ class Embedder(nn.Module):
         self.frontend = LogMelFrontend(frontend)
         self.window_frames = window_frames or config.input_tdim
         self.batch_windows = batch_windows
+        self.whole = bool(whole)
         self.layer = layer
         kt = self.encoder.config.patch_size[1]
         if self.window_frames < kt:
@@ -117,6 +127,8 @@ class Embedder(nn.Module):
         per_window = (self.window_frames - kt) // st + 1  # columns per window
         counts = [self.columns_for(n) for n in lengths]
         means = [float(w.mean()) if w.numel() else 0.0 for w in clips]  # mean removal over the real samples
+        if self.whole:
+            return [self._whole_file(clip, mean, count) for clip, mean, count in zip(clips, means, counts)]
         jobs = [(b, w) for b, count in enumerate(counts) for w in range(math.ceil(count / per_window))]
 
         device = next(self.encoder.parameters()).device
@@ -133,20 +145,38 @@ class Embedder(nn.Module):
         times = self._column_times_ms(max(counts, default=0))
         return [(torch.cat(cols)[:count], times[:count]) for cols, count in zip(columns, counts)]
 
-    def _window_fbank(self, wave: Tensor, mean: float, start: int) -> Tensor:
-        """The un-normalised filterbank ``(window_frames, F)`` of the window whose first
-        frame is ``start``, with the clip's mean removed: the clip's own frames, then zeros
-        (as a clip alone is padded)."""
+    def _whole_file(self, wave: Tensor, mean: float, count: int) -> tuple[Tensor, Tensor]:
+        """``(embeddings (count, D), timestamps_ms)`` of one clip from one encoder pass over
+        all of it: the filterbank computed ``window_frames`` at a time (the same frames as in
+        one piece) and zero-padded to whole columns, at least one window long (so that a
+        clip of one window gets exactly its windowed embeddings)."""
+        kt, st = self.encoder.config.patch_size[1], self.encoder.config.patch_stride[1]
+        frames = max(kt + (count - 1) * st, self.window_frames)
+        spec = torch.cat([self._window_fbank(wave, mean, start, min(self.window_frames, frames - start))
+                          for start in range(0, frames, self.window_frames)])  # (frames, F)
+        device = next(self.encoder.parameters()).device
+        tokens = self._select(self.frontend.normalize(spec).unsqueeze(0).to(device))
+        del spec
+        rows_f, columns = self.encoder.patch_grid(frames)
+        patches = tokens[:, self.encoder.num_prefix_tokens:]
+        pooled = patches.unflatten(1, (rows_f, columns))[:, :, :count].mean(dim=1)[0].float().cpu()  # (count, D)
+        return pooled, self._column_times_ms(count)
+
+    def _window_fbank(self, wave: Tensor, mean: float, start: int, length: int | None = None) -> Tensor:
+        """The un-normalised filterbank ``(length, F)`` (default ``window_frames``) of the
+        window whose first frame is ``start``, with the clip's mean removed: the clip's own
+        frames, then zeros (as a clip alone is padded)."""
+        length = self.window_frames if length is None else length
         frame_len, shift = self.frontend.frame_length, self.frontend.frame_shift
         first = start * shift
-        stop = min(wave.numel(), (start + self.window_frames - 1) * shift + frame_len)
+        stop = min(wave.numel(), (start + length - 1) * shift + frame_len)
         piece = wave[first:stop] - mean
         if piece.numel() < frame_len:  # shorter than one frame (a very short clip): pad with silence
             piece = nn.functional.pad(piece, (0, frame_len - piece.numel())) if start == 0 else piece[:0]
-        out = torch.zeros(self.window_frames, self.frontend.config.num_mel_bins)
+        out = torch.zeros(length, self.frontend.config.num_mel_bins)
         if piece.numel() >= frame_len:
             fbank = self.frontend.fbank(piece, mean=0.0)[0]  # the clip's mean, removed above
-            out[: fbank.shape[0]] = fbank[: self.window_frames]
+            out[: fbank.shape[0]] = fbank[:length]
         return out
 
     @torch.no_grad()

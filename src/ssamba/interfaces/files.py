@@ -161,9 +161,20 @@ def embed_files(inputs: list[str | Path], embedder: Embedder, out_dir: str | Pat
     occupied = out_dir.is_dir() and any(out_dir.iterdir())
     if occupied and output_format == "set" and not overwrite:
         raise FileExistsError(f"{out_dir} is not empty; pass --overwrite to replace its embeddings.npz")
+    mode = "whole" if getattr(embedder, "whole", False) else "windows"
+    previous = out_dir / "index.json"
+    if occupied and not overwrite and previous.is_file():
+        try:
+            before = json.loads(previous.read_text()).get("mode", "windows")
+        except (OSError, ValueError, AttributeError):
+            before = mode  # an unreadable index says nothing; the per-file checks still run
+        if before != mode:
+            raise FileExistsError(f"{out_dir} holds embeddings made {'in one pass per file' if before == 'whole' else 'in windows'}"
+                                  f"; resuming {'with' if mode == 'whole' else 'without'} --whole would mix the two "
+                                  "(pass --overwrite, or another --out)")
     out_dir.mkdir(parents=True, exist_ok=True)
     items = collect_inputs(inputs)
-    index: dict = {"model_hop_ms": embedder.hop_ms, "embedding_size": embedder.embedding_size,
+    index: dict = {"model_hop_ms": embedder.hop_ms, "embedding_size": embedder.embedding_size, "mode": mode,
                    "files": [], "failed": [], "resumed": []}
     if occupied and not overwrite:
         todo = []
