@@ -161,7 +161,7 @@ def embed_files(inputs: list[str | Path], embedder: Embedder, out_dir: str | Pat
     occupied = out_dir.is_dir() and any(out_dir.iterdir())
     if occupied and output_format == "set" and not overwrite:
         raise FileExistsError(f"{out_dir} is not empty; pass --overwrite to replace its embeddings.npz")
-    mode = "whole" if getattr(embedder, "whole", False) else "windows"
+    mode = "whole" if embedder.whole else "windows"
     previous = out_dir / "index.json"
     if occupied and not overwrite and previous.is_file():
         try:

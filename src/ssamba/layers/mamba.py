@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import selective_scan, selective_scan_with_state
-from ..ops import scan_cpu
+from ..ops import scan_cpu, selective_scan, selective_scan_with_state
 from .norms import DropPath, make_norm
 
 
@@ -259,10 +258,9 @@ class BiMambaMixer(nn.Module):
         long, and the CPU kernel (which scans from a given state) is the scan, called
         eagerly (torch.compile / torch.export trace the channel-block path, whose scan is
         a registered operator)."""
-        return (hidden.shape[1] > self.piece_length(hidden.shape[0]) and hidden.device.type == "cpu"
-                and not torch.compiler.is_compiling()
+        return (hidden.shape[1] > self.piece_length(hidden.shape[0]) and not torch.compiler.is_compiling()
                 and self.scan_backend in ("auto", "cpu") and hidden.dtype != torch.float64
-                and scan_cpu.load_library() is not None)
+                and scan_cpu.is_available(hidden))
 
     def forward_lean(self, hidden: Tensor, mirrored: bool = False, out: Tensor | None = None,
                      norm: nn.Module | None = None) -> Tensor:
@@ -357,14 +355,15 @@ class BiMambaMixer(nn.Module):
         if self.backward_ssm is not None:
             directions.append((self.backward_ssm, not mirrored))
 
-        def window(t0: int, t1: int) -> tuple[Tensor, int]:
-            """``x`` rows of in_proj over the piece and the conv's reach on both sides,
-            ``(B, Di, w)``, and the piece's offset in it."""
+        def window(t0: int, t1: int) -> tuple[Tensor, Tensor, int]:
+            """The (normed) tokens of the piece and of the conv's reach on both sides
+            ``(B, w, D)``, their ``x`` rows of in_proj ``(B, Di, w)``, and the piece's
+            offset in them."""
             lo, hi = max(0, t0 - reach), min(length, t1 + reach)
             tokens = hidden[:, lo:hi]
             if norm is not None:
                 tokens = norm(tokens)
-            return channel_matmul(w_x, tokens.transpose(1, 2)), t0 - lo
+            return tokens, channel_matmul(w_x, tokens.transpose(1, 2)), t0 - lo
 
         def conv_proj(ssm: SelectiveSSM, x: Tensor, offset: int, size: int, reverse: bool):
             xc = ssm.conv_silu(x, reverse)[:, :, offset:offset + size].contiguous()
@@ -379,7 +378,7 @@ class BiMambaMixer(nn.Module):
             state = None
             for k in range(len(edges) - 1, 0, -1):  # the first piece's state is not needed
                 t0, t1 = edges[k]
-                x, offset = window(t0, t1)
+                _, x, offset = window(t0, t1)
                 xc, proj = conv_proj(ssm, x, offset, t1 - t0, True)
                 del x
                 states[k] = state
@@ -390,9 +389,9 @@ class BiMambaMixer(nn.Module):
         # Pass 2: both directions of every piece, first to last.
         carried: list[Tensor | None] = [None] * len(directions)
         for k, (t0, t1) in enumerate(edges):
-            x, offset = window(t0, t1)
-            tokens = hidden[:, t0:t1]
-            z = channel_matmul(w_z, (norm(tokens) if norm is not None else tokens).transpose(1, 2))
+            tokens, x, offset = window(t0, t1)
+            z = channel_matmul(w_z, tokens[:, offset:offset + t1 - t0].transpose(1, 2))  # the norm once per window
+            del tokens
             y_sum = None
             for i, (ssm, reverse) in enumerate(directions):
                 xc, proj = conv_proj(ssm, x, offset, t1 - t0, reverse)
