@@ -1,4 +1,6 @@
-"""The demo end to end: ``ssamba demo --quick`` twice with one seed gives the same results."""
+"""The demo end to end: ``ssamba demo --quick``, and a second run with the same seed
+that repeats part of it (one task, one default family beside the optional MambaOut)
+and gets the same numbers for that part."""
 
 import json
 import subprocess
@@ -17,9 +19,9 @@ def _without_timings(value):
     return value
 
 
-def _demo(out, cache):
+def _demo(out, cache, *options):
     command = [sys.executable, "-m", "ssamba.cli", "demo", "--quick", "--seed", "0", "--out", str(out),
-               "--cache", str(cache)]
+               "--cache", str(cache), *options]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return done, json.loads((out / "results.json").read_text())
@@ -28,13 +30,36 @@ def _demo(out, cache):
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
-    return [(root / name, *_demo(root / name, root / "cache")) for name in ("a", "b")]
+    return [(root / "a", *_demo(root / "a", root / "cache")),
+            (root / "b", *_demo(root / "b", root / "cache", "--families", "mambaout,ssamba", "--tasks", "kws"))]
 
 
-def test_same_seed_same_results(two_runs):
-    (_, _, first), (_, _, second) = two_runs
-    assert _without_timings(first) == _without_timings(second)
-    assert first["seconds"]["total"] > 0  # wall time is measured, beside the results
+def test_same_seed_same_results_for_what_both_runs_ran(two_runs):
+    # the second run pretrains MambaOut before SSAMBA and runs kws only: SSAMBA's
+    # pretraining, its kws probes, gain curve and fine-tuning runs, and the log-mel
+    # probes must be the first run's, number for number
+    first, second = _without_timings(two_runs[0][2]), _without_timings(two_runs[1][2])
+    assert second["settings"]["families"] == ["mambaout", "ssamba"] and second["settings"]["tasks"] == ["kws"]
+    assert second["pretraining"]["ssamba"] == first["pretraining"]["ssamba"]
+    kws_first, kws_second = first["probes"]["kws"], second["probes"]["kws"]
+    for name in ("log-mel", "ssamba pretrained", "ssamba random init"):
+        assert kws_second[name] == kws_first[name], name
+    assert second["probe_gain_by_step"]["kws"]["ssamba"] == first["probe_gain_by_step"]["kws"]["ssamba"]
+    ssamba_kws = [r for r in first["finetuning"] if r["task"] == "kws" and r["model"] == "ssamba"]
+    assert [r for r in second["finetuning"] if r["model"] == "ssamba"] == ssamba_kws
+    assert set(second["probes"]) == {"kws"} and "ssast pretrained" not in kws_second
+    assert two_runs[0][2]["seconds"]["total"] > 0  # wall time is measured, beside the results
+
+
+def test_mambaout_runs_the_same_recipes(two_runs):
+    out, done, results = two_runs[1]
+    assert results["pretraining"]["mambaout"]["steps"] == results["settings"]["pretrain_steps"]
+    runs = [r for r in results["finetuning"] if r["model"] == "mambaout"]
+    assert sorted((r["init"], r["seed"]) for r in runs) == [(i, s) for i in ("pretrained", "scratch") for s in (0, 1, 2)]
+    assert all(0 <= r["test"] <= 1 for r in results["probes"]["kws"]["mambaout pretrained"])
+    assert "MambaOut" in done.stdout or "mambaout" in done.stdout
+    meta = json.loads((out / "pretrain_mambaout" / "final" / "config.json").read_text())
+    assert meta["family"] == "mambaout"
 
 
 def test_results_cover_every_task_representation_and_seed(two_runs):

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 TASKS = ("kws", "speaker", "sounds")
-FAMILIES = ("ssamba", "ssast")
+FAMILIES = ("ssamba", "ssast")  # compared by default
+OPTIONAL_FAMILIES = ("mambaout",)  # on request (--families)
 
 
 @dataclass
@@ -56,6 +57,8 @@ class DemoSettings:
     finetune_lr: float = 1e-3
     pretrain_frames: int = 144  # 1.44 s: 72 frame tokens
     num_masked: int = 36  # of 72 tokens
+    families: tuple[str, ...] = FAMILIES  # the encoders compared (keys of models)
+    tasks: tuple[str, ...] = TASKS  # the probed and fine-tuned tasks
     task_frames: dict[str, int] = field(default_factory=lambda: {"kws": 100, "speaker": 144, "sounds": 144})
     models: dict[str, dict] = field(default_factory=lambda: {
         # CPU-sized and matched: the same width and about the same parameters (~0.7 M).
@@ -65,6 +68,10 @@ class DemoSettings:
         "ssamba": {"preset": "ssamba_tiny", "options": {"embed_dim": 96, "depth": 8, "drop_path_rate": 0.0,
                                                         "patch_size": (128, 2), "patch_stride": (128, 2)}},
         "ssast": {"preset": "ssast_tiny_frame", "options": {"embed_dim": 96, "depth": 6, "num_heads": 3}},
+        # SSAMBA with the SSM removed from every mixer (the MambaOut ablation): what the
+        # scan adds over a gated CNN of the same width and depth
+        "mambaout": {"preset": "mambaout_tiny", "options": {"embed_dim": 96, "depth": 8, "drop_path_rate": 0.0,
+                                                            "patch_size": (128, 2), "patch_stride": (128, 2)}},
     })
 
     @property
@@ -183,13 +190,13 @@ def _run_probes(suite, settings: DemoSettings, stats, out: Path, seed: int, seed
     from .training.checkpoint import load_checkpoint
     from .training.probe import layer_embeddings, pooled_logmel
 
-    encoders = {f: load_model(out / f"pretrain_{f}" / "final").eval() for f in FAMILIES}
+    encoders = {f: load_model(out / f"pretrain_{f}" / "final").eval() for f in settings.families}
     snapshots = {f: {step: load_checkpoint(path)[0].eval()
                      for step, path in _snapshots(out / f"pretrain_{f}", settings).items()}
-                 for f in FAMILIES}
+                 for f in settings.families}
     results: dict = {}
     curve: dict = {}
-    for task in TASKS:
+    for task in settings.tasks:
         data = _probe_data(suite, task, settings, stats, seed)
 
         def probes_of(model, over_seeds):
@@ -199,7 +206,7 @@ def _run_probes(suite, settings: DemoSettings, stats, out: Path, seed: int, seed
         logmel = _features(pooled_logmel, data)
         row = {"log-mel": [_probe(logmel, data, settings, s) for s in seeds]}
         curve[task] = {}
-        for family in FAMILIES:
+        for family in settings.families:
             row[f"{family} pretrained"] = probes_of(encoders[family], seeds)
             random_runs = []
             for s in seeds:  # a fresh random init per seed, probed with that seed's clips
@@ -256,6 +263,7 @@ def _finetune(family: str, task: str, init: Path | None, manifest: Path, setting
         "run.out_dir": str(out), "run.batch_size": settings.finetune_batch_size, "run.epochs": 1,
         "run.steps_per_epoch": settings.finetune_steps, "run.max_steps": settings.finetune_steps,
         "run.seed": seed, "run.save_every": 10 ** 9, "run.progress": progress,
+        "run.plot": False,  # 12 to 200 steps each, dozens of runs: the demo's own plots summarise them
     })
     return _timed(finetune, config)
 
@@ -273,15 +281,15 @@ def _cell(values: list[float]) -> str:
     return f"{100 * mean:5.1f} +- {100 * sd:4.1f}"
 
 
-def format_probe_table(probes: dict) -> str:
+def format_probe_table(probes: dict, families: tuple[str, ...] = FAMILIES) -> str:
     """Probe test accuracy (%), mean +- sd over seeds, and the pretrained-minus-random gains."""
     head = f"{'task':<8} {'chance':>6}  {'log-mel':>13}"
-    for family in FAMILIES:
+    for family in families:
         head += f"  {family + ' pre':>13}  {family + ' random':>13}  {'gain':>5}"
     lines = [head, "-" * len(head)]
     for task, row in probes.items():
         line = f"{task:<8} {100 * row['chance']:5.1f}%  {_cell([r['test'] for r in row['log-mel']])}"
-        for family in FAMILIES:
+        for family in families:
             pre = [r["test"] for r in row[f"{family} pretrained"]]
             rand = [r["test"] for r in row[f"{family} random init"]]
             line += f"  {_cell(pre)}  {_cell(rand)}  {100 * (_mean_sd(pre)[0] - _mean_sd(rand)[0]):+5.1f}"
@@ -289,15 +297,15 @@ def format_probe_table(probes: dict) -> str:
     return "\n".join(lines)
 
 
-def format_finetune_table(rows: list[dict], probes: dict) -> str:
+def format_finetune_table(rows: list[dict], probes: dict, families: tuple[str, ...] = FAMILIES) -> str:
     """Low-label fine-tuning test accuracy (%), mean +- sd over seeds, with the gains."""
     head = f"{'task':<8} {'chance':>6}"
-    for family in FAMILIES:
+    for family in families:
         head += f"  {family + ' pre':>13}  {family + ' scratch':>14}  {'gain':>5}"
     lines = [head, "-" * len(head)]
-    for task in TASKS:
+    for task in probes:
         line = f"{task:<8} {100 * probes[task]['chance']:5.1f}%"
-        for family in FAMILIES:
+        for family in families:
             pre, scr = ([r["acc"] for r in rows if r["task"] == task and r["model"] == family and r["init"] == init]
                         for init in ("pretrained", "scratch"))
             line += f"  {_cell(pre)}  {_cell(scr):>14}  {100 * (_mean_sd(pre)[0] - _mean_sd(scr)[0]):+5.1f}"
@@ -311,18 +319,28 @@ def _clean_checkpoints(run: Path, keep: bool) -> None:
 
 
 def run_demo(out_dir: str | Path = "demo_out", mode: str = "default", seed: int = 0,
-             cache_dir: str | Path | None = None, progress: bool = True, keep_checkpoints: bool = False) -> dict:
+             cache_dir: str | Path | None = None, progress: bool = True, keep_checkpoints: bool = False,
+             families: tuple[str, ...] = FAMILIES, tasks: tuple[str, ...] = TASKS) -> dict:
     """Run the demo; returns (and writes to ``out_dir/results.json``) everything it printed.
 
-    Wall times are the keys named ``seconds`` (and ``total_seconds``); everything else
-    is a function of the seed and the mode.
+    ``families`` (of ``FAMILIES + OPTIONAL_FAMILIES``) and ``tasks`` (of ``TASKS``) choose
+    what is compared; each family's and task's numbers do not depend on the others run
+    beside them. Wall times are the keys named ``seconds``; everything else is a function
+    of the seed, the mode and those choices.
     """
+    from dataclasses import replace
+
     from .corpora import build_suite
     from .data import compute_stats
 
     if mode not in MODES:
         raise ValueError(f"unknown demo mode {mode!r}; choose one of {', '.join(MODES)}")
-    settings = MODES[mode]
+    for kind, chosen, known in (("family", families, FAMILIES + OPTIONAL_FAMILIES), ("task", tasks, TASKS)):
+        unknown = [c for c in chosen if c not in known]
+        if unknown or not chosen or len(set(chosen)) != len(chosen):
+            raise ValueError(f"demo {kind} choice {','.join(chosen) or '(none)'}: give each of "
+                             f"{', '.join(known)} at most once, at least one")
+    settings = replace(MODES[mode], families=tuple(families), tasks=tuple(tasks))
     seeds = [seed + k for k in range(settings.seeds)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -337,9 +355,10 @@ def run_demo(out_dir: str | Path = "demo_out", mode: str = "default", seed: int 
     print(f"log-mel statistics of the unlabeled pool: mean {stats[0]:.3f}, std {stats[1]:.3f}")
     seconds["suite"] = time.perf_counter() - started
 
-    print(f"[2/5] pretraining SSAMBA and SSAST, {settings.pretrain_steps} steps each at batch "
-          f"{settings.batch_size}", flush=True)
-    pretrained = {f: _pretrain(f, settings, suite, stats, out / f"pretrain_{f}", seed, progress) for f in FAMILIES}
+    print(f"[2/5] pretraining {' and '.join(_label(f) for f in settings.families)}, {settings.pretrain_steps} "
+          f"steps each at batch {settings.batch_size}", flush=True)
+    pretrained = {f: _pretrain(f, settings, suite, stats, out / f"pretrain_{f}", seed, progress)
+                  for f in settings.families}
     pre_summary = {}
     for family, summary in pretrained.items():
         with open(out / f"pretrain_{family}" / "metrics.csv") as handle:
@@ -355,16 +374,16 @@ def run_demo(out_dir: str | Path = "demo_out", mode: str = "default", seed: int 
     probe_started = time.perf_counter()
     probes, curve = _run_probes(suite, settings, stats, out, seed, seeds)
     seconds["probes"] = time.perf_counter() - probe_started
-    for family in FAMILIES:
+    for family in settings.families:
         _clean_checkpoints(out / f"pretrain_{family}", keep_checkpoints)
 
     print(f"[4/5] low-label fine-tuning: {settings.labels_per_class} labelled clips per class, "
           f"{settings.finetune_steps} steps, {len(seeds)} seeds", flush=True)
     rows = []
-    for task in TASKS:
+    for task in settings.tasks:
         for s in seeds:
             manifest = _few_labels_manifest(suite, task, settings.labels_per_class, s, out)
-            for family in FAMILIES:
+            for family in settings.families:
                 for init in ("pretrained", "scratch"):
                     name = f"lowlabel/{task}_{family}_{init}_seed{s}"
                     source = out / f"pretrain_{family}" if init == "pretrained" else None
@@ -376,8 +395,8 @@ def run_demo(out_dir: str | Path = "demo_out", mode: str = "default", seed: int 
                                  "seconds": summary["seconds"], "run": name})
 
     print("[5/5] results (test sets: voices, words and programs unseen in training and in the pool)")
-    probe_table = format_probe_table(probes)
-    finetune_table = format_finetune_table(rows, probes)
+    probe_table = format_probe_table(probes, settings.families)
+    finetune_table = format_finetune_table(rows, probes, settings.families)
     print(f"linear probes (test accuracy %, mean +- sd over {len(seeds)} seeds; layer chosen on validation; "
           f"{settings.probe_train_clips} training clips)")
     print(probe_table)
@@ -385,7 +404,7 @@ def run_demo(out_dir: str | Path = "demo_out", mode: str = "default", seed: int 
           f"{settings.labels_per_class} labels per class, {settings.finetune_steps} steps at batch "
           f"{settings.finetune_batch_size})")
     print(finetune_table)
-    for family in FAMILIES:
+    for family in settings.families:
         times = [r["seconds"] for r in rows if r["model"] == family]
         print(f"wall time {family}: pretraining {pre_summary[family]['seconds']:.0f} s, fine-tuning "
               f"{sum(times):.0f} s over {len(times)} runs")
@@ -421,16 +440,17 @@ def draw_plots(out: Path, settings: DemoSettings, pre_summary: dict, probes: dic
         paths.append(name)
 
     # pretraining curves
+    families, tasks = settings.families, settings.tasks
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for family in FAMILIES:
+    for family in families:
         with open(out / f"pretrain_{family}" / "metrics.csv") as handle:
             history = list(csv.DictReader(handle))
         points = [(float(r["step"]), float(r["train_loss"])) for r in history if r.get("train_loss")]
         if points:
-            axes[0].plot(*zip(*points), label=family.upper())
+            axes[0].plot(*zip(*points), label=_label(family))
         acc = pre_summary[family]["valid_acc_by_step"]
         if acc:
-            axes[1].plot([s for s, _ in acc], [100 * a for _, a in acc], "o-", label=family.upper(), markersize=4)
+            axes[1].plot([s for s, _ in acc], [100 * a for _, a in acc], "o-", label=_label(family), markersize=4)
     axes[1].axhline(100 / settings.num_masked, color="grey", ls=":", label="chance")
     axes[0].set_title("pretraining loss (InfoNCE + 10 x MSE)")
     axes[0].set_ylabel("loss")
@@ -443,12 +463,12 @@ def draw_plots(out: Path, settings: DemoSettings, pre_summary: dict, probes: dic
     save(fig, "pretraining.png")
 
     # probes and fine-tuning: bars with error bars (sd over seeds) and chance lines
-    probe_series = ["log-mel"] + [f"{f} {k}" for f in FAMILIES for k in ("pretrained", "random init")]
-    probe_values = {name: [[r["test"] for r in probes[t][name]] for t in TASKS] for name in probe_series}
-    tune_series = [f"{f} {k}" for f in FAMILIES for k in ("pretrained", "scratch")]
+    probe_series = ["log-mel"] + [f"{f} {k}" for f in families for k in ("pretrained", "random init")]
+    probe_values = {name: [[r["test"] for r in probes[t][name]] for t in tasks] for name in probe_series}
+    tune_series = [f"{f} {k}" for f in families for k in ("pretrained", "scratch")]
     tune_values = {name: [[r["acc"] for r in rows if r["task"] == t and f"{r['model']} {r['init']}" == name]
-                          for t in TASKS] for name in tune_series}
-    chance = [probes[t]["chance"] for t in TASKS]
+                          for t in tasks] for name in tune_series}
+    chance = [probes[t]["chance"] for t in tasks]
     for name, series, values, title in (
             ("probes.png", probe_series, probe_values,
              f"linear probes on frozen embeddings ({settings.probe_train_clips} training clips)"),
@@ -459,12 +479,12 @@ def draw_plots(out: Path, settings: DemoSettings, pre_summary: dict, probes: dic
         width = 0.8 / len(series)
         for k, label in enumerate(series):
             stats = [_mean_sd(v) for v in values[label]]
-            xs = [t + (k - (len(series) - 1) / 2) * width for t in range(len(TASKS))]
+            xs = [t + (k - (len(series) - 1) / 2) * width for t in range(len(tasks))]
             ax.bar(xs, [100 * m for m, _ in stats], width, yerr=[100 * s for _, s in stats], capsize=3,
-                   label=label.replace("ssamba", "SSAMBA").replace("ssast", "SSAST"))
+                   label=" ".join([_label(label.split()[0]), *label.split()[1:]]))
         for t, c in enumerate(chance):
             ax.hlines(100 * c, t - 0.45, t + 0.45, colors="k", linestyles=":", label="chance" if t == 0 else None)
-        ax.set_xticks(range(len(TASKS)), TASKS)
+        ax.set_xticks(range(len(tasks)), tasks)
         ax.set_ylabel(f"test accuracy (%), mean +- sd over {settings.seeds} seeds")
         ax.set_ylim(0, 100)
         ax.set_title(title)
@@ -473,11 +493,11 @@ def draw_plots(out: Path, settings: DemoSettings, pre_summary: dict, probes: dic
         save(fig, name)
 
     # gain against pretraining steps
-    fig, axes = plt.subplots(1, len(TASKS), figsize=(12, 3.6))
-    for ax, task in zip(axes, TASKS):
-        for family in FAMILIES:
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for family in families:
             points = curve[task][family]
-            ax.plot([s for s, _ in points], [100 * a for _, a in points], "o-", label=family.upper())
+            ax.plot([s for s, _ in points], [100 * a for _, a in points], "o-", label=_label(family))
         ax.axhline(100 * probes[task]["chance"], color="grey", ls=":", label="chance")
         ax.set_title(f"{task}: linear probe vs pretraining")
         ax.set_xlabel("pretraining step (0 = random init)")
@@ -486,13 +506,19 @@ def draw_plots(out: Path, settings: DemoSettings, pre_summary: dict, probes: dic
         ax.legend(fontsize=8)
     save(fig, "gain_vs_steps.png")
 
-    paths += _confusion_and_projection(out, rows, suite)
+    paths += _confusion_and_projection(out, rows, suite, families[0], tasks)
     return paths
 
 
-def _confusion_and_projection(out: Path, rows: list[dict], suite) -> list[str]:
-    """Confusion matrix of the first seed's low-label pretrained SSAMBA on kws; PCA of the
-    pretrained encoder's clip embeddings of the speaker test clips, coloured by speaker."""
+def _label(family: str) -> str:
+    """How plots and headings name a family."""
+    return {"ssamba": "SSAMBA", "ssast": "SSAST", "mambaout": "MambaOut"}.get(family, family)
+
+
+def _confusion_and_projection(out: Path, rows: list[dict], suite, family: str, tasks: tuple[str, ...]) -> list[str]:
+    """Confusion matrix of the first seed's low-label pretrained ``family`` on kws; PCA of
+    the pretrained encoder's clip embeddings of the speaker test clips, coloured by
+    speaker (each where its task was run)."""
     import matplotlib.pyplot as plt
     import torch
 
@@ -500,7 +526,44 @@ def _confusion_and_projection(out: Path, rows: list[dict], suite) -> list[str]:
     from .models import load_model
 
     paths = []
-    run = next(r["run"] for r in rows if r["task"] == "kws" and r["model"] == "ssamba" and r["init"] == "pretrained")
+    name = _label(family)
+    if "kws" in tasks:
+        paths.append(_confusion(out, rows, suite, family))
+    if "speaker" not in tasks:
+        return paths
+    encoder = load_model(out / f"pretrain_{family}").eval()
+    speakers = read_label_csv(suite.label_csv("speaker"))
+    data = ClipDataset(suite.manifest("speaker", "test"), ClipDatasetConfig(frontend=encoder.frontend_config),
+                       speakers)
+    batch = collate_clips([data[i] for i in range(len(data))])
+    with torch.no_grad():
+        tokens = torch.cat([encoder.forward_features(batch["spec"][i:i + 64]) for i in range(0, len(data), 64)])
+    embeddings = tokens[:, encoder.num_prefix_tokens:].mean(1)
+    centred = embeddings - embeddings.mean(0)
+    _, _, v = torch.pca_lowrank(centred, q=2, center=False)
+    xy = (centred @ v[:, :2]).numpy()
+    who = batch["target"].argmax(1).numpy()
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.scatter(xy[:, 0], xy[:, 1], c=who, cmap="tab20", s=10)
+    ax.set_xlabel("principal component 1")
+    ax.set_ylabel("principal component 2")
+    ax.set_title(f"pretrained {name} (no labels seen): speaker test clips, PCA")
+    fig.tight_layout()
+    fig.savefig(out / "embeddings_speaker.png", dpi=110)
+    plt.close(fig)
+    paths.append("embeddings_speaker.png")
+    return paths
+
+
+def _confusion(out: Path, rows: list[dict], suite, family: str) -> str:
+    """The kws confusion matrix of the first seed's low-label pretrained ``family``."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    from .data import ClipDataset, ClipDatasetConfig, collate_clips, read_label_csv
+    from .models import load_model
+
+    run = next(r["run"] for r in rows if r["task"] == "kws" and r["model"] == family and r["init"] == "pretrained")
     model = load_model(out / run).eval()
     labels = read_label_csv(suite.label_csv("kws"))
     data = ClipDataset(suite.manifest("kws", "test"), ClipDatasetConfig(frontend=model.frontend_config), labels)
@@ -519,35 +582,13 @@ def _confusion_and_projection(out: Path, rows: list[dict], suite) -> list[str]:
     ax.set_yticks(range(n), labels.names, fontsize=6)
     ax.set_xlabel("predicted")
     ax.set_ylabel("spoken")
-    ax.set_title(f"kws, pretrained SSAMBA, few labels: {100 * (predicted == truth).float().mean():.1f}% "
+    ax.set_title(f"kws, pretrained {_label(family)}, few labels: {100 * (predicted == truth).float().mean():.1f}% "
                  "on unseen voices")
     fig.tight_layout()
     fig.savefig(out / "confusion_kws.png", dpi=110)
     plt.close(fig)
-    paths.append("confusion_kws.png")
+    return "confusion_kws.png"
 
-    encoder = load_model(out / "pretrain_ssamba").eval()
-    speakers = read_label_csv(suite.label_csv("speaker"))
-    data = ClipDataset(suite.manifest("speaker", "test"), ClipDatasetConfig(frontend=encoder.frontend_config),
-                       speakers)
-    batch = collate_clips([data[i] for i in range(len(data))])
-    with torch.no_grad():
-        tokens = torch.cat([encoder.forward_features(batch["spec"][i:i + 64]) for i in range(0, len(data), 64)])
-    embeddings = tokens[:, encoder.num_prefix_tokens:].mean(1)
-    centred = embeddings - embeddings.mean(0)
-    _, _, v = torch.pca_lowrank(centred, q=2, center=False)
-    xy = (centred @ v[:, :2]).numpy()
-    who = batch["target"].argmax(1).numpy()
-    fig, ax = plt.subplots(figsize=(6, 5))
-    ax.scatter(xy[:, 0], xy[:, 1], c=who, cmap="tab20", s=10)
-    ax.set_xlabel("principal component 1")
-    ax.set_ylabel("principal component 2")
-    ax.set_title("pretrained SSAMBA (no labels seen): speaker test clips, PCA")
-    fig.tight_layout()
-    fig.savefig(out / "embeddings_speaker.png", dpi=110)
-    plt.close(fig)
-    paths.append("embeddings_speaker.png")
-    return paths
 
 
 def cmd_demo(args) -> int:
@@ -563,8 +604,23 @@ def cmd_demo(args) -> int:
     apply_allocator_policy()
     mode = "quick" if args.quick else "full" if args.full else "default"
     run_demo(args.out, mode=mode, seed=args.seed, cache_dir=args.cache, progress=not args.no_progress,
-             keep_checkpoints=args.keep_checkpoints)
+             keep_checkpoints=args.keep_checkpoints, families=args.families, tasks=args.tasks)
     return 0
+
+
+def _choice_list(known: tuple[str, ...]):
+    """An argparse type: a comma-separated subset of ``known``, in the order given."""
+    import argparse
+
+    def parse(text: str) -> tuple[str, ...]:
+        chosen = tuple(c.strip() for c in text.split(",") if c.strip())
+        unknown = [c for c in chosen if c not in known]
+        if unknown or not chosen or len(set(chosen)) != len(chosen):
+            raise argparse.ArgumentTypeError(f"{text!r}: give a comma-separated list of {', '.join(known)}, "
+                                             "each at most once")
+        return chosen
+
+    return parse
 
 
 def add_demo_parser(sub) -> None:
@@ -585,6 +641,13 @@ def add_demo_parser(sub) -> None:
     p.add_argument("--cache", default=None, help="where the audio suite is cached (default: ~/.cache/ssamba/corpora)")
     p.add_argument("--seed", type=int, default=0, help="seed of the suite, pretraining and the first of the 3 "
                                                        "probe/fine-tuning seeds (seed, seed+1, seed+2)")
+    p.add_argument("--families", type=_choice_list(FAMILIES + OPTIONAL_FAMILIES), default=FAMILIES,
+                   metavar="LIST", help=f"encoders to compare, of {', '.join(FAMILIES + OPTIONAL_FAMILIES)} "
+                                        f"(default {','.join(FAMILIES)}; mambaout is SSAMBA without its SSM: the "
+                                        "MambaOut ablation)")
+    p.add_argument("--tasks", type=_choice_list(TASKS), default=TASKS, metavar="LIST",
+                   help=f"tasks to probe and fine-tune on, of {', '.join(TASKS)} (default all); a family's "
+                        "and a task's numbers do not depend on the others run beside them")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or progress lines")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep the runs' checkpoints (optimiser states; by default only final models and metrics)")

@@ -47,10 +47,10 @@ def test_rmsnorm_variant_has_no_norm_biases():
     assert model.forward_features(torch.randn(1, 64, 128)).shape == (1, 33, 32)
 
 
-@pytest.mark.parametrize("name", ["ssamba_test", "ssast_test_frame"])
+@pytest.mark.parametrize("name", ["ssamba_test", "mambaout_test", "ssast_test_frame"])
 def test_save_load_round_trip(name, tmp_path, gen):
     torch.manual_seed(0)
-    model = ssamba.create_model(name, num_classes=4, patch_stride=(10, 10) if "ssamba" in name else (128, 1)).eval()
+    model = ssamba.create_model(name, num_classes=4, patch_stride=(128, 1) if "ssast" in name else (10, 10)).eval()
     ssamba.save_model(model, tmp_path / "m")
     loaded = ssamba.load_model(tmp_path / "m").eval()
     assert loaded.config == model.config and type(loaded) is type(model)

@@ -17,7 +17,9 @@ def _spec(gen, batch=2, frames=FRAMES):
 @pytest.mark.parametrize("name", ssamba.list_models())
 def test_every_preset_shapes_no_nan_and_gradients_reach_every_parameter(name, gen):
     torch.manual_seed(0)
-    model = ssamba.create_model(name, num_classes=5)
+    # no stochastic depth: with two clips it drops a whole block for both now and then
+    # (how often depends on the random stream), and that block then gets no gradient
+    model = ssamba.create_model(name, num_classes=5, drop_path_rate=0.0)
     model.train()
     spec = _spec(gen)
     grid = model.patch_grid(FRAMES)

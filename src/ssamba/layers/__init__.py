@@ -1,6 +1,7 @@
-"""Building blocks shared by the SSAMBA and SSAST encoders."""
+"""Building blocks shared by the SSAMBA, MambaOut and SSAST encoders."""
 
 from .attention import Attention, Mlp, TransformerBlock
+from .gated_conv import GatedConvMixer
 from .heads import ClassifierHead
 from .mamba import BiMambaMixer, MambaBlock, SelectiveSSM
 from .norms import DropPath, linear_drop_path_rates, make_norm
@@ -11,6 +12,7 @@ __all__ = [
     "BiMambaMixer",
     "ClassifierHead",
     "DropPath",
+    "GatedConvMixer",
     "MambaBlock",
     "Mlp",
     "PatchEmbed",

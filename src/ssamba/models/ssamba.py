@@ -12,6 +12,9 @@ named option:
 * ``use_double_final_norm`` - the final norm is applied twice before any head;
 * ``use_direction_average`` - the mixer averages its two directions (``if_devide_out``);
 * ``use_cls_token`` - a class token at position 0.
+
+:class:`MambaOut` is the ablation with the SSM removed from every mixer (the
+``mambaout_*`` presets).
 """
 
 from __future__ import annotations
@@ -25,20 +28,18 @@ from annotated_types import Le
 from torch import Tensor, nn
 
 from ..config import Depth, Fraction, NonNegativeInt, PositiveFloat, Width
-from ..layers import BiMambaMixer, DropPath, MambaBlock, linear_drop_path_rates, make_norm
+from ..layers import BiMambaMixer, DropPath, GatedConvMixer, MambaBlock, linear_drop_path_rates, make_norm
 from .base import EncoderConfig, SpectrogramEncoder
 from .registry import register_family, register_preset
 
 
 @dataclass
-class SSAMBAConfig(EncoderConfig):
-    """SSAMBA encoder options; defaults are the official recipe with ``embed_dim=192`` (tiny)."""
+class MambaStackConfig(EncoderConfig):
+    """The Vim body's options, with or without the SSM: what SSAMBA and MambaOut share."""
 
     depth: Depth = 24  # Mamba blocks
-    d_state: Width = 16  # N, SSM state size per channel
-    d_conv: Width = 4  # causal depthwise conv width
+    d_conv: Width = 4  # depthwise conv width (causal forward, anti-causal backward)
     expand: Depth = 2  # inner width = expand * D
-    dt_rank: Annotated[NonNegativeInt, Le(1 << 16)] = 0  # 0 means ceil(D / 16)
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"  # or "rmsnorm"
     norm_eps: PositiveFloat = 1e-5
     drop_path_rate: Fraction = 0.1
@@ -47,7 +48,21 @@ class SSAMBAConfig(EncoderConfig):
     use_direction_average: bool = True  # quirk: out_proj((y_fwd + y_bwd) / 2)
     use_layer_pairing: bool = True  # quirk: Vim's if_bidirectional layer pairs
     use_double_final_norm: bool = True  # quirk: final norm applied twice
+
+
+@dataclass
+class SSAMBAConfig(MambaStackConfig):
+    """SSAMBA encoder options; defaults are the official recipe with ``embed_dim=192`` (tiny)."""
+
+    d_state: Width = 16  # N, SSM state size per channel
+    dt_rank: Annotated[NonNegativeInt, Le(1 << 16)] = 0  # 0 means ceil(D / 16)
     scan_backend: str = "auto"  # selective scan backend (ssamba.ops.available_backends())
+
+
+@dataclass
+class MambaOutConfig(MambaStackConfig):
+    """MambaOut encoder options: SSAMBA's with the SSM (``d_state``, ``dt_rank``, the scan
+    backend) removed; the defaults match ``ssamba_tiny`` but for it."""
 
 
 def vim_drop_path_rates(rate: float, depth: int) -> list[float]:
@@ -68,16 +83,7 @@ class SSAMBA(SpectrogramEncoder):
         self.layers = nn.ModuleList(
             MambaBlock(
                 dim,
-                BiMambaMixer(
-                    dim,
-                    d_state=config.d_state,
-                    d_conv=config.d_conv,
-                    expand=config.expand,
-                    dt_rank=config.dt_rank or None,  # the mixer's default: ceil(D / 16)
-                    bidirectional=config.use_bidirectional_mixer,
-                    average_directions=config.use_direction_average,
-                    scan_backend=config.scan_backend,
-                ),
+                self.make_mixer(config),
                 norm=config.norm,
                 norm_eps=config.norm_eps,
                 drop_path=rates[i],
@@ -87,6 +93,20 @@ class SSAMBA(SpectrogramEncoder):
         self.drop_path = DropPath(config.drop_path_rate)
         self.norm_f = make_norm(config.norm, dim, config.norm_eps)
         self._init_weights()
+
+    @staticmethod
+    def make_mixer(config: SSAMBAConfig) -> nn.Module:
+        """One block's token mixer: the bidirectional Mamba mixer."""
+        return BiMambaMixer(
+            config.embed_dim,
+            d_state=config.d_state,
+            d_conv=config.d_conv,
+            expand=config.expand,
+            dt_rank=config.dt_rank or None,  # the mixer's default: ceil(D / 16)
+            bidirectional=config.use_bidirectional_mixer,
+            average_directions=config.use_direction_average,
+            scan_backend=config.scan_backend,
+        )
 
     def _init_weights(self) -> None:
         """Vim's ``_init_weights``: zero linear biases (not dt_proj's); out_proj / sqrt(depth)."""
@@ -151,6 +171,20 @@ class SSAMBA(SpectrogramEncoder):
         return out
 
 
+@register_family("mambaout", MambaOutConfig)
+class MambaOut(SSAMBA):
+    """The MambaOut ablation (Yu & Wang, 2024) of SSAMBA: the same encoder, blocks,
+    quirks and recipes, with each mixer's selective scan removed
+    (:class:`~ssamba.layers.GatedConvMixer`). Whatever SSAMBA gains over it on a task is
+    what the SSM earns."""
+
+    @staticmethod
+    def make_mixer(config: MambaOutConfig) -> nn.Module:
+        return GatedConvMixer(config.embed_dim, d_conv=config.d_conv, expand=config.expand,
+                              bidirectional=config.use_bidirectional_mixer,
+                              average_directions=config.use_direction_average)
+
+
 @register_preset
 def ssamba_tiny() -> SSAMBAConfig:
     """SSAMBA-tiny: D=192, 24 layers, 16x16 patches (~6.9 M encoder parameters)."""
@@ -173,3 +207,15 @@ def ssamba_base() -> SSAMBAConfig:
 def ssamba_test() -> SSAMBAConfig:
     """A tiny SSAMBA for tests: D=32, 4 layers, 64 frames (8x4 patch grid)."""
     return SSAMBAConfig(embed_dim=32, depth=4, input_tdim=64)
+
+
+@register_preset
+def mambaout_tiny() -> MambaOutConfig:
+    """MambaOut-tiny: ssamba_tiny without the SSM (D=192, 24 layers, ~5.6 M)."""
+    return MambaOutConfig(embed_dim=192)
+
+
+@register_preset
+def mambaout_test() -> MambaOutConfig:
+    """A tiny MambaOut for tests: the geometry of ssamba_test (D=32, 4 layers, 64 frames)."""
+    return MambaOutConfig(embed_dim=32, depth=4, input_tdim=64)

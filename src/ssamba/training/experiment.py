@@ -66,6 +66,7 @@ class RunSection:
     log_every: PositiveInt = 10  # optimiser steps between rows of metrics.csv
     progress: bool = True  # a progress bar on a terminal; in a log, a line every print_every steps
     print_every: PositiveInt = 50  # optimiser steps between progress lines when not on a terminal
+    plot: bool = True  # draw curves.png (loss and metrics against steps) at the end
 
 
 @dataclass

@@ -342,7 +342,8 @@ class Trainer:
         return self.finish()
 
     def finish(self) -> dict[str, Any]:
-        """Write the final model (and the weight average), the curves; return a summary."""
+        """Write the final model (and the weight average), the curves (``run.plot``);
+        return a summary."""
         from ..models import save_model
         from .plots import plot_curves
 
@@ -359,6 +360,8 @@ class Trainer:
             save_model(encoder, self.out_dir / "final_averaged")
             summary["averaged_model"] = str(self.out_dir / "final_averaged")
             summary["averaged_epochs"] = self.averaged_count
+        if not self.run.plot:
+            return summary
         try:
             summary["curves"] = str(plot_curves(self.history, self.out_dir / "curves.png"))
         except (ImportError, ValueError) as err:  # no matplotlib, or nothing logged yet
