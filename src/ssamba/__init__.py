@@ -28,6 +28,7 @@ _EXPORTS = {
     "save_model": "ssamba.models",
     "load": "ssamba.interfaces.embedder",
     "Embedder": "ssamba.interfaces.embedder",
+    "explain": "ssamba.interfaces.explain",
 }
 
 __all__ = sorted(_EXPORTS)

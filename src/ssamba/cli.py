@@ -257,10 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .benchmarks.cli import add_bench_parser
     from .corpora.cli import add_corpus_parser
     from .demo import add_demo_parser
-    from .interfaces.cli import add_embed_parser, add_export_parser
+    from .interfaces.cli import add_embed_parser, add_explain_parser, add_export_parser
     from .interfaces.convert_cli import add_convert_parser
 
     add_embed_parser(sub)
+    add_explain_parser(sub)
     add_export_parser(sub)
     add_convert_parser(sub)
     add_corpus_parser(sub)

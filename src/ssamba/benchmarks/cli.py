@@ -20,7 +20,8 @@ _MODEL_SPEC_HELP = (
     "PRESET[:VARIANT]; VARIANT is the attention for SSAST presets ('sdpa' = PyTorch's "
     "scaled_dot_product_attention, 'explicit' = the official code's softmax(QK^T)V that "
     "materialises the L x L matrix; default sdpa) and the scan backend for SSAMBA presets "
-    "('auto', 'cpu', 'reference', 'cuda'; default auto)"
+    "('auto', 'cpu', 'reference', 'cuda'; default auto); MambaOut presets (mambaout_tiny: "
+    "SSAMBA without its SSM) have none"
 )
 
 

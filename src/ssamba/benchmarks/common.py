@@ -39,7 +39,7 @@ def parse_spec(text: str) -> ModelSpec:
     """``"ssast_tiny_patch:explicit"`` -> a :class:`ModelSpec` (raises ``ValueError``)."""
     import torch
 
-    from ssamba.models import SSAMBAConfig, SSASTConfig, get_config, model_from_config
+    from ssamba.models import MambaOutConfig, SSAMBAConfig, SSASTConfig, get_config, model_from_config
     from ssamba.ops import available_backends
 
     preset, _, variant = text.partition(":")
@@ -53,6 +53,10 @@ def parse_spec(text: str) -> ModelSpec:
             raise ValueError(f"{text}: the SSAMBA variant is a scan backend, 'auto' or one of "
                              f"{available_backends()}")
         overrides = {"scan_backend": variant}
+    elif isinstance(base, MambaOutConfig):
+        if variant:
+            raise ValueError(f"{text}: MambaOut has no variants (no scan, no attention)")
+        family, overrides = "mambaout", {}
     else:
         if variant:
             raise ValueError(f"{text}: no variants for {type(base).__name__}")

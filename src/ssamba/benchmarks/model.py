@@ -54,7 +54,7 @@ def estimate_bytes(spec: ModelSpec, frames: int, batch: int, mode: str = "forwar
     c = spec.config
     rows, cols = patch_grid(c, frames)
     dim = c.embed_dim
-    if spec.family == "ssamba":
+    if spec.family in ("ssamba", "mambaout"):
         prefix = 1 if getattr(c, "use_cls_token", True) else 0
         seq = rows * cols + prefix
         act = 48 * batch * seq * dim * 4  # in_proj out, x/z, conv, flips, scan copies, residuals

@@ -1,4 +1,6 @@
-"""``ssamba embed``: the command-line face of :mod:`ssamba.interfaces.files`."""
+"""``ssamba embed``, ``ssamba export`` and ``ssamba explain``: the command-line faces of
+:mod:`ssamba.interfaces.files`, :mod:`~ssamba.interfaces.export` and
+:mod:`~ssamba.interfaces.explain`."""
 
 from __future__ import annotations
 
@@ -111,3 +113,63 @@ def add_export_parser(sub) -> None:
                    help="input lengths of the check, in frames (default: the trained length and 2x + 16)")
     p.add_argument("--no-check", action="store_true", help="write the file without the onnxruntime check")
     p.set_defaults(func=cmd_export)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Attention maps of an audio file: SSAMBA's hidden attention per Mamba layer and direction, SSAST's softmax attention."""
+    from .explain import explain_file
+
+    summary = explain_file(args.audio, args.checkpoint, args.out, layers=args.layers, channels=args.channels or [],
+                           times_s=args.at, frames=args.frames, start_s=args.start, compare=args.compare,
+                           absolute=not args.signed, max_tokens=args.max_tokens, progress=not args.no_progress)
+    for key, model in summary["models"].items():
+        print(f"{model['source']} ({model['family']}): {model['tokens']} tokens ({model['grid'][0]} x "
+              f"{model['grid'][1]} patches + {model['num_prefix_tokens']}), {len(model['layers'])} layer(s) x "
+              f"{len(model['directions'])} map(s)")
+    print(f"wrote {', '.join(summary['files'])} to {args.out}")
+    return 0
+
+
+def add_explain_parser(sub) -> None:
+    p = sub.add_parser("explain", help=cmd_explain.__doc__, description=cmd_explain.__doc__ + (
+        " A selective scan is an implicit attention (Ali, Zimerman & Wolf, 2024): for each Mamba layer, the"
+        " direction that scans forward in token order gives a causal L x L map, the other an anti-causal one,"
+        " averaged over inner channels (of |alpha| unless --signed). SSAST's maps are its blocks' softmax"
+        " attention averaged over heads. Writes maps.npz (every map, [output token, source token], class"
+        " tokens first, then patches frequency row by row), explain.json, token_maps.png (patch-to-patch maps"
+        " of up to 6 layers) and spectrogram_attention.png (what chosen times read, over the spectrogram)."
+        " Maps are L^2 floats per layer and direction: inputs over --max-tokens are refused."))
+    p.add_argument("audio", help="audio file (resampled to the model's rate, mono)")
+    p.add_argument("--checkpoint", required=True,
+                   help="model directory, checkpoint, training run folder or preset name (random weights)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--compare", default=None, metavar="MODEL",
+                   help="a second model (e.g. SSAST beside SSAMBA) drawn in the same figures")
+    p.add_argument("--layers", type=_int_list, default=None, metavar="LIST",
+                   help="block indices, comma-separated, negative from the end (default: all)")
+    p.add_argument("--channels", type=_int_list, default=None, metavar="LIST",
+                   help="also keep these inner channels' maps (SSAMBA) or heads' (SSAST) whole in maps.npz")
+    p.add_argument("--at", type=_float_list, default=None, metavar="SECONDS",
+                   help="times whose output tokens spectrogram_attention.png draws (default: 1/4, 1/2, 3/4 of the way)")
+    p.add_argument("--frames", type=_positive_int, default=None,
+                   help="input length in 10 ms frames, padded or cropped (default: the model's front end's)")
+    p.add_argument("--start", type=float, default=0.0, metavar="SECONDS", help="where in the file the input starts")
+    p.add_argument("--signed", action="store_true", help="average alpha over channels, not |alpha|")
+    p.add_argument("--max-tokens", type=_positive_int, default=2048,
+                   help="refuse inputs of more tokens (each map is tokens^2 x 4 bytes; default 2048)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_explain)

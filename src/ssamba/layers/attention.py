@@ -30,15 +30,28 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=True, device=device, dtype=dtype)
         self.proj = nn.Linear(dim, dim, device=device, dtype=dtype)
 
+    def _qkv(self, x: Tensor) -> Tensor:
+        """``(3, B, H, L, hd)``: queries, keys and values per head."""
+        batch, length, _ = x.shape
+        return self.qkv(x).reshape(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+
+    @staticmethod
+    def _weights(q: Tensor, k: Tensor) -> Tensor:
+        return ((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5).softmax(dim=-1)  # (B, H, L, L)
+
+    def attention_weights(self, x: Tensor) -> Tensor:
+        """``softmax(Q K^T / sqrt(d))`` of the block input ``x``: ``(B, H, L, L)``, indexed
+        ``[output, source]`` (what ``ssamba explain`` draws)."""
+        q, k, _ = self._qkv(x)
+        return self._weights(q, k)
+
     def forward(self, x: Tensor) -> Tensor:
         batch, length, dim = x.shape
-        qkv = self.qkv(x).reshape(batch, length, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, H, L, hd) each
+        q, k, v = self._qkv(x)  # (B, H, L, hd) each
         if self.attention == "sdpa":
             out = F.scaled_dot_product_attention(q, k, v)
         else:
-            weights = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5  # (B, H, L, L)
-            out = weights.softmax(dim=-1) @ v
+            out = self._weights(q, k) @ v
         return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
 
 

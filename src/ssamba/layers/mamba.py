@@ -234,6 +234,22 @@ class BiMambaMixer(nn.Module):
                 weight = weight * 0.5  # (y_f + y_b) / 2 folded into the small weight
         return torch.bmm(y.transpose(1, 2), weight.t().expand(y.shape[0], -1, -1))  # (B, L, D)
 
+    def scan_operands(self, hidden: Tensor, mirrored: bool = False) -> list[tuple[str, bool, tuple]]:
+        """What each direction's scan reads for the mixer input ``hidden (B, L, D)``:
+        ``(name, reverse, (u, delta, A, B, C, D, z, delta_bias))`` per direction, as
+        :meth:`forward` computes them (``ssamba explain`` turns them into attention maps)."""
+        tokens = hidden.transpose(1, 2)
+        w_x, w_z = self.in_proj.weight.chunk(2, dim=0)
+        x, z = channel_matmul(w_x, tokens), channel_matmul(w_z, tokens)
+        found = []
+        for name, ssm, reverse in (("forward_ssm", self.forward_ssm, mirrored),
+                                   ("backward_ssm", self.backward_ssm, not mirrored)):
+            if ssm is not None:
+                xc = ssm.conv_silu(x, reverse)
+                found.append((name, reverse, ssm._scan_operands(xc, channel_matmul(ssm.x_proj.weight, xc), z,
+                                                                slice(None))))
+        return found
+
     #: Bytes of one (batch, channels, length) fp32 block below which :meth:`forward_lean`
     #: keeps all inner channels in one block; above, blocks of about this size. At 22k
     #: tokens (``ssamba bench model``, ssamba_tiny) 8 MiB blocks peaked at 184 MiB in
