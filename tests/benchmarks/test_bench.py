@@ -211,3 +211,40 @@ def test_onnx_benchmark_smoke(tmp_path, capsys):
     _, rows = read_csv(tmp_path / "onnx_bench.csv")
     assert [(r["model"], r["frames"]) for r in rows] == [("ssast_test_patch", "48"), ("ssast_test_patch", "96")]
     assert all(float(r["max_rel_diff"]) < 1e-4 and float(r["ratio"]) > 0 for r in rows)
+
+
+def test_needle_haystack_differs_only_in_the_chirp_and_reach_is_measured_beyond_it(tmp_path):
+    import numpy as np
+    import soundfile
+
+    from ssamba.benchmarks.long_audio import NEEDLE_S, reach_seconds, write_haystack
+
+    start = write_haystack(tmp_path / "a.flac", 0.5)
+    assert write_haystack(tmp_path / "b.flac", 0.5, needle=True) == start == 14.5
+    a, rate = soundfile.read(tmp_path / "a.flac")
+    b, _ = soundfile.read(tmp_path / "b.flac")
+    changed = np.nonzero(a != b)[0] / rate
+    assert a.shape == b.shape == (30 * 16000,) and start <= changed.min() and changed.max() < start + NEEDLE_S
+    # embeddings that move 2 s before the chirp and 3 s after it: reach 3 s
+    times = np.arange(0, 30, 0.5)
+    emb = np.ones((times.size, 4))
+    moved = emb.copy()
+    moved[(times >= start - 2) & (times <= start + NEEDLE_S + 3)] += 0.01
+    for name, value in (("plain", emb), ("needle", moved)):
+        np.savez(tmp_path / f"{name}.npz", timestamp_embeddings=value, timestamps_ms=times * 1000)
+    assert reach_seconds(tmp_path / "plain.npz", tmp_path / "needle.npz", start) == 3.0
+    assert reach_seconds(tmp_path / "plain.npz", tmp_path / "plain.npz", start) == 0.0
+
+
+@pytest.mark.slow
+def test_long_audio_benchmark_smoke(tmp_path, capsys):
+    rc = bench_main(["long", "--minutes", "0.25", "--models", "ssamba_test", "--modes", "whole", "windows",
+                     "--needle", "--out", str(tmp_path)])
+    assert rc == 0
+    _, rows = read_csv(tmp_path / "long_audio.csv")
+    assert [(r["mode"], r["status"]) for r in rows] == [("whole", "ok"), ("windows", "ok")]
+    assert all(float(r["peak_mb"]) > 100 and float(r["reach_s"]) >= 0 for r in rows)
+    # ssamba_test's windows are 64 frames (0.64 s): the chirp cannot move embeddings further
+    # than one window beyond its own span
+    assert float(rows[1]["reach_s"]) <= 0.64
+    assert "reach s" in capsys.readouterr().out

@@ -60,6 +60,13 @@ def cmd_bench_embed(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_bench_long(args: argparse.Namespace) -> int:
+    """Time and peak memory of ``ssamba embed`` on long files (whole or in windows), and a needle's reach."""
+    from .long_audio import run
+
+    return run(args)
+
+
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows defaults (those that are not None/False) and keeps the descriptions' line breaks."""
 
@@ -212,6 +219,25 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=1800.0, metavar="S", help="limit for each embed run")
     p.add_argument("--under-load", action="store_true", help="time it again beside a competing process")
     p.set_defaults(func=cmd_bench_embed)
+
+    p = sub.add_parser("long", help=cmd_bench_long.__doc__, formatter_class=_Formatter,
+                       description="Embed seeded files of --minutes minutes (noise-modulated tones) with each "
+                                   "model in each mode, every run a fresh `ssamba embed` process, and print "
+                                   "its wall time and peak resident memory. A model whose run times out is not "
+                                   "run on longer files. --needle also embeds each file with a 1 s chirp in "
+                                   "its middle and prints how far from the chirp (s) the timestamp embeddings "
+                                   "change by more than 0.1% of their norm.")
+    p.add_argument("--minutes", type=float, nargs="+", default=[1.0, 5.0, 20.0, 60.0], help="file lengths")
+    p.add_argument("--models", nargs="+", default=["ssamba_tiny", "ssast_tiny_patch"], metavar="MODEL",
+                   help="presets (random weights) or model folders, passed to ssamba embed --checkpoint")
+    p.add_argument("--modes", nargs="+", default=["whole"], choices=["whole", "windows"],
+                   help="whole: one encoder pass per file (--whole); windows: the model's input length at a time")
+    p.add_argument("--rate", type=int, default=16000, help="sample rate of the files")
+    p.add_argument("--channels", type=int, default=1, help="channels of the files")
+    p.add_argument("--needle", action="store_true", help="also measure how far a 1 s chirp in the middle reaches")
+    p.add_argument("--timeout", type=float, default=900.0, metavar="S", help="limit for each embed run")
+    p.add_argument("--out", default=None, metavar="DIR", help="also write long_audio.csv into this folder")
+    p.set_defaults(func=cmd_bench_long)
 
     p = sub.add_parser("onnx", help=cmd_bench_onnx.__doc__, formatter_class=_Formatter,
                        description="Export each preset (random weights) as `ssamba export` does, then time "
