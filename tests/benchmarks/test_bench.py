@@ -238,13 +238,13 @@ def test_needle_haystack_differs_only_in_the_chirp_and_reach_is_measured_beyond_
 
 @pytest.mark.slow
 def test_long_audio_benchmark_smoke(tmp_path, capsys):
-    rc = bench_main(["long", "--minutes", "0.25", "--models", "ssamba_test", "--modes", "whole", "windows",
+    rc = bench_main(["long", "--minutes", "0.25", "--models", "ssamba_test", "--modes", "windows",
                      "--needle", "--out", str(tmp_path)])
     assert rc == 0
     _, rows = read_csv(tmp_path / "long_audio.csv")
-    assert [(r["mode"], r["status"]) for r in rows] == [("whole", "ok"), ("windows", "ok")]
-    assert all(float(r["peak_mb"]) > 100 and float(r["reach_s"]) >= 0 for r in rows)
+    assert [(r["mode"], r["status"]) for r in rows] == [("windows", "ok")]
+    assert float(rows[0]["peak_mb"]) > 100 and float(rows[0]["seconds"]) > 0
     # ssamba_test's windows are 64 frames (0.64 s): the chirp cannot move embeddings further
     # than one window beyond its own span
-    assert float(rows[1]["reach_s"]) <= 0.64
+    assert 0 <= float(rows[0]["reach_s"]) <= 0.64
     assert "reach s" in capsys.readouterr().out
