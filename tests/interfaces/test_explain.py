@@ -103,3 +103,16 @@ def test_command_writes_maps_json_and_figures_beside_ssast(tmp_path, gen, capsys
     assert main(["explain", str(tmp_path / "a.wav"), "--checkpoint", str(model), "--out", str(out),
                  "--frames", "640", "--max-tokens", "100"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_causal_mixer_under_pairing_scans_forward_in_even_layers_and_backward_in_odd(gen, tmp_path):
+    from ssamba.interfaces.explain import draw_token_maps
+
+    torch.manual_seed(0)
+    model = ssamba.create_model("ssamba_test", use_bidirectional_mixer=False)
+    ex = explain(model, torch.randn(64, 128, generator=gen))
+    assert sorted(ex.maps) == ["layer0/causal", "layer1/anticausal", "layer2/causal", "layer3/anticausal"]
+    assert ex.directions == ["causal", "anticausal"]
+    assert torch.equal(ex.layer_map(1), ex.maps["layer1/anticausal"])
+    draw_token_maps([("m", ex)], tmp_path / "t.png")
+    assert (tmp_path / "t.png").stat().st_size > 5_000

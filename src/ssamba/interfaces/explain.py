@@ -48,7 +48,7 @@ class Explanation:
 
     def layer_map(self, layer: int) -> Tensor:
         """The sum of a layer's direction maps ``(L, L)``: what its output reads in all."""
-        return sum(self.maps[f"layer{layer}/{d}"] for d in self.directions)
+        return sum(self.maps[key] for d in self.directions if (key := f"layer{layer}/{d}") in self.maps)
 
 
 def _frozen(model: nn.Module):
@@ -100,8 +100,6 @@ def explain(encoder: nn.Module, spec: Tensor, layers: list[int] | None = None, c
     if not layers or any(not 0 <= i < depth for i in layers) or len(set(layers)) != len(layers):
         raise ValueError(f"layers must be distinct indices of the {depth} blocks (negative from the end)")
     ssamba = isinstance(encoder, SSAMBA)
-    directions = (["causal", "anticausal"] if encoder.layers[0].mixer.backward_ssm is not None else ["causal"]) \
-        if ssamba else ["attention"]
     limit = encoder.layers[0].mixer.out_proj.weight.shape[1] if ssamba else encoder.config.num_heads
     channels = list(channels)
     if any(not 0 <= c < limit for c in channels):
@@ -134,7 +132,7 @@ def explain(encoder: nn.Module, spec: Tensor, layers: list[int] | None = None, c
         encoder.train(was_training)
 
     result = Explanation(encoder.family, spec.cpu(), encoder.patch_grid(spec.shape[0]), encoder.num_prefix_tokens,
-                         layers, directions, channels=channels, absolute=absolute)
+                         layers, [], channels=channels, absolute=absolute)
     bar = progress_bar(len(layers), "explain", unit="layer", enabled=progress, every=max(1, len(layers) // 4))
     with torch.no_grad():
         for i in layers:
@@ -154,6 +152,9 @@ def explain(encoder: nn.Module, spec: Tensor, layers: list[int] | None = None, c
                     result.channel_maps[f"layer{i}/attention"] = weights[channels].cpu()
             bar.update(1)
     bar.close()
+    # a causal mixer under layer pairing scans forward in the even layers, backward in the odd
+    seen = {key.split("/")[1] for key in result.maps}
+    result.directions = [d for d in ("causal", "anticausal", "attention") if d in seen]
     return result
 
 
@@ -225,7 +226,11 @@ def draw_token_maps(explanations: list[tuple[str, Explanation]], path: Path, max
                 ax.axis("off")
                 continue
             layer = picks[name][c]
-            m = ex.maps[f"layer{layer}/{direction}"][n:, n:].abs().numpy()
+            key = f"layer{layer}/{direction}"
+            if key not in ex.maps:  # a causal mixer's mirrored layer scans the other way only
+                ax.set_title(f"{name} layer {layer}\n(no {direction} scan)", fontsize=8)
+                continue
+            m = ex.maps[key][n:, n:].abs().numpy()
             top = float(m.max()) or 1.0
             ax.imshow(m.clip(min=top * 1e-4), cmap="magma", norm=LogNorm(vmin=top * 1e-4, vmax=top),
                       interpolation="nearest")
