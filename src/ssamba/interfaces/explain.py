@@ -255,8 +255,10 @@ def draw_spectrogram_attention(explanations: list[tuple[str, Explanation]], quer
                                layer_of: dict[str, int], frame_shift_ms: float, geometry: dict[str, tuple],
                                path: Path) -> None:
     """Per model a row: the spectrogram, then for each query column the attention its
-    output tokens pay to every patch (directions summed), over the spectrogram."""
+    output tokens pay to every patch (directions summed; log scale over three decades),
+    over the spectrogram."""
     import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
 
     fig, axes = plt.subplots(len(explanations), 1 + len(queries), figsize=(3.6 * (1 + len(queries)),
                              2.6 * len(explanations)), squeeze=False)
@@ -274,10 +276,13 @@ def draw_spectrogram_attention(explanations: list[tuple[str, Explanation]], quer
             ax = axes[r][c + 1]
             ax.imshow(spec, origin="lower", aspect="auto", cmap="gray", extent=extent)
             heat = attention_to_patches(ex, layer_of[name], min(column, columns - 1)).abs().numpy()
-            ax.imshow(heat, origin="lower", aspect="auto", cmap="inferno", alpha=0.65,
-                      extent=(0, covered, 0, (rows - 1) * sf + kf), interpolation="nearest")
+            top = float(heat.max()) or 1.0
+            ax.imshow(heat.clip(min=top * 1e-3), origin="lower", aspect="auto", cmap="inferno", alpha=0.7,
+                      norm=LogNorm(vmin=top * 1e-3, vmax=top), extent=(0, covered, 0, (rows - 1) * sf + kf),
+                      interpolation="nearest")
             ax.axvline(t, color="cyan", lw=1)
-            ax.set_title(f"layer {layer_of[name]}: what {t:.2f} s reads", fontsize=8)
+            ax.set_title(f"{name.split(' (')[-1].rstrip(')')} layer {layer_of[name]}: what {t:.2f} s reads "
+                         "(log)", fontsize=8)
     for ax in axes[-1]:
         ax.set_xlabel("time (s)", fontsize=7)
     fig.tight_layout()
