@@ -168,10 +168,12 @@ def _line(row: dict) -> str:
 
 def _table(rows: list[dict], minutes: list[float], needle: bool) -> str:
     width = 10 + (9 if needle else 0)
-    head = f"{'model (mode)':<34}" + "".join(f"{f'{m:g} min':>{width + 8}}" for m in minutes)
-    lines = [head, " " * 34 + "".join(f"{'MB':>8} {'s':>7}" + (f" {'reach s':>9}" if needle else "") + " " * 2
+    labels = list(dict.fromkeys((r["model"], r["mode"]) for r in rows))
+    name = max([12, *(len(f"{m} ({mode})") for m, mode in labels)]) + 2
+    head = f"{'model (mode)':<{name}}" + "".join(f"{f'{m:g} min':>{width + 8}}" for m in minutes)
+    lines = [head, " " * name + "".join(f"{'MB':>8} {'s':>7}" + (f" {'reach s':>9}" if needle else "") + " " * 2
                                       for _ in minutes)]
-    for label in dict.fromkeys((r["model"], r["mode"]) for r in rows):
+    for label in labels:
         cells = []
         for m in minutes:
             r = next((r for r in rows if (r["model"], r["mode"]) == label and r["minutes"] == m), None)
@@ -180,5 +182,5 @@ def _table(rows: list[dict], minutes: list[float], needle: bool) -> str:
             else:
                 reach = f" {r['reach_s']:>9.1f}" if "reach_s" in r else (" " * 10 if needle else "")
                 cells.append(f"{r['peak_mb']:>8.0f} {r['seconds']:>7.1f}{reach}  ")
-        lines.append(f"{label[0] + ' (' + label[1] + ')':<34}" + "".join(cells))
+        lines.append(f"{label[0] + ' (' + label[1] + ')':<{name}}" + "".join(cells))
     return "\n".join(lines)
