@@ -129,7 +129,7 @@ the time ratio of the first model to each other model."""
 
 
 def add_bench_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``bench`` with ``scan``, ``model`` and ``train`` under ``subparsers``."""
+    """Register ``bench`` and its benchmarks under ``subparsers``."""
     bench = subparsers.add_parser(
         "bench",
         help="Benchmarks: selective scan, model inference over length, training step, embedding, ONNX.",
@@ -138,6 +138,16 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     sub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK")
     bench.set_defaults(func=lambda args: (bench.print_help(), 0)[1])
 
+    _add_scan_parser(sub)
+    _add_model_parser(sub)
+    _add_train_parser(sub)
+    _add_embed_parser(sub)
+    _add_long_parser(sub)
+    _add_onnx_parser(sub)
+    return bench
+
+
+def _add_scan_parser(sub) -> None:
     p = sub.add_parser("scan", help=cmd_bench_scan.__doc__, description=_SCAN_DESCRIPTION,
                        formatter_class=_Formatter)
     p.add_argument("--lengths", type=int, nargs="+", default=[2048, 8192, 22000], metavar="L",
@@ -155,6 +165,8 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-memory", action="store_true", help="skip the memory table")
     p.set_defaults(func=cmd_bench_scan)
 
+
+def _add_model_parser(sub) -> None:
     p = sub.add_parser("model", help=cmd_bench_model.__doc__, description=_MODEL_DESCRIPTION,
                        formatter_class=_Formatter)
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODEL_SPECS), metavar="SPEC",
@@ -185,6 +197,8 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", default="bench-model", metavar="DIR", help="folder for the CSV, plot and summary")
     p.set_defaults(func=cmd_bench_model)
 
+
+def _add_train_parser(sub) -> None:
     p = sub.add_parser("train", help=cmd_bench_train.__doc__, description=_TRAIN_DESCRIPTION,
                        formatter_class=_Formatter)
     p.add_argument("--models", nargs="+", default=list(DEFAULT_TRAIN_SPECS), metavar="SPEC",
@@ -208,6 +222,8 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="DIR", help="also write train_bench.csv into this folder")
     p.set_defaults(func=cmd_bench_train)
 
+
+def _add_embed_parser(sub) -> None:
     p = sub.add_parser("embed", help=cmd_bench_embed.__doc__, formatter_class=_Formatter,
                        description="Time `ssamba embed` on seeded short clips (tones in noise, 0.5-1.5 s) in "
                                    "a fresh process; with --under-load again beside a second process that "
@@ -220,6 +236,8 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--under-load", action="store_true", help="time it again beside a competing process")
     p.set_defaults(func=cmd_bench_embed)
 
+
+def _add_long_parser(sub) -> None:
     p = sub.add_parser("long", help=cmd_bench_long.__doc__, formatter_class=_Formatter,
                        description="Embed seeded files of --minutes minutes (noise-modulated tones) with each "
                                    "model in each mode, every run a fresh `ssamba embed` process, and print "
@@ -239,6 +257,8 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="DIR", help="also write long_audio.csv into this folder")
     p.set_defaults(func=cmd_bench_long)
 
+
+def _add_onnx_parser(sub) -> None:
     p = sub.add_parser("onnx", help=cmd_bench_onnx.__doc__, formatter_class=_Formatter,
                        description="Export each preset (random weights) as `ssamba export` does, then time "
                                    "onnxruntime (CPU) and PyTorch on the same random spectrograms at each "
@@ -253,7 +273,6 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the inputs")
     p.add_argument("--out", default=None, metavar="DIR", help="also write onnx_bench.csv into this folder")
     p.set_defaults(func=cmd_bench_onnx)
-    return bench
 
 
 def main(argv: list[str] | None = None) -> int:
