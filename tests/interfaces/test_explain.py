@@ -84,7 +84,7 @@ def test_limits_and_families_are_checked(gen):
 def test_command_writes_maps_json_and_figures_beside_ssast(tmp_path, gen, capsys):
     model = save_test_model(tmp_path / "m")
     torch.manual_seed(0)
-    ssamba.save_model(ssamba.create_model("ssast_test_patch"), tmp_path / "ssast")
+    ssamba.save_model(ssamba.create_model("ssast_test_frame"), tmp_path / "ssast")  # another time stride
     soundfile.write(tmp_path / "a.wav", speech_like(16000, gen).numpy(), 16000)
     out = tmp_path / "x"
     assert main(["explain", str(tmp_path / "a.wav"), "--checkpoint", str(model), "--out", str(out),
@@ -93,6 +93,9 @@ def test_command_writes_maps_json_and_figures_beside_ssast(tmp_path, gen, capsys
     summary = json.loads((out / "explain.json").read_text())
     assert [m["family"] for m in summary["models"].values()] == ["ssamba", "ssast"]
     assert summary["models"]["model0"]["layers"] == [0, 3] and summary["query_times_s"] == [0.3]
+    # 0.3 s is column 1 of the 16-frame patches (centres 80 + 160 k ms) and column 14 of
+    # the 2-frame ones (centres 20 + 20 k ms)
+    assert summary["models"]["model0"]["query_columns"] == [1] and summary["models"]["model1"]["query_columns"] == [14]
     maps = np.load(out / "maps.npz")
     assert maps["model0/layer3/anticausal"].shape == (33, 33) and maps["model0/layer0/causal/channels"].shape == (1, 33, 33)
     assert maps["model1/layer1/attention"].shape == (34, 34)

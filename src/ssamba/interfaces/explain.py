@@ -251,7 +251,7 @@ def _spread(values: list[int], count: int) -> list[int]:
     return [values[round(k * (len(values) - 1) / (count - 1))] for k in range(count)]
 
 
-def draw_spectrogram_attention(explanations: list[tuple[str, Explanation]], queries: list[tuple[float, int]],
+def draw_spectrogram_attention(explanations: list[tuple[str, Explanation]], times_s: list[float],
                                layer_of: dict[str, int], frame_shift_ms: float, geometry: dict[str, tuple],
                                path: Path) -> None:
     """Per model a row: the spectrogram, then for each query column the attention its
@@ -260,7 +260,7 @@ def draw_spectrogram_attention(explanations: list[tuple[str, Explanation]], quer
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
-    fig, axes = plt.subplots(len(explanations), 1 + len(queries), figsize=(3.6 * (1 + len(queries)),
+    fig, axes = plt.subplots(len(explanations), 1 + len(times_s), figsize=(3.6 * (1 + len(times_s)),
                              2.6 * len(explanations)), squeeze=False)
     for r, (name, ex) in enumerate(explanations):
         spec = ex.spectrogram.numpy().T  # (F, T)
@@ -272,10 +272,11 @@ def draw_spectrogram_attention(explanations: list[tuple[str, Explanation]], quer
         (kf, kt), (sf, st) = geometry[name]
         rows, columns = ex.grid
         covered = ((columns - 1) * st + kt) * frame_shift_ms / 1000
-        for c, (t, column) in enumerate(queries):
+        # each model's own column for each time (the models may have other strides)
+        for c, (t, column) in enumerate(_query_columns(ex, times_s, frame_shift_ms, st, kt)):
             ax = axes[r][c + 1]
             ax.imshow(spec, origin="lower", aspect="auto", cmap="gray", extent=extent)
-            heat = attention_to_patches(ex, layer_of[name], min(column, columns - 1)).abs().numpy()
+            heat = attention_to_patches(ex, layer_of[name], column).abs().numpy()
             top = float(heat.max()) or 1.0
             ax.imshow(heat.clip(min=top * 1e-3), origin="lower", aspect="auto", cmap="inferno", alpha=0.7,
                       norm=LogNorm(vmin=top * 1e-3, vmax=top), extent=(0, covered, 0, (rows - 1) * sf + kf),
@@ -334,10 +335,14 @@ def explain_file(audio: str | Path, checkpoint: str | Path, out_dir: str | Path,
             "channels": ex.channels, "frames": spec.shape[0], "frame_shift_ms": config.frame_shift_ms}
     first = runs[0][1]
     queries = _query_columns(first, times_s, config.frame_shift_ms, geometry[runs[0][0]][1][1], geometry[runs[0][0]][0][1])
-    summary["query_times_s"] = [round(t, 3) for t, _ in queries]
+    times = [t for t, _ in queries]
+    for k, (name, ex) in enumerate(runs):  # each model's own columns (raises if a time lies outside them)
+        found = _query_columns(ex, times, config.frame_shift_ms, geometry[name][1][1], geometry[name][0][1])
+        summary["models"][f"model{k}"]["query_columns"] = [c for _, c in found]
+    summary["query_times_s"] = [round(t, 3) for t in times]
     atomic_write(out / "maps.npz", lambda tmp: np.savez_compressed(tmp, **arrays))
     draw_token_maps(runs, out / "token_maps.png")
-    draw_spectrogram_attention(runs, queries, layer_of, config.frame_shift_ms, geometry,
+    draw_spectrogram_attention(runs, times, layer_of, config.frame_shift_ms, geometry,
                                out / "spectrogram_attention.png")
     summary["files"] = ["maps.npz", "token_maps.png", "spectrogram_attention.png", "explain.json"]
     atomic_write_text(out / "explain.json", json.dumps(summary, indent=2))
