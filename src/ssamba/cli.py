@@ -23,7 +23,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     names = list_models(args.pattern)
     if not names:
         raise UserError(f"no preset matches {args.pattern!r}; 'ssamba models' lists them all")
-    header = f"{'preset':<20} {'family':<7} {'D':>4} {'depth':>5} {'kernel':>7} {'stride':>7} {'tokens':>7} {'params':>9}"
+    header = f"{'preset':<20} {'family':<8} {'D':>4} {'depth':>5} {'kernel':>7} {'stride':>7} {'tokens':>7} {'params':>9}"
     print(header)
     print("-" * len(header))
     for name in names:
@@ -34,7 +34,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         kernel = "x".join(map(str, config.patch_size))
         stride = "x".join(map(str, config.patch_stride))
         print(
-            f"{name:<20} {model.family:<7} {config.embed_dim:>4} {config.depth:>5} {kernel:>7} "
+            f"{name:<20} {model.family:<8} {config.embed_dim:>4} {config.depth:>5} {kernel:>7} "
             f"{stride:>7} {model.num_patches:>7} {params / 1e6:>8.2f}M"
         )
     print(
