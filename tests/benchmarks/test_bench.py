@@ -234,6 +234,13 @@ def test_needle_haystack_differs_only_in_the_chirp_and_reach_is_measured_beyond_
         np.savez(tmp_path / f"{name}.npz", timestamp_embeddings=value, timestamps_ms=times * 1000)
     assert reach_seconds(tmp_path / "plain.npz", tmp_path / "needle.npz", start) == 3.0
     assert reach_seconds(tmp_path / "plain.npz", tmp_path / "plain.npz", start) == 0.0
+    # the detector's rank: timestamps outside the chirp that score above its best one
+    from ssamba.benchmarks.long_audio import needle_rank
+
+    # a score peaking at 16.5 s, after the chirp (14.5-15.5 s): its best inside is 15.0 s (-1.5),
+    # and 15.5, 16, 16.5, 17, 17.5 s score above it
+    assert needle_rank(lambda e: -np.abs(times - 16.5), tmp_path / "plain.npz", start) == 5
+    assert needle_rank(lambda e: -np.abs(times - start - 0.5), tmp_path / "plain.npz", start) == 0
 
 
 @pytest.mark.slow
@@ -247,4 +254,6 @@ def test_long_audio_benchmark_smoke(tmp_path, capsys):
     # ssamba_test's windows are 64 frames (0.64 s): the chirp cannot move embeddings further
     # than one window beyond its own span
     assert 0 <= float(rows[0]["reach_s"]) <= 0.64
-    assert "reach s" in capsys.readouterr().out
+    assert int(rows[0]["needle_rank"]) >= 0  # the detector scored the file
+    printed = capsys.readouterr().out
+    assert "reach s" in printed and "detector rank" in printed
