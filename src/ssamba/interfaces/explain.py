@@ -51,21 +51,19 @@ class Explanation:
         return sum(self.maps[key] for d in self.directions if (key := f"layer{layer}/{d}") in self.maps)
 
 
+@contextlib.contextmanager
 def _frozen(model: nn.Module):
     """Parameters that record no autograd graph while grad mode stays on (so that SSAMBA
     takes the path on which every block calls its mixer, where the hooks see it)."""
-    @contextlib.contextmanager
-    def scope():
-        flags = [(p, p.requires_grad) for p in model.parameters()]
-        for p, _ in flags:
-            p.requires_grad_(False)
-        try:
-            with torch.enable_grad():
-                yield
-        finally:
-            for p, flag in flags:
-                p.requires_grad_(flag)
-    return scope()
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 def _token_count(encoder, frames: int) -> int:
@@ -252,8 +250,8 @@ def _spread(values: list[int], count: int) -> list[int]:
 
 
 def draw_spectrogram_attention(explanations: list[tuple[str, Explanation]], times_s: list[float],
-                               layer_of: dict[str, int], frame_shift_ms: float, geometry: dict[str, tuple],
-                               path: Path) -> None:
+                               columns_of: dict[str, list[int]], layer_of: dict[str, int], frame_shift_ms: float,
+                               geometry: dict[str, tuple], path: Path) -> None:
     """Per model a row: the spectrogram, then for each query column the attention its
     output tokens pay to every patch (directions summed; log scale over three decades),
     over the spectrogram."""
@@ -273,7 +271,7 @@ def draw_spectrogram_attention(explanations: list[tuple[str, Explanation]], time
         rows, columns = ex.grid
         covered = ((columns - 1) * st + kt) * frame_shift_ms / 1000
         # each model's own column for each time (the models may have other strides)
-        for c, (t, column) in enumerate(_query_columns(ex, times_s, frame_shift_ms, st, kt)):
+        for c, (t, column) in enumerate(zip(times_s, columns_of[name])):
             ax = axes[r][c + 1]
             ax.imshow(spec, origin="lower", aspect="auto", cmap="gray", extent=extent)
             heat = attention_to_patches(ex, layer_of[name], column).abs().numpy()
@@ -333,16 +331,17 @@ def explain_file(audio: str | Path, checkpoint: str | Path, out_dir: str | Path,
             "source": str(source), "family": ex.family, "grid": list(ex.grid), "tokens": ex.maps[next(iter(ex.maps))].shape[0],
             "num_prefix_tokens": ex.num_prefix_tokens, "layers": ex.layers, "directions": ex.directions,
             "channels": ex.channels, "frames": spec.shape[0], "frame_shift_ms": config.frame_shift_ms}
-    first = runs[0][1]
-    queries = _query_columns(first, times_s, config.frame_shift_ms, geometry[runs[0][0]][1][1], geometry[runs[0][0]][0][1])
-    times = [t for t, _ in queries]
+    frame_shift_ms = summary["models"]["model0"]["frame_shift_ms"]
+    times, columns_of = times_s, {}
     for k, (name, ex) in enumerate(runs):  # each model's own columns (raises if a time lies outside them)
-        found = _query_columns(ex, times, config.frame_shift_ms, geometry[name][1][1], geometry[name][0][1])
-        summary["models"][f"model{k}"]["query_columns"] = [c for _, c in found]
+        (_, kt), (_, st) = geometry[name]
+        found = _query_columns(ex, times, frame_shift_ms, st, kt)
+        times = [t for t, _ in found]  # the first model sets the default times
+        columns_of[name] = summary["models"][f"model{k}"]["query_columns"] = [c for _, c in found]
     summary["query_times_s"] = [round(t, 3) for t in times]
     atomic_write(out / "maps.npz", lambda tmp: np.savez_compressed(tmp, **arrays))
     draw_token_maps(runs, out / "token_maps.png")
-    draw_spectrogram_attention(runs, times, layer_of, config.frame_shift_ms, geometry,
+    draw_spectrogram_attention(runs, times, columns_of, layer_of, frame_shift_ms, geometry,
                                out / "spectrogram_attention.png")
     summary["files"] = ["maps.npz", "token_maps.png", "spectrogram_attention.png", "explain.json"]
     atomic_write_text(out / "explain.json", json.dumps(summary, indent=2))
