@@ -335,12 +335,8 @@ def run_demo(out_dir: str | Path = "demo_out", mode: str = "default", seed: int 
 
     if mode not in MODES:
         raise ValueError(f"unknown demo mode {mode!r}; choose one of {', '.join(MODES)}")
-    for kind, chosen, known in (("family", families, FAMILIES + OPTIONAL_FAMILIES), ("task", tasks, TASKS)):
-        unknown = [c for c in chosen if c not in known]
-        if unknown or not chosen or len(set(chosen)) != len(chosen):
-            raise ValueError(f"demo {kind} choice {','.join(chosen) or '(none)'}: give each of "
-                             f"{', '.join(known)} at most once, at least one")
-    settings = replace(MODES[mode], families=tuple(families), tasks=tuple(tasks))
+    settings = replace(MODES[mode], families=_checked_choice(families, FAMILIES + OPTIONAL_FAMILIES),
+                       tasks=_checked_choice(tasks, TASKS))
     seeds = [seed + k for k in range(settings.seeds)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -608,17 +604,24 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _checked_choice(chosen, known: tuple[str, ...]) -> tuple[str, ...]:
+    """``chosen`` as a tuple: at least one of ``known``, each at most once (else ``ValueError``)."""
+    chosen = tuple(chosen)
+    if not chosen or any(c not in known for c in chosen) or len(set(chosen)) != len(chosen):
+        raise ValueError(f"{','.join(chosen) or '(none)'}: give a comma-separated list of {', '.join(known)}, "
+                         "each at most once")
+    return chosen
+
+
 def _choice_list(known: tuple[str, ...]):
     """An argparse type: a comma-separated subset of ``known``, in the order given."""
     import argparse
 
     def parse(text: str) -> tuple[str, ...]:
-        chosen = tuple(c.strip() for c in text.split(",") if c.strip())
-        unknown = [c for c in chosen if c not in known]
-        if unknown or not chosen or len(set(chosen)) != len(chosen):
-            raise argparse.ArgumentTypeError(f"{text!r}: give a comma-separated list of {', '.join(known)}, "
-                                             "each at most once")
-        return chosen
+        try:
+            return _checked_choice((c.strip() for c in text.split(",") if c.strip()), known)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
 
     return parse
 

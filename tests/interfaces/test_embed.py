@@ -61,14 +61,8 @@ def test_embed_command_on_a_folder_with_a_corrupt_and_a_ten_minute_file(model_di
     long = (0.1 * rng.standard_normal(16000 * 600)).astype(np.float32)  # 10 minutes
     soundfile.write(folder / "long.flac", long, 16000)
 
-    code = (
-        "import sys\n"
-        "from ssamba.benchmarks._worker import peak_rss_bytes\n"
-        "from ssamba.cli import main\n"
-        "rc = main(sys.argv[1:])\n"
-        "print('peak_rss_mb', peak_rss_bytes() / 2**20)\n"
-        "sys.exit(rc)\n"
-    )
+    from ssamba.benchmarks._worker import CLI_PEAK_RSS_PROGRAM as code
+
     def embed(inputs, out):
         proc = subprocess.run([sys.executable, "-c", code, "embed", *map(str, inputs), "--checkpoint", str(model_dir),
                                "--out", str(out), "--no-progress"], capture_output=True, text=True, timeout=600)

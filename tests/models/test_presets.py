@@ -172,12 +172,12 @@ def test_families_and_fine_tuning_geometry():
     assert ssamba.create_model("ssast_tiny_patch").pos_embed.shape == (1, 514, 192)
 
 
-@pytest.mark.parametrize("pieces", [False, True])
+@pytest.mark.parametrize("name, pieces", [("ssamba_test", False), ("ssamba_test", True), ("mambaout_test", False)])
 @pytest.mark.parametrize("pairing", [True, False])
-def test_ssamba_inference_path_equals_the_autograd_path(pairing, pieces, gen, monkeypatch):
-    # Under no_grad in eval, SSAMBA runs lean (in-place layer pairs; channel-blocked
-    # mixers, or for long inputs mixers along the sequence in pieces); hidden states and
-    # outputs must be those of the autograd path.
+def test_ssamba_inference_path_equals_the_autograd_path(name, pairing, pieces, gen, monkeypatch):
+    # Under no_grad in eval, SSAMBA (and MambaOut, its blocks without the SSM) runs lean
+    # (in-place layer pairs; channel-blocked mixers, or for long inputs mixers along the
+    # sequence in pieces); hidden states and outputs must be those of the autograd path.
     from ssamba.layers import BiMambaMixer
 
     monkeypatch.setattr(BiMambaMixer, "LEAN_BLOCK_BYTES", 4096)  # several channel blocks
@@ -185,7 +185,7 @@ def test_ssamba_inference_path_equals_the_autograd_path(pairing, pieces, gen, mo
     if pieces:  # 33 tokens in pieces of 5 (batch 2, Di = 64)
         monkeypatch.setattr(BiMambaMixer, "LEAN_PIECE_BYTES", 4 * 2 * 64 * 5)
         monkeypatch.setattr(BiMambaMixer, "LEAN_MIN_PIECE", 1)
-    model = ssamba.create_model("ssamba_test", use_layer_pairing=pairing).eval()
+    model = ssamba.create_model(name, use_layer_pairing=pairing).eval()
     spec = torch.randn(2, 64, 128, generator=gen)
     with torch.enable_grad():
         ref_states: list = []

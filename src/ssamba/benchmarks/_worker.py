@@ -54,6 +54,18 @@ def peak_rss_bytes() -> int:
     return kb * 1024 if kb is not None else _ru_maxrss_bytes()
 
 
+#: ``python -c`` program: run the ``ssamba`` command line on its arguments, then print
+#: ``peak_rss_mb <MiB>`` (:func:`peak_rss_bytes` of that process); exits with the CLI's status.
+CLI_PEAK_RSS_PROGRAM = (
+    "import sys\n"
+    "from ssamba.benchmarks._worker import peak_rss_bytes\n"
+    "from ssamba.cli import main\n"
+    "rc = main(sys.argv[1:])\n"
+    "print('peak_rss_mb', peak_rss_bytes() / 2**20)\n"
+    "sys.exit(rc)\n"
+)
+
+
 class CpuMemory:
     """Baseline and peak resident memory of this process (see the module docstring)."""
 

@@ -31,14 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-_CHILD = (
-    "import sys\n"
-    "from ssamba.benchmarks._worker import peak_rss_bytes\n"
-    "from ssamba.cli import main\n"
-    "rc = main(sys.argv[1:])\n"
-    "print('peak_rss_mb', peak_rss_bytes() / 2**20)\n"
-    "sys.exit(rc)\n"
-)
+from ._worker import CLI_PEAK_RSS_PROGRAM
+
 NEEDLE_S = 1.0
 REACH_THRESHOLD = 1e-3
 
@@ -147,7 +141,7 @@ def needle_rank(score, embeddings_npz: Path, needle_start: float) -> int:
 def embed_once(audio: Path, model: str, out: Path, whole: bool, timeout: float) -> dict:
     """One ``ssamba embed`` process: ``{"status", "seconds", "peak_mb", "reason"}``."""
     started = time.perf_counter()
-    cmd = [sys.executable, "-c", _CHILD, "embed", str(audio), "--checkpoint", model, "--out", str(out),
+    cmd = [sys.executable, "-c", CLI_PEAK_RSS_PROGRAM, "embed", str(audio), "--checkpoint", model, "--out", str(out),
            "--no-progress", "--overwrite", *(["--whole"] if whole else [])]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

@@ -115,18 +115,18 @@ def add_export_parser(sub) -> None:
     p.set_defaults(func=cmd_export)
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+def _list_of(convert, what: str):
+    """An argparse type: a comma-separated list, each item through ``convert``."""
+    def parse(text: str) -> list:
+        try:
+            return [convert(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {what}") from None
+    return parse
 
 
-def _float_list(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+_int_list = _list_of(int, "integers")
+_float_list = _list_of(float, "numbers")
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
