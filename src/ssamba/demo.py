@@ -502,7 +502,10 @@ def draw_plots(out: Path, settings: DemoSettings, pre_summary: dict, probes: dic
         ax.legend(fontsize=8)
     save(fig, "gain_vs_steps.png")
 
-    paths += _confusion_and_projection(out, rows, suite, families[0], tasks)
+    if "kws" in tasks:
+        paths.append(_confusion(out, rows, suite, families[0]))
+    if "speaker" in tasks:
+        paths.append(_projection(out, suite, families[0]))
     return paths
 
 
@@ -511,22 +514,15 @@ def _label(family: str) -> str:
     return {"ssamba": "SSAMBA", "ssast": "SSAST", "mambaout": "MambaOut"}.get(family, family)
 
 
-def _confusion_and_projection(out: Path, rows: list[dict], suite, family: str, tasks: tuple[str, ...]) -> list[str]:
-    """Confusion matrix of the first seed's low-label pretrained ``family`` on kws; PCA of
-    the pretrained encoder's clip embeddings of the speaker test clips, coloured by
-    speaker (each where its task was run)."""
+def _projection(out: Path, suite, family: str) -> str:
+    """PCA of the pretrained ``family``'s clip embeddings of the speaker test clips,
+    coloured by speaker."""
     import matplotlib.pyplot as plt
     import torch
 
     from .data import ClipDataset, ClipDatasetConfig, collate_clips, read_label_csv
     from .models import load_model
 
-    paths = []
-    name = _label(family)
-    if "kws" in tasks:
-        paths.append(_confusion(out, rows, suite, family))
-    if "speaker" not in tasks:
-        return paths
     encoder = load_model(out / f"pretrain_{family}").eval()
     speakers = read_label_csv(suite.label_csv("speaker"))
     data = ClipDataset(suite.manifest("speaker", "test"), ClipDatasetConfig(frontend=encoder.frontend_config),
@@ -543,12 +539,11 @@ def _confusion_and_projection(out: Path, rows: list[dict], suite, family: str, t
     ax.scatter(xy[:, 0], xy[:, 1], c=who, cmap="tab20", s=10)
     ax.set_xlabel("principal component 1")
     ax.set_ylabel("principal component 2")
-    ax.set_title(f"pretrained {name} (no labels seen): speaker test clips, PCA")
+    ax.set_title(f"pretrained {_label(family)} (no labels seen): speaker test clips, PCA")
     fig.tight_layout()
     fig.savefig(out / "embeddings_speaker.png", dpi=110)
     plt.close(fig)
-    paths.append("embeddings_speaker.png")
-    return paths
+    return "embeddings_speaker.png"
 
 
 def _confusion(out: Path, rows: list[dict], suite, family: str) -> str:
