@@ -53,6 +53,11 @@ INLINE v16 loadv(const float* p) {
 }
 INLINE void storev(float* p, v16 v) { std::memcpy(p, &v, sizeof(v)); }
 
+// The lanes in the opposite order.
+INLINE v16 reversev(v16 v) {
+    return __builtin_shuffle(v, (vi16){15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0});
+}
+
 INLINE float hsum(v16 v) {  // halving sum (memcpy halves: portable to GCC < 12)
     v8 a, b;
     std::memcpy(&a, &v, sizeof(a));

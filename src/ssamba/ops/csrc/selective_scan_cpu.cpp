@@ -26,6 +26,8 @@
 // dB/dC slots, O(batch*dim*NP) partial sums and O(K*NP) per thread; never a
 // (batch, L, dim, N) tensor.
 
+#include <initializer_list>
+
 #include "scan_simd.h"
 
 namespace {
@@ -47,8 +49,16 @@ struct Params {
 // buffer (zero tail on load); row_of gives the memory row of step c0 and row_step the
 // row stride per step, for the (L, NP) B/C layouts.
 INLINE void load_seq(const Params& p, float* dst, const float* seq, int64_t c0, int kn) {
+    if (!p.reverse && kn == K) {
+        std::memcpy(dst, seq + c0, sizeof(float) * K);  // a fixed size: inlined as vector moves
+        return;
+    }
     if (!p.reverse) {
         std::memcpy(dst, seq + c0, sizeof(float) * kn);
+    } else if (kn == K) {
+        const float* low = seq + (p.L - c0 - K);  // the chunk's lowest memory element
+        for (int q = 0; q < K; q += W) storev(dst + q, reversev(loadv(low + K - W - q)));
+        return;
     } else {
         const float* src = seq + (p.L - 1 - c0);
         for (int i = 0; i < kn; ++i) dst[i] = src[-i];
@@ -57,11 +67,28 @@ INLINE void load_seq(const Params& p, float* dst, const float* seq, int64_t c0, 
 }
 
 INLINE void store_seq(const Params& p, float* seq, const float* src, int64_t c0, int kn) {
-    if (!p.reverse) {
+    if (!p.reverse && kn == K) {
+        std::memcpy(seq + c0, src, sizeof(float) * K);
+    } else if (!p.reverse) {
         std::memcpy(seq + c0, src, sizeof(float) * kn);
+    } else if (kn == K) {
+        float* low = seq + (p.L - c0 - K);
+        for (int q = 0; q < K; q += W) storev(low + K - W - q, reversev(loadv(src + q)));
     } else {
         float* dst = seq + (p.L - 1 - c0);
         for (int i = 0; i < kn; ++i) dst[-i] = src[i];
+    }
+}
+
+// Asks for steps [c0, c0+K) of each sequence (nullptr: skipped) ahead of use. The
+// backward visits a channel's chunks last to first, an order in which the hardware
+// prefetchers did not fetch the next chunk in time: the copies of its inputs into the
+// chunk buffers stalled on cache misses for about a third of the backward's time.
+INLINE void prefetch_chunk(const Params& p, int64_t c0, std::initializer_list<const float*> seqs) {
+    const int64_t first = p.reverse ? p.L - c0 - K : c0;  // lowest memory index of the chunk
+    for (const float* seq : seqs) {
+        if (!seq) continue;
+        for (int i = 0; i < K; i += 16) __builtin_prefetch(seq + std::max<int64_t>(0, first + i), 0, 3);
     }
 }
 
@@ -135,6 +162,7 @@ void fwd_channel(const Params& p, int64_t b, int64_t d, Work& w) {
     for (int64_t c = 0; c < nchunks; ++c) {
         const int64_t c0 = c * K;
         const int kn = (int)std::min<int64_t>(K, L - c0);
+        if (p.reverse && c + 1 < nchunks) prefetch_chunk(p, c0 + K, {u, delta, z, out});
         if (p.ckpt) {
             float* cp = p.ckpt + (ch * nchunks + c) * NP;
             for (int j = 0; j < nv; ++j) storev(cp + j * W, h[j]);
@@ -214,6 +242,7 @@ void bwd_channel(const Params& p, int64_t b, int64_t d, float* dBs, float* dCs, 
     for (int64_t c = nchunks - 1; c >= 0; --c) {
         const int64_t c0 = c * K;
         const int kn = (int)std::min<int64_t>(K, L - c0);
+        if (c > 0) prefetch_chunk(p, c0 - K, {u, delta, gout, z, du, ddelta, dz});
         chunk_dt(p, delta, u, c0, bias, kn, dtb, dtub, sgb, ub);
         load_seq(p, gb, gout, c0, kn);
         if (z) {
