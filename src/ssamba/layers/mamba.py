@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import scan_cpu, selective_scan, selective_scan_with_state
+from ..ops import conv_cpu, scan_cpu, selective_scan, selective_scan_with_state
 from .norms import DropPath, make_norm
 
 
@@ -58,50 +58,72 @@ def depthwise_conv(x: Tensor, weight: Tensor, bias: Tensor | None, reverse: bool
 class _ConvSiLU(torch.autograd.Function):
     """``SiLU(depthwise_conv(x))`` with a hand-written backward.
 
-    Autograd through :func:`depthwise_conv`'s in-place tap updates on slices records one
-    copy-and-slice node per tap, each of which builds a zero-filled full-size gradient
-    and copies slices of it. Here the backward is three kinds of full-width operations:
-    SiLU's derivative, the transposed conv (the same conv run the other way in time:
-    the transpose of a causal conv is the anti-causal one with the same taps) and one
-    multiply-and-sum per tap for the weights."""
+    On fp32 CPU tensors both directions run in the C++ kernel of
+    :mod:`ssamba.ops.conv_cpu` (one pass forward, the pre-activation recomputed in the
+    backward). Elsewhere they are PyTorch operations: autograd through
+    :func:`depthwise_conv`'s in-place tap updates on slices would record one
+    copy-and-slice node per tap, each building a zero-filled full-size gradient, so the
+    backward is three kinds of full-width operations instead: SiLU's derivative, the
+    transposed conv (the same conv run the other way in time: the transpose of a causal
+    conv is the anti-causal one with the same taps) and one multiply-and-sum per tap for
+    the weights. That formulation is the kernel's oracle (``tests/ops/test_conv_cpu.py``)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, reverse: bool) -> Tensor:
+        ctx.reverse, ctx.has_bias = reverse, bias is not None
+        ctx.kernel = conv_cpu.is_available(x, weight) and (bias is None or bias.dtype == torch.float32)
+        if ctx.kernel:
+            ctx.save_for_backward(x, weight, bias)
+            return conv_cpu.conv_silu_forward(x, weight, bias, reverse)
         pre = depthwise_conv(x, weight, bias, reverse)
         ctx.save_for_backward(x, weight, pre)
-        ctx.reverse, ctx.has_bias = reverse, bias is not None
         return F.silu(pre)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
+        if ctx.kernel:
+            x, weight, bias = ctx.saved_tensors
+            grad_x, grad_w, grad_b = conv_cpu.conv_silu_backward(grad, x, weight, bias, ctx.reverse,
+                                                                 *ctx.needs_input_grad[:3])
+            return grad_x, grad_w, grad_b, None
         x, weight, pre = ctx.saved_tensors
-        k, length = weight.shape[-1], x.shape[-1]
-        g = torch.ops.aten.silu_backward(grad, pre)  # d/d(pre)
-        grad_x = depthwise_conv(g, weight, None, not ctx.reverse) if ctx.needs_input_grad[0] else None
-        grad_w = grad_b = None
-        if ctx.needs_input_grad[1]:
-            taps = []
-            for i in range(k):
-                s = k - 1 - i  # tap i reads x[t - s] (x[t + s] reversed)
-                if s >= length:
-                    taps.append(g.new_zeros(g.shape[1]))
-                elif ctx.reverse:
-                    taps.append((g[..., : length - s] * x[..., s:]).sum((0, 2)))
-                else:
-                    taps.append((g[..., s:] * x[..., : length - s]).sum((0, 2)))
-            grad_w = torch.stack(taps, dim=1).unsqueeze(1).to(weight.dtype)  # (C, 1, K)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = g.sum((0, 2))
-        return grad_x, grad_w, grad_b, None
+        return (*conv_silu_backward_reference(grad, x, weight, pre, ctx.reverse, ctx.has_bias,
+                                              ctx.needs_input_grad[:3]), None)
+
+
+def conv_silu_backward_reference(grad: Tensor, x: Tensor, weight: Tensor, pre: Tensor, reverse: bool,
+                                 has_bias: bool, needs: tuple[bool, bool, bool] = (True, True, True)):
+    """Gradients ``(x, weight, bias)`` of ``SiLU(depthwise_conv(x, weight, bias, reverse))``
+    in PyTorch operations, given ``grad`` and the pre-activation ``pre``."""
+    k, length = weight.shape[-1], x.shape[-1]
+    g = torch.ops.aten.silu_backward(grad, pre)  # d/d(pre)
+    grad_x = depthwise_conv(g, weight, None, not reverse) if needs[0] else None
+    grad_w = grad_b = None
+    if needs[1]:
+        taps = []
+        for i in range(k):
+            s = k - 1 - i  # tap i reads x[t - s] (x[t + s] reversed)
+            if s >= length:
+                taps.append(g.new_zeros(g.shape[1]))
+            elif reverse:
+                taps.append((g[..., : length - s] * x[..., s:]).sum((0, 2)))
+            else:
+                taps.append((g[..., s:] * x[..., : length - s]).sum((0, 2)))
+        grad_w = torch.stack(taps, dim=1).unsqueeze(1).to(weight.dtype)  # (C, 1, K)
+    if has_bias and needs[2]:
+        grad_b = g.sum((0, 2))
+    return grad_x, grad_w, grad_b
 
 
 def conv_silu(x: Tensor, weight: Tensor, bias: Tensor | None, reverse: bool = False) -> Tensor:
     """``SiLU(depthwise_conv(x, weight, bias, reverse))``; through :class:`_ConvSiLU` when a
-    gradient is needed."""
+    gradient is needed, else in the CPU kernel where it runs."""
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                     or (bias is not None and bias.requires_grad)):
         return _ConvSiLU.apply(x, weight, bias, reverse)
+    if conv_cpu.is_available(x, weight) and (bias is None or bias.dtype == torch.float32):
+        return conv_cpu.conv_silu_forward(x, weight, bias, reverse)
     return F.silu(depthwise_conv(x, weight, bias, reverse))
 
 

@@ -270,7 +270,7 @@ def _compile_locked(source: Path, src: bytes, cxx: str, version: str, out_dir: P
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    raise RuntimeError("compiling the CPU selective scan kernel failed:\n" + "\n".join(errors))
+    raise RuntimeError(f"compiling {source.name} failed:\n" + "\n".join(errors))
 
 
 def _configure(lib: ctypes.CDLL) -> ctypes.CDLL:
