@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ssamba.layers import BiMambaMixer, MambaBlock
+from ssamba.layers import BiMambaMixer, MambaBlock, mamba
 
 
 def _probe(mixer, length=12, dim=16, seed=0):
@@ -226,15 +226,21 @@ def test_lean_inference_path_equals_the_autograd_path(monkeypatch):
 
 
 @pytest.mark.parametrize("piece", [1, 2, 5, 16, 36])
-def test_sequence_pieces_equal_the_autograd_path(piece, monkeypatch):
+@pytest.mark.parametrize("reuse", [True, False])
+def test_sequence_pieces_equal_the_autograd_path(piece, reuse, monkeypatch):
     # Long inputs run along the sequence in pieces, each scan carrying its state across
     # piece edges and the conv reading across them (pieces shorter than the conv's reach
     # of 3 included); both directions, one, mirrored or not, with the block's norm applied
-    # per piece: the autograd path's output of norm(hidden).
+    # per piece: the autograd path's output of norm(hidden). With and without the first
+    # pass's in_proj rows kept for the second.
     torch.manual_seed(0)
     hidden = torch.randn(2, 37, 16)
     monkeypatch.setattr(BiMambaMixer, "LEAN_PIECE_BYTES", 4 * 2 * 32 * piece)  # batch 2, Di = 32
     monkeypatch.setattr(BiMambaMixer, "LEAN_MIN_PIECE", 1)
+    monkeypatch.setattr(BiMambaMixer, "LEAN_REUSE_BYTES", 4 * 2 * 32 * 37 if reuse else 4 * 2 * 32 * 37 - 1)
+    products = []
+    real_matmul = mamba.channel_matmul
+    monkeypatch.setattr(mamba, "channel_matmul", lambda w, x: products.append(w.shape) or real_matmul(w, x))
     norm = torch.nn.LayerNorm(16)
     with torch.no_grad():
         norm.weight.uniform_(0.5, 1.5)
@@ -247,7 +253,14 @@ def test_sequence_pieces_equal_the_autograd_path(piece, monkeypatch):
                 ref = mixer(norm(hidden), mirrored=mirrored)
             with torch.no_grad():
                 assert mixer._pieces_apply(hidden)
+                products.clear()
                 lean = mixer.forward_lean(hidden, mirrored=mirrored, norm=norm)
+                # in_proj's x and z rows (both (32, 16)): once per piece, and the x rows
+                # again for a backward-running direction's first pass unless kept
+                pieces = -(-37 // piece)
+                has_reverse = kwargs.get("bidirectional", True) or mirrored
+                rows = sum(1 for shape in products if shape == (32, 16))
+                assert rows == 2 * pieces + (pieces - 1 if has_reverse and not reuse else 0)
                 added = mixer.forward_lean(hidden, mirrored=mirrored, out=torch.ones_like(hidden), norm=norm)
             assert torch.allclose(lean, ref.detach(), atol=1e-6, rtol=1e-4), (lean - ref).abs().max()
             assert torch.allclose(added, lean + 1, atol=1e-6)

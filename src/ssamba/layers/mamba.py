@@ -285,6 +285,12 @@ class BiMambaMixer(nn.Module):
     LEAN_PIECE_BYTES = 2 * 2**20
     #: Shortest piece, so that a large batch does not cut the sequence into slivers.
     LEAN_MIN_PIECE = 256
+    #: Bytes of the ``x`` rows of ``in_proj`` over the whole input ``(B, Di, L)`` fp32 up
+    #: to which :meth:`forward_pieces` keeps the rows its first pass computed for the
+    #: second instead of computing them again. At 22k tokens (ssamba_tiny, batch 1: 34
+    #: MB) that is a fifth of the forward's matrix products; an hour of audio (180k
+    #: tokens, 276 MB) recomputes, so that memory stays independent of the length there.
+    LEAN_REUSE_BYTES = 64 * 2**20
 
     def piece_length(self, batch: int) -> int:
         """Tokens per piece of :meth:`forward_pieces` for this batch size."""
@@ -370,7 +376,8 @@ class BiMambaMixer(nn.Module):
                        norm: nn.Module | None = None) -> Tensor:
         """:meth:`forward_lean` along the sequence in pieces of :meth:`piece_length`
         tokens, each scan carrying its state from piece to piece: besides ``hidden`` and
-        the output, memory holds a few piece-sized temporaries, whatever the length.
+        the output, memory holds a few piece-sized temporaries, whatever the length
+        (and up to :attr:`LEAN_REUSE_BYTES` of rows kept for reuse).
 
         Every operation but the scans and the conv acts per token. The conv reads its
         ``d_conv - 1`` neighbours across a piece's edge (each piece's window reaches that
@@ -393,15 +400,22 @@ class BiMambaMixer(nn.Module):
         if self.backward_ssm is not None:
             directions.append((self.backward_ssm, not mirrored))
 
-        def window(t0: int, t1: int) -> tuple[Tensor, Tensor, int]:
-            """The (normed) tokens of the piece and of the conv's reach on both sides
-            ``(B, w, D)``, their ``x`` rows of in_proj ``(B, Di, w)``, and the piece's
-            offset in them."""
+        kept_rows: dict[int, Tensor] = {}  # piece index -> its window's x rows, from pass 1 for pass 2
+        keep = 4 * batch * w_x.shape[0] * length <= self.LEAN_REUSE_BYTES
+
+        def window(k: int) -> tuple[Tensor, Tensor, int]:
+            """The (normed) tokens of piece ``k`` and of the conv's reach on both sides
+            ``(B, w, D)``, their ``x`` rows of in_proj ``(B, Di, w)`` (kept from pass 1
+            where :attr:`LEAN_REUSE_BYTES` allows), and the piece's offset in them."""
+            t0, t1 = edges[k]
             lo, hi = max(0, t0 - reach), min(length, t1 + reach)
             tokens = hidden[:, lo:hi]
             if norm is not None:
                 tokens = norm(tokens)
-            return tokens, channel_matmul(w_x, tokens.transpose(1, 2)), t0 - lo
+            x = kept_rows.pop(k, None)
+            if x is None:
+                x = channel_matmul(w_x, tokens.transpose(1, 2))
+            return tokens, x, t0 - lo
 
         def conv_proj(ssm: SelectiveSSM, x: Tensor, offset: int, size: int, reverse: bool):
             xc = ssm.conv_silu(x, reverse)[:, :, offset:offset + size].contiguous()
@@ -416,8 +430,10 @@ class BiMambaMixer(nn.Module):
             state = None
             for k in range(len(edges) - 1, 0, -1):  # the first piece's state is not needed
                 t0, t1 = edges[k]
-                _, x, offset = window(t0, t1)
+                _, x, offset = window(k)
                 xc, proj = conv_proj(ssm, x, offset, t1 - t0, True)
+                if keep:
+                    kept_rows[k] = x
                 del x
                 states[k] = state
                 _, state = ssm.scan_piece(xc, proj, None, True, state)
@@ -427,7 +443,7 @@ class BiMambaMixer(nn.Module):
         # Pass 2: both directions of every piece, first to last.
         carried: list[Tensor | None] = [None] * len(directions)
         for k, (t0, t1) in enumerate(edges):
-            tokens, x, offset = window(t0, t1)
+            tokens, x, offset = window(k)
             z = channel_matmul(w_z, tokens[:, offset:offset + t1 - t0].transpose(1, 2))  # the norm once per window
             del tokens
             y_sum = None
