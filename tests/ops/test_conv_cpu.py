@@ -126,3 +126,23 @@ def test_other_dtypes_take_the_pytorch_path(monkeypatch):
     assert not calls
     assert not conv_cpu.is_available(torch.zeros(1, 1, 1, dtype=torch.float64), torch.zeros(1, 1, 4))
     assert not conv_cpu.is_available(torch.zeros(1, 1, 1), torch.zeros(1, 1, 17))  # more taps than the kernel holds
+
+
+def test_without_a_compiler_the_pytorch_path_computes_the_same(monkeypatch):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 4, 25, generator=g, requires_grad=True)
+    w = torch.randn(4, 1, 4, generator=g, requires_grad=True)
+    out = conv_silu(x, w, None, True)
+    out.sum().backward()
+    with_kernel = [out.detach(), x.grad.clone(), w.grad.clone()]
+    x.grad = w.grad = None
+    monkeypatch.setattr(conv_cpu, "_lib", None)
+    monkeypatch.setattr(conv_cpu, "_error", None)
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert not conv_cpu.is_available(x, w)
+    assert "no C++ compiler" in conv_cpu._error
+    out = conv_silu(x, w, None, True)
+    out.sum().backward()
+    for a, e in zip((out.detach(), x.grad, w.grad), with_kernel):
+        assert torch.allclose(a, e, atol=1e-5)
