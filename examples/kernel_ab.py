@@ -54,7 +54,8 @@ def main(argv=None) -> int:
         D, bias = torch.randn(dim, generator=gen), 0.1 * torch.randn(dim, generator=gen)
         u32, delta32, A_p, B_rows, C_rows, D_skip, z32, bias32, n_p = scan_cpu._prepare(u, delta, A, B, C, D, z, bias)
         out = torch.empty_like(u32)
-        ckpt = torch.empty(batch * dim, -(-length // libs[0].ssamba_scan_chunk_size()), n_p)
+        chunk = min(lib.ssamba_scan_chunk_size() for lib in libs)  # room for either version's checkpoints
+        ckpt = torch.empty(batch * dim, -(-length // chunk), n_p)
         threads, starts, slot_base, _, nslots = scan_cpu._partition(batch, dim, length)
         du, ddelta, dz = (torch.empty_like(u32) for _ in range(3))
         dA = torch.empty(batch, dim, n_p)

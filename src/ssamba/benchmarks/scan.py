@@ -224,7 +224,7 @@ def bound_report(length: int, threads: int, repeats: int) -> list[str]:
         f"(B={BATCH} x d_inner={DIM} x L x N={D_STATE}) = {vector_updates:,} 16-lane vector updates",
         "  bound: a micro-benchmark built on the kernel's SIMD header (benchmarks/csrc/scan_bound.cpp) runs the same per-update",
         "  arithmetic - exp2(dt*A) with the kernel's vector polynomial, h = a*h + dt*u*B, acc += C*h -",
-        "  on state and B/C held in registers (dt, dt*u broadcast from a 64-entry L1 array, as in the",
+        f"  on state and B/C held in registers (dt, dt*u broadcast from a {scan_cpu.chunk_size()}-entry L1 array, as in the",
         "  kernel; no other loads or stores), the same number of updates split over the same",
         f"  {threads} thread(s) started the way the kernel starts them; 1/2/4/8 independent channels",
         f"  interleaved per thread (ms: {per}); the fastest ({best_ch}) is the bound.",

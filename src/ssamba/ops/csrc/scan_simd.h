@@ -35,10 +35,16 @@ typedef float v8 __attribute__((vector_size(32)));
 typedef float v4 __attribute__((vector_size(16)));
 
 constexpr int W = 16;         // lanes per vector
+// Time steps between the forward's checkpoints, and the backward's unit of work (a
+// multiple of W). 32 keeps a chunk's working set in the backward - its states, decays,
+// per-step sums and its rows of B, C, dB and dC, about 16 KB - inside a 32 KB L1: with 64
+// it spilled, and the backward ran 0.75-0.97x as fast at L = 57 to 2048 (examples/
+// kernel_ab.py, 2 threads, AMD EPYC), the forward within a few percent either way; 16
+// was slower in both.
 #ifndef SSAMBA_SCAN_CHUNK
-#define SSAMBA_SCAN_CHUNK 64
+#define SSAMBA_SCAN_CHUNK 32
 #endif
-constexpr int K = SSAMBA_SCAN_CHUNK;  // time steps between checkpoints (multiple of W)
+constexpr int K = SSAMBA_SCAN_CHUNK;
 static_assert(K % W == 0, "chunk length must be a multiple of the vector width");
 constexpr float LOG2E = 1.44269504088896341f;
 
