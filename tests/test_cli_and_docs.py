@@ -2,6 +2,7 @@
 
 import doctest
 import importlib
+import importlib.util
 import re
 import subprocess
 import sys
@@ -103,3 +104,22 @@ def test_readme_layout_names_every_module():
     examples = [p.name for p in sorted((ROOT / "examples").glob("*.py")) if not re.search(rf"\b{p.name}\b", layout)]
     assert not examples, f"README layout does not name examples/{examples}"
 
+
+
+def test_kernel_ab_example_times_two_builds_of_the_kernel(capsys):
+    # examples/kernel_ab.py reaches into ssamba.ops.scan_cpu's internals; this keeps it
+    # runnable when they change. The same source as A and B: every line has both times.
+    spec = importlib.util.spec_from_file_location("kernel_ab", ROOT / "examples" / "kernel_ab.py")
+    kernel_ab = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kernel_ab)
+    source = str(ROOT / "src" / "ssamba" / "ops" / "csrc" / "selective_scan_cpu.cpp")
+    assert kernel_ab.main([source, source, "--threads", "1", "--repeats", "2", "--shapes", "1x8x70"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1:3] for line in lines] == [["forward", "forward"], ["forward", "reverse"],
+                                                     ["backward", "forward"], ["backward", "reverse"]]
+    for line in lines:
+        ratio = float(line.split("B/A")[1])
+        assert ratio > 0
+    with pytest.raises(SystemExit) as exit_info:
+        kernel_ab.main([source, "/nonexistent.cpp"])
+    assert exit_info.value.code == 2
