@@ -105,7 +105,6 @@ def test_readme_layout_names_every_module():
     assert not examples, f"README layout does not name examples/{examples}"
 
 
-
 def test_kernel_ab_example_times_two_builds_of_the_kernel(capsys):
     # examples/kernel_ab.py reaches into ssamba.ops.scan_cpu's internals; this keeps it
     # runnable when they change. The same source as A and B: every line has both times.

@@ -71,7 +71,7 @@ class _ConvSiLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, reverse: bool) -> Tensor:
         ctx.reverse, ctx.has_bias = reverse, bias is not None
-        ctx.kernel = conv_cpu.is_available(x, weight) and (bias is None or bias.dtype == torch.float32)
+        ctx.kernel = conv_cpu.is_available(x, weight, bias)
         if ctx.kernel:
             ctx.save_for_backward(x, weight, bias)
             return conv_cpu.conv_silu_forward(x, weight, bias, reverse)
@@ -122,7 +122,7 @@ def conv_silu(x: Tensor, weight: Tensor, bias: Tensor | None, reverse: bool = Fa
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                     or (bias is not None and bias.requires_grad)):
         return _ConvSiLU.apply(x, weight, bias, reverse)
-    if conv_cpu.is_available(x, weight) and (bias is None or bias.dtype == torch.float32):
+    if conv_cpu.is_available(x, weight, bias):
         return conv_cpu.conv_silu_forward(x, weight, bias, reverse)
     return F.silu(depthwise_conv(x, weight, bias, reverse))
 

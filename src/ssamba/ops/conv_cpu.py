@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from . import scan_cpu
+from .scan_cpu import _ptr
 
 __all__ = ["conv_silu_backward", "conv_silu_forward", "is_available"]
 
@@ -34,12 +35,13 @@ MIN_ELEMENTS_PER_THREAD = 32_768
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _error: str | None = None
+_max_taps = 0  # the kernel's tap limit, read once when it loads
 
 
 def _load() -> ctypes.CDLL | None:
     """The compiled kernel, built on first use; None if it cannot be built here (no
     warning of its own: the scan kernel's build warns about the same compiler)."""
-    global _lib, _error
+    global _lib, _error, _max_taps
     if _lib is not None or _error is not None:
         return _lib
     with _lock:
@@ -55,29 +57,28 @@ def _load() -> ctypes.CDLL | None:
                 lib.ssamba_conv_silu_bwd.argtypes = [p, p, p, i32, p, p, p, p, i64, i64, i64, i32, i32]
                 if lib.ssamba_conv_abi_version() != _ABI_VERSION:
                     raise RuntimeError("stale compiled conv kernel (ABI version mismatch)")
+                _max_taps = lib.ssamba_conv_max_taps()
                 _lib = lib
             except Exception as exc:  # noqa: BLE001 - any failure means "use PyTorch"
                 _error = f"{type(exc).__name__}: {exc}"
     return _lib
 
 
-def is_available(x: Tensor, weight: Tensor) -> bool:
-    """True if the kernel computes SiLU(conv) of ``x`` with ``weight (C, 1, K)``: fp32 CPU
-    tensors, at most the kernel's tap count, eager mode, and the kernel builds."""
+def is_available(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> bool:
+    """True if the kernel computes SiLU(conv) of ``x`` with ``weight (C, 1, K)`` and
+    ``bias``: fp32 CPU tensors, at most the kernel's tap count, eager mode, and the
+    kernel builds."""
     if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
+        return False
+    if bias is not None and bias.dtype != torch.float32:
         return False
     if torch.compiler.is_compiling():
         return False
-    lib = _load()
-    return lib is not None and weight.shape[-1] <= lib.ssamba_conv_max_taps()
+    return _load() is not None and weight.shape[-1] <= _max_taps
 
 
 def _threads(x: Tensor) -> int:
     return max(1, min(torch.get_num_threads(), x.shape[1], x.numel() // MIN_ELEMENTS_PER_THREAD))
-
-
-def _ptr(t: Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
 
 
 def _operands(x: Tensor, weight: Tensor, bias: Tensor | None):
