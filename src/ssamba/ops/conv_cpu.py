@@ -1,9 +1,9 @@
 """SiLU(depthwise conv over time) on the CPU: a C++ kernel, forward and backward.
 
 The Mamba mixer's short depthwise conv (4 taps) and its SiLU are a handful of PyTorch
-operations per direction and layer; in a training step of ``ssamba_tiny`` on 1 s clips
-they and their backward took about a seventh of the step, almost all of it in the
-overhead of small operations. ``csrc/conv_silu_cpu.cpp`` computes the forward in one
+operations per direction and layer, and their backward a dozen more, each a full pass
+over the activations with its own dispatch overhead (``examples/conv_bench.py`` times
+both paths). ``csrc/conv_silu_cpu.cpp`` computes the forward in one
 pass and the backward (input, weight and bias gradients, the pre-activation recomputed
 rather than stored) in two, built and cached like the scan kernel (private cache,
 compiler fallbacks: :func:`ssamba.ops.scan_cpu.build_extension`).

@@ -83,9 +83,9 @@ INLINE void store_seq(const Params& p, float* seq, const float* src, int64_t c0,
 // Asks for scan steps [c0, c0+K) of each sequence (nullptr: skipped) ahead of use. Where
 // the walk runs against memory order - the backward of a forward-running direction
 // visits a channel's chunks last to first, the forward of a reverse-running one too -
-// the hardware prefetchers did not fetch the next chunk in time: in the backward, the
-// copies of its inputs into the chunk buffers stalled on cache misses for about a third
-// of its time (perf, L = 513).
+// the hardware prefetchers did not fetch the next chunk in time, and the copies of its
+// inputs into the chunk buffers stalled on cache misses (seen with perf;
+// examples/kernel_ab.py measures the difference).
 INLINE void prefetch_chunk(const Params& p, int64_t c0, std::initializer_list<const float*> seqs) {
     const int64_t first = p.reverse ? p.L - c0 - K : c0;  // lowest memory index of the chunk
     for (const float* seq : seqs) {
