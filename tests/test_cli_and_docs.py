@@ -105,12 +105,17 @@ def test_readme_layout_names_every_module():
     assert not examples, f"README layout does not name examples/{examples}"
 
 
+def _example(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_kernel_ab_example_times_two_builds_of_the_kernel(capsys):
     # examples/kernel_ab.py reaches into ssamba.ops.scan_cpu's internals; this keeps it
     # runnable when they change. The same source as A and B: every line has both times.
-    spec = importlib.util.spec_from_file_location("kernel_ab", ROOT / "examples" / "kernel_ab.py")
-    kernel_ab = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(kernel_ab)
+    kernel_ab = _example("kernel_ab")
     source = str(ROOT / "src" / "ssamba" / "ops" / "csrc" / "selective_scan_cpu.cpp")
     assert kernel_ab.main([source, source, "--threads", "1", "--repeats", "2", "--shapes", "1x8x70"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -122,3 +127,14 @@ def test_kernel_ab_example_times_two_builds_of_the_kernel(capsys):
     with pytest.raises(SystemExit) as exit_info:
         kernel_ab.main([source, "/nonexistent.cpp"])
     assert exit_info.value.code == 2
+
+
+def test_conv_bench_and_step_profile_examples_run(capsys):
+    assert _example("conv_bench").main(["--shapes", "2x8x40", "--repeats", "2", "--threads", "1"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("2x8x40") and float(line.split("kernel/pytorch")[1]) > 0
+    assert _example("step_profile").main(["--preset", "ssamba_test", "--frames", "32", "--batch-size", "2",
+                                          "--steps", "1", "--profile", "1", "--rows", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "ssamba_test, 32 frames, batch 2: step" in out
+    assert len(out.strip().splitlines()[-1].split()) >= 4  # an operation row: name, ms, share, calls
