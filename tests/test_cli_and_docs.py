@@ -138,3 +138,14 @@ def test_conv_bench_and_step_profile_examples_run(capsys):
     out = capsys.readouterr().out
     assert "ssamba_test, 32 frames, batch 2: step" in out
     assert len(out.strip().splitlines()[-1].split()) >= 4  # an operation row: name, ms, share, calls
+
+
+def test_train_floor_example_records_and_replays_the_products(capsys):
+    floor = _example("train_floor")
+    found = floor.measure("ssamba_test", "ssast_test_patch", 32, 2, 1)
+    assert found["products_calls"] > 0 and found["scan_updates"] > 0  # recorded during a real step
+    assert all(found[key] > 0 for key in ("ssamba", "ssast", "products", "scans"))
+    assert found["floor"] == found["products"] + found["scans"]
+    assert floor.main(["--ssamba", "ssamba_test", "--ssast", "ssast_test_patch", "--frames", "32",
+                       "--batch-size", "2", "--steps", "1"]) == 0
+    assert "floor: products + scans at the bound" in capsys.readouterr().out
