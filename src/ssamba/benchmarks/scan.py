@@ -175,6 +175,18 @@ BOUND_SOURCE = Path(__file__).with_name("csrc") / "scan_bound.cpp"
 _bound_lib = None
 
 
+def _bound_library():
+    global _bound_lib
+    if _bound_lib is None:
+        lib = scan_cpu.build_extension(BOUND_SOURCE)
+        lib.ssamba_scan_bound.restype = ctypes.c_int
+        lib.ssamba_scan_bound.argtypes = [ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_float)]
+        lib.ssamba_scan_inner_loop.restype = ctypes.c_int
+        lib.ssamba_scan_inner_loop.argtypes = [ctypes.c_int64, ctypes.c_int, ctypes.POINTER(ctypes.c_float)]
+        _bound_lib = lib
+    return _bound_lib
+
+
 def bound_benchmark(vector_updates: int, channels: int = 4, threads: int | None = None) -> float:
     """Seconds the kernel's per-state arithmetic takes with no memory traffic.
 
@@ -185,19 +197,30 @@ def bound_benchmark(vector_updates: int, channels: int = 4, threads: int | None 
     ``torch.get_num_threads()``) started as the scan starts them (csrc/scan_bound.cpp,
     built and cached like the kernel). The roofline of ``ssamba bench scan``.
     """
-    global _bound_lib
-    if _bound_lib is None:
-        lib = scan_cpu.build_extension(BOUND_SOURCE)
-        lib.ssamba_scan_bound.restype = ctypes.c_int
-        lib.ssamba_scan_bound.argtypes = [ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_float)]
-        _bound_lib = lib
+    lib = _bound_library()
     sink = ctypes.c_float()
     nthreads = threads or torch.get_num_threads()
     t0 = time.perf_counter()
-    rc = _bound_lib.ssamba_scan_bound(int(vector_updates), int(channels), int(nthreads), ctypes.byref(sink))
+    rc = lib.ssamba_scan_bound(int(vector_updates), int(channels), int(nthreads), ctypes.byref(sink))
     elapsed = time.perf_counter() - t0
     if rc != 0:
         raise RuntimeError(f"bound micro-benchmark failed (code {rc})")
+    return elapsed
+
+
+def inner_loop_benchmark(vector_updates: int, threads: int | None = None) -> float:
+    """Seconds the forward kernel's inner loop takes with only its own per-step memory
+    traffic: :func:`bound_benchmark`'s arithmetic for one channel per thread, plus the
+    kernel's loads of B and C (from L1) and its store of each step's ``C*h`` for the
+    reduction (csrc/scan_bound.cpp). What the kernel would take if its per-chunk work
+    (softplus, reductions, gate, D*u, moving u/delta/z/out) were free."""
+    lib = _bound_library()
+    sink = ctypes.c_float()
+    t0 = time.perf_counter()
+    rc = lib.ssamba_scan_inner_loop(int(vector_updates), int(threads or torch.get_num_threads()), ctypes.byref(sink))
+    elapsed = time.perf_counter() - t0
+    if rc != 0:
+        raise RuntimeError(f"inner-loop micro-benchmark failed (code {rc})")
     return elapsed
 
 
@@ -213,6 +236,7 @@ def bound_report(length: int, threads: int, repeats: int) -> list[str]:
             bound_benchmark(vector_updates, channels, threads) for _ in range(repeats))
     best_ch = min(bound, key=bound.get)
     t_bound = bound[best_ch]
+    t_inner = statistics.median(inner_loop_benchmark(vector_updates, threads) for _ in range(repeats))
 
     # The kernel alone: operands already in the kernel's layout, one C call per run.
     x = make_inputs(length)
@@ -229,6 +253,10 @@ def bound_report(length: int, threads: int, repeats: int) -> list[str]:
         f"  {threads} thread(s) started the way the kernel starts them; 1/2/4/8 independent channels",
         f"  interleaved per thread (ms: {per}); the fastest ({best_ch}) is the bound.",
         f"  bound                                      {t_bound * 1e3:8.2f} ms",
+        f"  inner loop alone                           {t_inner * 1e3:8.2f} ms = {t_inner / t_bound:.2f}x the bound "
+        f"({t_bound / t_inner:.0%} of bound throughput)",
+        "    (the same arithmetic for one channel per thread, with the kernel's per-step loads of B and C",
+        "    from L1 and its store of C*h for the reduction: the kernel with its per-chunk work free)",
         f"  kernel (C call, operands in kernel layout) {t_kernel * 1e3:8.2f} ms = {t_kernel / t_bound:.2f}x the bound "
         f"({t_bound / t_kernel:.0%} of bound throughput)",
         f"  cpu backend call (incl. fp32/layout prep)  {t_backend * 1e3:8.2f} ms = {t_backend / t_bound:.2f}x the bound "
