@@ -139,6 +139,30 @@ def test_long_sequence(kernel, gen):
     compare(x, softplus=True)
 
 
+def test_softplus_and_its_derivative_match_torch(kernel):
+    # With one step, u = B = C = 1 and no D or gate, each channel's output is the
+    # kernel's softplus(delta) and the gradient of delta its derivative, sigmoid(delta):
+    # checked on a grid over both tails, the threshold at 20 and around 0 against float64.
+    x = torch.cat([torch.linspace(-100, 100, 4001), torch.tensor([0.0, 1e-30, -1e-30, 1e-7, -1e-7,
+                                                                  19.999, 20.0, 20.001, -87.0, -88.0])])
+    n = x.numel()
+    delta = x.view(1, n, 1).clone().requires_grad_(True)
+    out = selective_scan(torch.ones(1, n, 1), delta, -torch.ones(n, 1), torch.ones(1, 1, 1), torch.ones(1, 1, 1),
+                         delta_softplus=True, backend="cpu")
+    out.sum().backward()
+    for got, want in ((out.detach().view(-1), torch.nn.functional.softplus(x.double())),
+                      (delta.grad.view(-1), torch.sigmoid(x.double()))):
+        err = (got.double() - want).abs()
+        normal = want > 1e-37  # below: exp(-|x|) is flushed to zero with the subnormals
+        assert (err[~normal] <= 1e-37).all()
+        rel = err[normal] / want[normal]
+        central = (x[normal] >= -20).numpy()
+        assert rel[central].max() < 1e-6, rel[central].max()
+        # exp(x) for x near -87 inherits the rounding of x * log2(e) (|x log2 e| ~ 125)
+        assert rel[~central].max() < 5e-6, rel[~central].max()
+    assert torch.equal(out.detach().view(-1)[x > 20], x[x > 20])  # linear above the threshold, as in torch
+
+
 def test_extreme_values(kernel, gen):
     # delta above the softplus threshold (20), decays that underflow to exactly 0,
     # large gates on both sides, and silence that lets the state decay through the
