@@ -29,8 +29,9 @@ import statistics
 import time
 
 
-def build_step(preset: str, frames: int, batch: int):
-    """The pretraining step of ``ssamba bench train`` for ``preset``, as a function."""
+def build_step(preset: str, frames: int, batch: int, with_model: bool = False):
+    """The pretraining step of ``ssamba bench train`` for ``preset``, as a function (and
+    the model it trains, ``(step, model)``, with ``with_model``)."""
     import torch
 
     from ssamba.models import create_model
@@ -51,7 +52,7 @@ def build_step(preset: str, frames: int, batch: int):
         objective(model, spec, torch.Generator().manual_seed(0))["loss"].backward()
         optimizer.step()
 
-    return step
+    return (step, model) if with_model else step
 
 
 class TensorLayout(tuple):

@@ -149,3 +149,24 @@ def test_train_floor_example_records_and_replays_the_products(capsys):
     assert floor.main(["--ssamba", "ssamba_test", "--ssast", "ssast_test_patch", "--frames", "32",
                        "--batch-size", "2", "--steps", "1"]) == 0
     assert "floor: products + scans at the bound" in capsys.readouterr().out
+
+
+def test_mixer_ab_example_switches_between_two_versions_of_the_mixer(capsys):
+    mixer_ab = _example("mixer_ab")
+    old = mixer_ab.load_revision("HEAD")
+    from ssamba.layers import mamba
+    from ssamba.models import create_model
+
+    model = create_model("ssamba_test", input_tdim=32)
+    mixers = [m for m in model.modules() if isinstance(m, mamba.BiMambaMixer)]
+    mixer_ab.use_version(model, old)
+    assert mixers and all(type(m) is old.BiMambaMixer and type(m.forward_ssm) is old.SelectiveSSM for m in mixers)
+    mixer_ab.use_version(model, mamba)
+    assert all(type(m) is mamba.BiMambaMixer for m in mixers)
+    for mode in (["--train"], ["--inference"]):
+        assert mixer_ab.main(["HEAD", "--preset", "ssamba_test", "--frames", "32", "--batch-size", "2",
+                              "--steps", "1", *mode]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "pretraining step" in out[0] and "inference forward" in out[1] and all("B/A" in line for line in out)
+    with pytest.raises(SystemExit, match="cannot read"):
+        mixer_ab.load_revision("no-such-revision")

@@ -1,0 +1,116 @@
+"""A/B the Mamba mixer's code at a git revision against the working tree, in one process.
+
+Loads ``src/ssamba/layers/mamba.py`` as it is at ``REV`` beside the current one (both use
+the current ``ssamba.ops`` and everything else), builds one model with the current code,
+and alternates steps with its mixers switched between the two versions' classes (the
+same parameters, the same inputs), each version first in every other round. On a machine
+whose speed drifts by tens of percent from minute to minute, the ratio of two versions
+measured together is meaningful where their separate timings are not
+(``examples/kernel_ab.py`` does the same for the scan kernel's source). Two steps:
+
+* ``--train`` (default): ``ssamba bench train``'s pretraining step (two encoder passes,
+  InfoNCE + 10 x MSE, backward, AdamW; batch 8) at ``--frames``;
+* ``--inference``: the encoder's forward without autograd (the lean paths) on
+  ``--frames`` frames at batch ``--batch-size``.
+
+Prints each version's median step time and the ratio B / A (A: ``REV``, B: the working
+tree).
+
+    python examples/mixer_ab.py HEAD~1 --frames 1024 --steps 4
+    python examples/mixer_ab.py HEAD~1 --inference --frames 44000 --batch-size 1 --steps 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULE = "src/ssamba/layers/mamba.py"
+
+
+def load_revision(rev: str):
+    """``ssamba.layers.mamba`` as of ``rev``, imported as a sibling module of the current one."""
+    proc = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{MODULE}"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"mixer_ab: error: cannot read {MODULE} at {rev}: {proc.stderr.strip()}")
+    import ssamba.layers
+
+    name = f"{ssamba.layers.__name__}._mamba_at_revision"
+    path = Path(tempfile.mkdtemp(prefix="mixer_ab-")) / "mamba.py"
+    path.write_text(proc.stdout)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    module.__package__ = ssamba.layers.__name__  # its relative imports resolve in ssamba.layers
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def use_version(model, module) -> None:
+    """Switch every mixer (and its SSMs) of ``model`` to the classes of ``module``."""
+    for sub in model.modules():
+        for cls_name in ("BiMambaMixer", "SelectiveSSM"):
+            if type(sub).__name__ == cls_name:
+                sub.__class__ = getattr(module, cls_name)
+
+
+def main(argv=None) -> int:
+    import torch
+
+    from ssamba.allocator import apply_allocator_policy
+    from ssamba.layers import mamba
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("rev", help="git revision of version A (version B is the working tree)")
+    p.add_argument("--preset", default="ssamba_tiny")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--train", dest="inference", action="store_false", help="time the pretraining step (default)")
+    mode.add_argument("--inference", action="store_true", help="time the encoder's forward without autograd")
+    p.set_defaults(inference=False)
+    p.add_argument("--frames", type=int, default=1024, help="input frames (padded to whole 16-frame patches)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--steps", type=int, default=4, help="timed steps per version, alternated")
+    args = p.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from train_floor import build_step
+
+    apply_allocator_policy()
+    old = load_revision(args.rev)
+    frames = -(-args.frames // 16) * 16
+    if args.inference:
+        from ssamba.models import create_model
+
+        torch.manual_seed(0)
+        model = create_model(args.preset, input_tdim=frames).eval()
+        spec = torch.randn(args.batch_size, frames, model.config.input_fdim)
+
+        def step():
+            with torch.inference_mode():
+                model.forward_features(spec)
+    else:
+        step, model = build_step(args.preset, frames, args.batch_size, with_model=True)
+    times: dict[str, list[float]] = {"A": [], "B": []}
+    for i in range(args.steps + 1):  # the first round warms up
+        for key in ("AB" if i % 2 else "BA"):
+            use_version(model, old if key == "A" else mamba)
+            t0 = time.perf_counter()
+            step()
+            if i:
+                times[key].append(time.perf_counter() - t0)
+    use_version(model, mamba)
+    ta, tb = (statistics.median(times[k]) for k in ("A", "B"))
+    what = "inference forward" if args.inference else "pretraining step"
+    print(f"{args.preset} {what}, {frames} frames, batch {args.batch_size}, {torch.get_num_threads()} threads, "
+          f"median of {args.steps}: A ({args.rev}) {ta:.3f} s  B (working tree) {tb:.3f} s  B/A {tb / ta:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
