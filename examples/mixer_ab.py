@@ -65,7 +65,9 @@ def main(argv=None) -> int:
     import torch
 
     from ssamba.allocator import apply_allocator_policy
+    from ssamba.benchmarks.train import padded_frames
     from ssamba.layers import mamba
+    from ssamba.models import get_config
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("rev", help="git revision of version A (version B is the working tree)")
@@ -83,7 +85,7 @@ def main(argv=None) -> int:
 
     apply_allocator_policy()
     old = load_revision(args.rev)
-    frames = -(-args.frames // 16) * 16
+    frames = padded_frames(get_config(args.preset), args.frames)
     if args.inference:
         from ssamba.models import create_model
 

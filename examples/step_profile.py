@@ -23,8 +23,8 @@ def main(argv=None) -> int:
     from torch.profiler import ProfilerActivity, profile
 
     from ssamba.allocator import apply_allocator_policy
+    from ssamba.benchmarks.train import pretraining_step
     from ssamba.models import create_model
-    from ssamba.objectives import MaskedPatchModeling, PatchModelingConfig
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="ssamba_tiny")
@@ -36,20 +36,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     apply_allocator_policy()
     torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(0)
-    model = create_model(args.preset, input_tdim=args.frames).train()
-    spec = torch.randn(args.batch_size, args.frames, model.config.input_fdim, generator=gen)
-    tokens = model.patch_grid(args.frames)[0] * model.patch_grid(args.frames)[1]
-    objective = MaskedPatchModeling(PatchModelingConfig(num_masked=max(1, round(400 / 512 * tokens))),
-                                    model.config.embed_dim, model.config.patch_size)
-    params = [q for q in list(model.parameters()) + list(objective.parameters()) if q.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05)
-    masks = torch.Generator().manual_seed(0)
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        objective(model, spec, masks)["loss"].backward()
-        optimizer.step()
+    model = create_model(args.preset, input_tdim=args.frames)
+    spec = torch.randn(args.batch_size, args.frames, model.config.input_fdim, generator=torch.Generator().manual_seed(0))
+    step, _ = pretraining_step(model, spec)
 
     step()  # warm-up
     times = []

@@ -30,28 +30,18 @@ import time
 
 
 def build_step(preset: str, frames: int, batch: int, with_model: bool = False):
-    """The pretraining step of ``ssamba bench train`` for ``preset``, as a function (and
-    the model it trains, ``(step, model)``, with ``with_model``)."""
+    """The pretraining step of ``ssamba bench train`` for ``preset`` on ``frames`` frames
+    (:func:`ssamba.benchmarks.train.pretraining_step`), as a function (and the model it
+    trains, ``(step, model)``, with ``with_model``)."""
     import torch
 
+    from ssamba.benchmarks.train import pretraining_step
     from ssamba.models import create_model
-    from ssamba.objectives import MaskedPatchModeling, PatchModelingConfig
 
     torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(0)
-    model = create_model(preset, input_tdim=frames).train()
-    spec = torch.randn(batch, frames, model.config.input_fdim, generator=gen)
-    fgrid, tgrid = model.patch_grid(frames)
-    objective = MaskedPatchModeling(PatchModelingConfig(num_masked=max(1, round(400 / 512 * fgrid * tgrid))),
-                                    model.config.embed_dim, model.config.patch_size)
-    params = [q for q in list(model.parameters()) + list(objective.parameters()) if q.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05)
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        objective(model, spec, torch.Generator().manual_seed(0))["loss"].backward()
-        optimizer.step()
-
+    model = create_model(preset, input_tdim=frames)
+    spec = torch.randn(batch, frames, model.config.input_fdim, generator=torch.Generator().manual_seed(0))
+    step, _ = pretraining_step(model, spec)
     return (step, model) if with_model else step
 
 
@@ -150,6 +140,8 @@ def main(argv=None) -> int:
     import torch
 
     from ssamba.allocator import apply_allocator_policy
+    from ssamba.benchmarks.train import padded_frames
+    from ssamba.models import get_config
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ssamba", default="ssamba_tiny")
@@ -162,7 +154,7 @@ def main(argv=None) -> int:
     apply_allocator_policy()
     print(f"pretraining step, batch {args.batch_size}, {torch.get_num_threads()} threads; median of {args.steps}")
     for asked in args.frames:
-        frames = -(-asked // 16) * 16
+        frames = padded_frames(get_config(args.ssamba), asked)
         f = measure(args.ssamba, args.ssast, frames, args.batch_size, args.steps)
         print(f"\n{asked} frames ({asked / 100:g} s, padded to {frames})")
         print(f"  {'':<58} {'s':>7} {'/ SSAST':>8}")

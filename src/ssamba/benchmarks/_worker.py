@@ -171,24 +171,11 @@ def run_job(job: dict) -> dict:
 
     elif job["mode"] == "train":
         from ssamba.allocator import apply_allocator_policy
-        from ssamba.objectives import MaskedPatchModeling, PatchModelingConfig
+        from ssamba.benchmarks.train import pretraining_step
 
         info["malloc_policy"] = apply_allocator_policy()  # as the training commands do
-
-        model.train()
-        num_masked = max(1, round(float(job.get("mask_ratio", 400 / 512)) * info["tokens"]))
-        objective = MaskedPatchModeling(PatchModelingConfig(num_masked=num_masked),
-                                        model.config.embed_dim, model.config.patch_size).to(device)
-        params = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05)
-        mask_gen = torch.Generator().manual_seed(job.get("seed", 0))  # masks are drawn on the CPU
-        info["num_masked"] = num_masked
-
-        def step():
-            optimizer.zero_grad(set_to_none=True)
-            out = objective(model, spec, mask_gen)
-            out["loss"].backward()
-            optimizer.step()
+        step, info["num_masked"] = pretraining_step(model, spec, job.get("mask_ratio", 400 / 512),
+                                                    job.get("seed", 0))
     else:
         raise ValueError(f"unknown mode {job['mode']!r}")
 
