@@ -65,8 +65,8 @@ class _OutProjection(torch.autograd.Function):
     """``out_proj`` of channel-major ``y (B, Di, L)`` with ``weight (D, Di)`` into tokens
     ``(B, L, D)``, whose backward gives ``y``'s gradient contiguous ``(B, Di, L)``: the
     layout the scans' backward reads (autograd's arrives as a transposed view, which each
-    of the two scans copied: about 220 ms of a 10.24 s ssamba_tiny training step at batch
-    8, by ``examples/step_profile.py``)."""
+    of the two scans copied: most of the 220 ms a step that ``examples/step_profile.py``
+    put in ``aten::copy_`` for ssamba_tiny at 10.24 s, batch 8)."""
 
     @staticmethod
     def forward(ctx, y: Tensor, weight: Tensor):
