@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     from torch.profiler import ProfilerActivity, profile
 
     from ssamba.allocator import apply_allocator_policy
-    from ssamba.benchmarks.train import pretraining_step
+    from ssamba.benchmarks.steps import pretraining_step
     from ssamba.models import create_model
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

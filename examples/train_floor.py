@@ -31,11 +31,11 @@ import time
 
 def build_step(preset: str, frames: int, batch: int, with_model: bool = False):
     """The pretraining step of ``ssamba bench train`` for ``preset`` on ``frames`` frames
-    (:func:`ssamba.benchmarks.train.pretraining_step`), as a function (and the model it
+    (:func:`ssamba.benchmarks.steps.pretraining_step`), as a function (and the model it
     trains, ``(step, model)``, with ``with_model``)."""
     import torch
 
-    from ssamba.benchmarks.train import pretraining_step
+    from ssamba.benchmarks.steps import pretraining_step
     from ssamba.models import create_model
 
     torch.manual_seed(0)

@@ -171,7 +171,7 @@ def run_job(job: dict) -> dict:
 
     elif job["mode"] == "train":
         from ssamba.allocator import apply_allocator_policy
-        from ssamba.benchmarks.train import pretraining_step
+        from ssamba.benchmarks.steps import pretraining_step
 
         info["malloc_policy"] = apply_allocator_policy()  # as the training commands do
         step, info["num_masked"] = pretraining_step(model, spec, job.get("mask_ratio", 400 / 512),

@@ -25,33 +25,6 @@ COLUMNS = ["model", "frames", "seconds", "tokens", "num_masked", "batch", "devic
            "reason", "time_s", "time_min_s", "time_max_s", "runs", "warmup_runs", "cpu_util", "peak_extra_mb",
            "load1", "thread_policy", "malloc_policy", "loaded_time_s", "loaded_thread_policy", "slowdown"]
 
-def pretraining_step(model, spec, mask_ratio: float = 400 / 512, seed: int = 0):
-    """The step this benchmark times, for ``model`` (put in training mode) on the
-    spectrograms ``spec (B, T, F)``: the official objective with ``mask_ratio`` of the
-    patches masked (masks drawn from a CPU generator seeded with ``seed``), backward and
-    an AdamW step over the encoder and both heads. Returns ``(step, num_masked)``; the
-    allocator policy is the caller's."""
-    import torch
-
-    from ..objectives import MaskedPatchModeling, PatchModelingConfig
-
-    model.train()
-    fgrid, tgrid = model.patch_grid(spec.shape[1])
-    num_masked = max(1, round(float(mask_ratio) * fgrid * tgrid))
-    objective = MaskedPatchModeling(PatchModelingConfig(num_masked=num_masked),
-                                    model.config.embed_dim, model.config.patch_size).to(spec.device)
-    params = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05)
-    mask_gen = torch.Generator().manual_seed(seed)  # masks are drawn on the CPU
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        objective(model, spec, mask_gen)["loss"].backward()
-        optimizer.step()
-
-    return step, num_masked
-
-
 def padded_frames(config, frames: int) -> int:
     """``frames`` rounded up to whole time patches (16 for 16x16 patches)."""
     (_, kt), (_, st) = config.patch_size, config.patch_stride
