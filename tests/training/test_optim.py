@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import ssamba
-from ssamba.training.optim import LRSchedule, OptimConfig, build_optimizer
+from ssamba.training.optim import LRSchedule, OptimConfig, build_optimizer, fused_where_possible
 
 
 def test_groups_honour_no_weight_decay_tags_and_head_multiplier():
@@ -17,6 +17,49 @@ def test_groups_honour_no_weight_decay_tags_and_head_multiplier():
     assert all(n.startswith("head.") for n in by_group["head"][1])
     assert by_group["head"][0]["lr"] == 3.0
     assert sum(len(p) for _, p in by_group.values()) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("name", ["adamw", "adam"])
+def test_fused_optimizer_on_cpu_matches_the_default_update(name):
+    # Three steps of build_optimizer's (fused) optimiser and of PyTorch's default one on
+    # copies of a model with the same gradients: the same parameters up to float rounding.
+    model = ssamba.create_model("ssamba_test", num_classes=3)
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    twin = ssamba.create_model("ssamba_test", num_classes=3)
+    twin.load_state_dict(model.state_dict())
+    opt = build_optimizer(model, OptimConfig(optimizer=name, lr=1e-2, weight_decay=0.1))
+    assert all(group["fused"] for group in opt.param_groups)
+    twin_params = dict(twin.named_parameters())
+    names = {id(p): n for n, p in model.named_parameters()}
+    cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+    ref = cls([{**{k: v for k, v in g.items() if k not in ("params", "fused")},
+                "params": [twin_params[names[id(p)]] for p in g["params"]]} for g in opt.param_groups])
+    assert not any(group["fused"] for group in ref.param_groups)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        for n, p in model.named_parameters():
+            p.grad = torch.randn(p.shape, generator=gen)
+            twin_params[n].grad = p.grad.clone()
+        opt.step()
+        ref.step()
+    for n, p in model.named_parameters():
+        assert not torch.equal(p, start[n]), n  # every parameter moved
+        torch.testing.assert_close(p, twin_params[n], rtol=1e-5, atol=1e-6, msg=n)
+
+
+def test_fused_where_possible_falls_back():
+    # Where PyTorch refuses fused=True (an unsupported device or dtype raises when the
+    # optimiser is built), the default implementation is built instead of an error.
+    class NoFused(torch.optim.AdamW):
+        def __init__(self, params, fused=None, **kwargs):
+            if fused:
+                raise RuntimeError("`fused=True` requires all the params to be on a supported device")
+            super().__init__(params, **kwargs)
+
+    params = (torch.nn.Parameter(torch.zeros(3)) for _ in range(2))  # a generator, consumed once
+    opt = fused_where_possible(NoFused, params, lr=1e-3)
+    assert isinstance(opt, NoFused) and len(opt.param_groups[0]["params"]) == 2
+    assert not opt.param_groups[0]["fused"]
 
 
 def _schedule(**options):

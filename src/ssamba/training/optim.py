@@ -63,7 +63,23 @@ def build_optimizer(model: nn.Module, config: OptimConfig, head_prefixes: tuple[
         for (is_head, decays), params in sorted(groups.items())
     ]
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return cls(param_groups, lr=config.lr, betas=tuple(config.betas))
+    return fused_where_possible(cls, param_groups, lr=config.lr, betas=tuple(config.betas))
+
+
+def fused_where_possible(cls: type[torch.optim.Optimizer], params, **kwargs) -> torch.optim.Optimizer:
+    """``cls(params, **kwargs)`` (Adam or AdamW) with PyTorch's fused implementation where
+    it runs (CPU and CUDA parameters), else its default one.
+
+    On a CPU the default updates one parameter tensor at a time, about ten operations
+    each; the fused kernel updates them all in one call. For ssamba_tiny's 439 tensors an
+    AdamW step took 37 ms against 9.7 ms fused, ssast_tiny_patch's 151 tensors 19 ms
+    against 5.1 ms (2 threads, this project's AMD EPYC, one run). The two compute the same
+    update up to float rounding (``tests/training/test_optim.py``)."""
+    params = list(params)
+    try:
+        return cls(params, fused=True, **kwargs)
+    except (RuntimeError, ValueError, TypeError):  # a device or dtype the fused kernel lacks
+        return cls(params, **kwargs)
 
 
 class LRSchedule:
