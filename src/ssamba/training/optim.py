@@ -71,10 +71,9 @@ def fused_where_possible(cls: type[torch.optim.Optimizer], params, **kwargs) -> 
     it runs (CPU and CUDA parameters), else its default one.
 
     On a CPU the default updates one parameter tensor at a time, about ten operations
-    each; the fused kernel updates them all in one call. For ssamba_tiny's 439 tensors an
-    AdamW step took 37 ms against 9.7 ms fused, ssast_tiny_patch's 151 tensors 19 ms
-    against 5.1 ms (2 threads, this project's AMD EPYC, one run). The two compute the same
-    update up to float rounding (``tests/training/test_optim.py``)."""
+    each (ssamba_tiny has 439 tensors); the fused kernel updates them all in one call
+    (``Optimizer.step`` in ``examples/step_profile.py``). The two compute the same update
+    up to float rounding (``tests/training/test_optim.py``)."""
     params = list(params)
     try:
         return cls(params, fused=True, **kwargs)
