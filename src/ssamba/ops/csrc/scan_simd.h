@@ -104,9 +104,10 @@ INLINE void reduce16(const v16* r, float* out) {
 INLINE v16 vmax(v16 a, v16 b) { return a > b ? a : b; }
 INLINE v16 vmin(v16 a, v16 b) { return a < b ? a : b; }
 
-// 2^r for |r| <= 1/2 (a little beyond is fine): a degree-5 polynomial, near-minimax in
-// relative error with p(0) = 1 (9e-8 in exact arithmetic, 2e-7 evaluated in fp32). One
-// multiply-add fewer than the degree-6 one it replaced (1e-7) in every state update.
+// 2^r for |r| <= 1/2 (a little beyond is fine): a degree-5 polynomial fitted to minimise
+// the relative error, with p(0) = 1. One multiply-add fewer than the degree-6 one it
+// replaced, in every state update; tests/ops/test_scan_cpu.py bounds the error through
+// softplus and sigmoid.
 INLINE v16 exp2_poly(v16 r) {
     v16 p = splat(1.326472721e-03f);
     p = p * r + 9.671512650e-03f;
@@ -137,16 +138,15 @@ INLINE v16 vscale(v16 p, v16 n) {
 #endif
 }
 
-// 2^x, relative error 2e-7 (exp2_poly's).
+// 2^x, with exp2_poly's error.
 INLINE v16 vexp2(v16 x) {
     const v16 n = vround(x);
     return vscale(exp2_poly(x - n), n);
 }
 
-// e^x, relative error 3e-7 over the whole range. The reduction x - n ln 2 is done in two
-// parts (Cody and Waite), so large |x| lose nothing to the rounding of x * log2(e),
-// which alone would cost |x| * 4e-8 relative (1e-6 at x = -20); the remainder's product
-// with log2(e) is small and rounds harmlessly.
+// e^x, as accurate for large |x| as near 0. The reduction x - n ln 2 is done in two parts
+// (Cody and Waite), so nothing is lost to the rounding of x * log2(e), whose error grows
+// with |x|; the remainder's product with log2(e) is small and rounds harmlessly.
 INLINE v16 vexp(v16 x) {
     const v16 n = vround(x * LOG2E);
     v16 r = x - n * 0.693145751953125f;  // ln 2's leading 16 bits: n * this is exact
