@@ -13,11 +13,15 @@ an SSAST preset at each input length, and three things are measured in one proce
    timed with ``ssamba bench scan``'s roofline micro-benchmark (the forward's per-state
    arithmetic on registers, no memory traffic, ``ssamba.benchmarks.scan.bound_benchmark``),
    counted twice: the backward recomputes every forward state from its checkpoint, and
-   its reverse walk is counted as free.
+   its reverse walk is counted as free;
+4. SSAMBA's scan kernels alone, as they run: every forward and backward call of the CPU
+   scan in one step is recorded (copies of its operands) and replayed, timed.
 
-Their sum is a floor for SSAMBA's step with everything else (conv, norms, losses,
+The sum of 2 and 3 is a floor for SSAMBA's step with everything else (conv, norms, losses,
 optimizer, the backward's reverse walk, all memory traffic) free: the floor's ratio to
-SSAST's step is the best step-time ratio this machine allows.
+SSAST's step is the best step-time ratio this machine allows. The sum of 2 and 4 is the
+step with everything but the products and today's scan kernel free: what any fusion of
+the other operations (conv, gate, norms, flips, losses, optimizer) could reach at most.
 
     python examples/train_floor.py [--frames 100 1024] [--steps 5]
 """
@@ -62,7 +66,8 @@ class TensorLayout(tuple):
 
 def record(step):
     """Run ``step`` once; return its matrix products ``[(op, [(shape, stride, dtype) per
-    tensor argument], other args)]`` and the scan kernel's forward calls' vector updates."""
+    tensor argument], other args)]``, the scan kernel's forward calls' vector updates, and
+    its scan kernel calls ``[(kernel function, copied arguments)]`` in call order."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -89,13 +94,43 @@ def record(step):
         updates[0] += u.numel() * (n_padded // 16)
         return real_forward(lib, operands, *a, **k)
 
+    def copied(args):
+        return tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args)
+
+    scans = []
+    real_scan_forward, real_scan_backward = scan_cpu._scan_forward, scan_cpu._backward_kernel
+
+    def recording_scan_forward(tensors, *flags, **kw):
+        scans.append((real_scan_forward, (copied(tensors), *flags), dict(kw)))
+        return real_scan_forward(tensors, *flags, **kw)
+
+    def recording_scan_backward(*args):
+        scans.append((real_scan_backward, copied(args), {}))
+        return real_scan_backward(*args)
+
     scan_cpu._forward = counting_forward
+    scan_cpu._scan_forward, scan_cpu._backward_kernel = recording_scan_forward, recording_scan_backward
     try:
         with Recorder():
             step()
     finally:
         scan_cpu._forward = real_forward
-    return products, updates[0]
+        scan_cpu._scan_forward, scan_cpu._backward_kernel = real_scan_forward, real_scan_backward
+    if not scans:
+        raise RuntimeError("the step made no CPU scan kernel calls (is the kernel built?)")
+    return products, updates[0], scans
+
+
+def replay_scans_seconds(scans, repeats: int) -> float:
+    """Median seconds of running the recorded scan kernel calls once each, in order."""
+    times = []
+    for i in range(repeats + 1):
+        t0 = time.perf_counter()
+        for fn, args, kwargs in scans:
+            fn(*args, **kwargs)
+        if i:  # the first round warms up
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def replay_seconds(products, repeats: int) -> float:
@@ -116,7 +151,9 @@ def replay_seconds(products, repeats: int) -> float:
 def measure(ssamba: str, ssast: str, frames: int, batch: int, steps: int) -> dict:
     """The figures of one input length (seconds): ``ssast``, ``ssamba`` (step times),
     ``products`` and ``products_calls`` (SSAMBA's matrix products replayed), ``scans`` (twice
-    the forward scans at the arithmetic bound) and ``scan_updates``, and ``floor``."""
+    the forward scans at the arithmetic bound) and ``scan_updates``, ``floor``, ``kernels``
+    and ``kernel_calls`` (the scan kernel calls replayed), ``with_kernels`` (products +
+    kernels) and ``rest`` (the step less both)."""
     from ssamba.benchmarks.scan import bound_benchmark
 
     ssamba_step, ssast_step = build_step(ssamba, frames, batch), build_step(ssast, frames, batch)
@@ -128,11 +165,15 @@ def measure(ssamba: str, ssast: str, frames: int, batch: int, steps: int) -> dic
             step()
             times[key].append(time.perf_counter() - t0)
     found = {key: statistics.median(values) for key, values in times.items()}
-    products, updates = record(ssamba_step)
-    found.update(products=replay_seconds(products, steps), products_calls=len(products), scan_updates=updates)
+    products, updates, scans = record(ssamba_step)
+    found.update(products=replay_seconds(products, steps), products_calls=len(products), scan_updates=updates,
+                 kernels=replay_scans_seconds(scans, steps), kernel_calls=len(scans))
+    del scans
     bound_benchmark(updates, 1)  # warm-up
     found["scans"] = 2 * statistics.median(bound_benchmark(updates, 1) for _ in range(steps))
     found["floor"] = found["products"] + found["scans"]
+    found["with_kernels"] = found["products"] + found["kernels"]
+    found["rest"] = found["ssamba"] - found["with_kernels"]
     return found
 
 
@@ -161,7 +202,10 @@ def main(argv=None) -> int:
         for name, key in ((f"{args.ssast} step", "ssast"), (f"{args.ssamba} step", "ssamba"),
                           (f"  its matrix products alone ({f['products_calls']} calls)", "products"),
                           (f"  its scans at the arithmetic bound, x2 ({f['scan_updates'] / 1e6:.1f} M updates)", "scans"),
-                          ("  floor: products + scans at the bound", "floor")):
+                          ("  floor: products + scans at the bound", "floor"),
+                          (f"  its scan kernel calls alone ({f['kernel_calls']} forward and backward)", "kernels"),
+                          ("  products + scan kernels (all else free)", "with_kernels"),
+                          ("  all else: the step less products and scan kernels", "rest")):
             print(f"  {name:<58} {f[key]:7.3f} {f[key] / f['ssast']:7.2f}x")
     return 0
 

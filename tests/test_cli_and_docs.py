@@ -146,9 +146,17 @@ def test_train_floor_example_records_and_replays_the_products(capsys):
     assert found["products_calls"] > 0 and found["scan_updates"] > 0  # recorded during a real step
     assert all(found[key] > 0 for key in ("ssamba", "ssast", "products", "scans"))
     assert found["floor"] == found["products"] + found["scans"]
+    from ssamba.models import get_config
+
+    n_layers = get_config("ssamba_test").depth
+    # two encoder passes, each layer's two directions, a forward and a backward call each
+    assert found["kernel_calls"] == 2 * n_layers * 2 * 2 and found["kernels"] > 0
+    assert found["with_kernels"] == found["products"] + found["kernels"]
+    assert found["rest"] == found["ssamba"] - found["with_kernels"]
     assert floor.main(["--ssamba", "ssamba_test", "--ssast", "ssast_test_patch", "--frames", "32",
                        "--batch-size", "2", "--steps", "1"]) == 0
-    assert "floor: products + scans at the bound" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "floor: products + scans at the bound" in out and "products + scan kernels (all else free)" in out
 
 
 def test_mixer_ab_example_switches_between_two_versions_of_the_mixer(capsys):
