@@ -159,6 +159,15 @@ def test_train_floor_example_records_and_replays_the_products(capsys):
     assert "floor: products + scans at the bound" in out and "products + scan kernels (all else free)" in out
 
 
+def test_lanes_probe_matches_the_reference_and_times_all_four(capsys):
+    probe = _example("lanes_probe")
+    found = probe.measure("2x32x40", 1, 1)
+    assert found["err_shipped"] < 1e-5 and found["err_lanes"] < 1e-5  # both are the scan
+    assert all(found[key] > 0 for key in ("shipped", "lanes", "noact", "bound"))
+    assert probe.main(["--shapes", "1x16x33", "--repeats", "1", "--threads", "1"]) == 0
+    assert capsys.readouterr().out.splitlines()[2].split()[0] == "1x16x33"
+
+
 def test_mixer_ab_example_switches_between_two_versions_of_the_mixer(capsys):
     mixer_ab = _example("mixer_ab")
     old = mixer_ab.load_revision("HEAD")
