@@ -226,18 +226,20 @@ def test_lean_inference_path_equals_the_autograd_path(monkeypatch):
 
 
 @pytest.mark.parametrize("piece", [1, 2, 5, 16, 36])
-@pytest.mark.parametrize("reuse", [True, False])
-def test_sequence_pieces_equal_the_autograd_path(piece, reuse, monkeypatch):
+@pytest.mark.parametrize("kept", [0, 1, 2])
+def test_sequence_pieces_equal_the_autograd_path(piece, kept, monkeypatch):
     # Long inputs run along the sequence in pieces, each scan carrying its state across
     # piece edges and the conv reading across them (pieces shorter than the conv's reach
     # of 3 included); both directions, one, mirrored or not, with the block's norm applied
-    # per piece: the autograd path's output of norm(hidden). With and without the first
-    # pass's in_proj rows kept for the second.
+    # per piece: the autograd path's output of norm(hidden). With a reuse budget of
+    # nothing, of one (batch, Di, L) tensor (the backward-running direction's outputs
+    # kept from the first pass) and of two (its outputs and the in_proj x rows).
     torch.manual_seed(0)
     hidden = torch.randn(2, 37, 16)
-    monkeypatch.setattr(BiMambaMixer, "LEAN_PIECE_BYTES", 4 * 2 * 32 * piece)  # batch 2, Di = 32
+    full = 4 * 2 * 32 * 37  # bytes of one (batch 2, Di 32, L 37) fp32 tensor
+    monkeypatch.setattr(BiMambaMixer, "LEAN_PIECE_BYTES", 4 * 2 * 32 * piece)
     monkeypatch.setattr(BiMambaMixer, "LEAN_MIN_PIECE", 1)
-    monkeypatch.setattr(BiMambaMixer, "LEAN_REUSE_BYTES", 4 * 2 * 32 * 37 if reuse else 4 * 2 * 32 * 37 - 1)
+    monkeypatch.setattr(BiMambaMixer, "LEAN_REUSE_BYTES", kept * full if kept else full - 1)
     products = []
     real_matmul = mamba.channel_matmul
     monkeypatch.setattr(mamba, "channel_matmul", lambda w, x: products.append(w.shape) or real_matmul(w, x))
@@ -255,12 +257,22 @@ def test_sequence_pieces_equal_the_autograd_path(piece, reuse, monkeypatch):
                 assert mixer._pieces_apply(hidden)
                 products.clear()
                 lean = mixer.forward_lean(hidden, mirrored=mirrored, norm=norm)
-                # in_proj's x and z rows (both (32, 16)): once per piece, and the x rows
-                # again for a backward-running direction's first pass unless kept
+                # The work done, counted in products: in_proj's x and z rows (both (32,
+                # 16)) once per piece, the x rows again for a backward-running direction's
+                # first pass unless kept; one x_proj product ((33, 32)) per piece scanned.
                 pieces = -(-37 // piece)
-                has_reverse = kwargs.get("bidirectional", True) or mirrored
+                directions = 2 if kwargs.get("bidirectional", True) else 1
+                has_reverse = directions == 2 or mirrored
                 rows = sum(1 for shape in products if shape == (32, 16))
-                assert rows == 2 * pieces + (pieces - 1 if has_reverse and not reuse else 0)
+                scans = sum(1 for shape in products if shape == (33, 32))
+                if not has_reverse:
+                    assert (rows, scans) == (2 * pieces, pieces)
+                elif kept == 0:  # the first pass for states only, both directions in the second
+                    assert (rows, scans) == (3 * pieces - 1, (directions + 1) * pieces - 1)
+                elif kept == 1:  # the backward-running direction scanned once, rows recomputed
+                    assert (rows, scans) == (3 * pieces, directions * pieces)
+                else:  # and its rows kept for the second pass
+                    assert (rows, scans) == (2 * pieces, directions * pieces)
                 added = mixer.forward_lean(hidden, mirrored=mirrored, out=torch.ones_like(hidden), norm=norm)
             assert torch.allclose(lean, ref.detach(), atol=1e-6, rtol=1e-4), (lean - ref).abs().max()
             assert torch.allclose(added, lean + 1, atol=1e-6)

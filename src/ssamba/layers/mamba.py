@@ -335,11 +335,14 @@ class BiMambaMixer(nn.Module):
     LEAN_PIECE_BYTES = 2 * 2**20
     #: Shortest piece, so that a large batch does not cut the sequence into slivers.
     LEAN_MIN_PIECE = 256
-    #: Bytes of the ``x`` rows of ``in_proj`` over the whole input ``(B, Di, L)`` fp32 up
-    #: to which :meth:`forward_pieces` keeps the rows its first pass computed for the
-    #: second instead of computing them again. At 22k tokens (ssamba_tiny, batch 1: 34
-    #: MB) that is a fifth of the forward's matrix products; an hour of audio (180k
-    #: tokens, 276 MB) recomputes, so that memory stays independent of the length there.
+    #: Bytes that :meth:`forward_pieces` may keep between its two passes, in units of one
+    #: ``(batch, Di, length)`` fp32 tensor: first the backward-running direction's outputs
+    #: from the first pass (so that direction is scanned once, not twice, and its conv
+    #: and projections are not computed again), then the ``x`` rows of ``in_proj`` that
+    #: the first pass computed (so the second does not compute them again). At 22k tokens
+    #: (ssamba_tiny, batch 1: 34 MB each) the outputs are kept (both, 64.4 MiB, would
+    #: put the forward's peak near half of SSAST-SDPA's); an hour of audio (180k tokens,
+    #: 276 MB each) keeps neither, so that memory stays independent of the length there.
     LEAN_REUSE_BYTES = 64 * 2**20
 
     def piece_length(self, batch: int) -> int:
@@ -426,17 +429,20 @@ class BiMambaMixer(nn.Module):
                        norm: nn.Module | None = None) -> Tensor:
         """:meth:`forward_lean` along the sequence in pieces of :meth:`piece_length`
         tokens, each scan carrying its state from piece to piece: besides ``hidden`` and
-        the output, memory holds a few piece-sized temporaries, whatever the length
-        (and up to :attr:`LEAN_REUSE_BYTES` of rows kept for reuse).
+        the output, memory holds a few piece-sized temporaries, whatever the length (and
+        up to :attr:`LEAN_REUSE_BYTES` kept between the passes).
 
         Every operation but the scans and the conv acts per token. The conv reads its
         ``d_conv - 1`` neighbours across a piece's edge (each piece's window reaches that
         far into the next ones). A direction that runs forward in time carries its state
         from one piece to the next; one that runs backward needs the state entering each
-        piece from the right, so a first pass walks the pieces from last to first to
-        collect those (its scan outputs are dropped), and the second pass, first to last,
-        computes both directions of each piece and adds their shared ``out_proj`` product.
-        Equal to :meth:`forward` up to float rounding (``tests/layers``)."""
+        piece from the right, so a first pass walks the pieces from last to first. Where
+        its outputs fit in :attr:`LEAN_REUSE_BYTES` the first pass keeps them, and the
+        second pass, first to last, scans only the forward-running direction; otherwise
+        the first pass keeps only the states and the second scans both directions.
+        The scans run ungated: both directions share the gate ``SiLU(z)``, so their sum is
+        gated once before the shared ``out_proj`` product. Equal to :meth:`forward` up to
+        float rounding (``tests/layers``)."""
         batch, length, _ = hidden.shape
         piece = self.piece_length(batch)
         reach = self.forward_ssm.conv1d.weight.shape[-1] - 1
@@ -450,13 +456,18 @@ class BiMambaMixer(nn.Module):
         if self.backward_ssm is not None:
             directions.append((self.backward_ssm, not mirrored))
 
+        # What the budget keeps between the passes, each one (B, Di, L) tensor.
+        full = 4 * batch * w_x.shape[0] * length
+        has_reverse = any(reverse for _, reverse in directions)
+        keep_outputs = has_reverse and full <= self.LEAN_REUSE_BYTES
+        keep_rows = keep_outputs and 2 * full <= self.LEAN_REUSE_BYTES
         kept_rows: dict[int, Tensor] = {}  # piece index -> its window's x rows, from pass 1 for pass 2
-        keep = 4 * batch * w_x.shape[0] * length <= self.LEAN_REUSE_BYTES
+        kept_outputs: dict[int, Tensor] = {}  # piece index -> the backward-running direction's output
 
         def window(k: int) -> tuple[Tensor, Tensor, int]:
             """The (normed) tokens of piece ``k`` and of the conv's reach on both sides
             ``(B, w, D)``, their ``x`` rows of in_proj ``(B, Di, w)`` (kept from pass 1
-            where :attr:`LEAN_REUSE_BYTES` allows), and the piece's offset in them."""
+            where the budget allows), and the piece's offset in them."""
             t0, t1 = edges[k]
             lo, hi = max(0, t0 - reach), min(length, t1 + reach)
             tokens = hidden[:, lo:hi]
@@ -467,46 +478,53 @@ class BiMambaMixer(nn.Module):
                 x = channel_matmul(w_x, tokens.transpose(1, 2))
             return tokens, x, t0 - lo
 
-        def conv_proj(ssm: SelectiveSSM, x: Tensor, offset: int, size: int, reverse: bool):
+        def scan(ssm: SelectiveSSM, x: Tensor, k: int, offset: int, reverse: bool,
+                 state: Tensor | None) -> tuple[Tensor, Tensor]:
+            """Piece ``k``'s ungated scan output ``(B, Di, piece)`` and the state after it."""
+            size = edges[k][1] - edges[k][0]
             xc = ssm.conv_silu(x, reverse)[:, :, offset:offset + size].contiguous()
-            return xc, channel_matmul(ssm.x_proj.weight, xc)
+            return ssm.scan_piece(xc, channel_matmul(ssm.x_proj.weight, xc), None, reverse, state)
 
-        # Pass 1: the state entering each piece from the right, per backward-running direction.
+        # Pass 1, last piece to first: per backward-running direction, the state entering
+        # each piece from the right (the first piece's is not needed), and its outputs
+        # where kept.
         entering: dict[int, list[Tensor | None]] = {}
         for i, (ssm, reverse) in enumerate(directions):
             if not reverse:
                 continue
             states: list[Tensor | None] = [None] * len(edges)
             state = None
-            for k in range(len(edges) - 1, 0, -1):  # the first piece's state is not needed
-                t0, t1 = edges[k]
+            for k in range(len(edges) - 1, -1 if keep_outputs else 0, -1):
                 _, x, offset = window(k)
-                xc, proj = conv_proj(ssm, x, offset, t1 - t0, True)
-                if keep:
+                if keep_rows:
                     kept_rows[k] = x
-                del x
                 states[k] = state
-                _, state = ssm.scan_piece(xc, proj, None, True, state)
-                del xc, proj
-            states[0] = state
+                y, state = scan(ssm, x, k, offset, True, state)
+                del x
+                if keep_outputs:
+                    kept_outputs[k] = y
+                del y
+            if not keep_outputs:
+                states[0] = state
             entering[i] = states
-        # Pass 2: both directions of every piece, first to last.
+        # Pass 2, first piece to last: the directions not kept, their sum gated, out_proj.
         carried: list[Tensor | None] = [None] * len(directions)
         for k, (t0, t1) in enumerate(edges):
             tokens, x, offset = window(k)
             z = channel_matmul(w_z, tokens[:, offset:offset + t1 - t0].transpose(1, 2))  # the norm once per window
             del tokens
-            y_sum = None
+            y_sum = kept_outputs.pop(k, None)
             for i, (ssm, reverse) in enumerate(directions):
-                xc, proj = conv_proj(ssm, x, offset, t1 - t0, reverse)
-                state = entering[i][k] if reverse else carried[i]
-                y, state = ssm.scan_piece(xc, proj, z, reverse, state)
+                if reverse and keep_outputs:
+                    continue
+                y, state = scan(ssm, x, k, offset, reverse, entering[i][k] if reverse else carried[i])
                 if not reverse:
                     carried[i] = state
-                del xc, proj
                 y_sum = y if y_sum is None else y_sum.add_(y)
                 del y
-            del x, z
+            del x
+            y_sum.mul_(F.silu(z))
+            del z
             out[:, t0:t1].baddbmm_(y_sum.transpose(1, 2), weight_t.expand(batch, -1, -1))
             del y_sum
         return out
