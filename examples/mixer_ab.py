@@ -11,18 +11,27 @@ measured together is meaningful where their separate timings are not
 * ``--train`` (default): ``ssamba bench train``'s pretraining step (two encoder passes,
   InfoNCE + 10 x MSE, backward, AdamW; batch 8) at ``--frames``;
 * ``--inference``: the encoder's forward without autograd (the lean paths) on
-  ``--frames`` frames at batch ``--batch-size``.
+  ``--frames`` frames at batch ``--batch-size``;
+* ``--inference --per-mixer``: the same forwards, but both versions run every mixer
+  call on the same input (the order alternating from call to call; the working tree's
+  result goes on), and the times are the sums over all calls. This machine's speed
+  moves between slow and fast phases lasting many seconds (a 22k-token forward took 4.3
+  or 7.2 s within one process): alternating whole forwards of several seconds lands
+  the versions in different phases, alternating calls of a fraction of a second does
+  not.
 
 Prints each version's median step time and the ratio B / A (A: ``REV``, B: the working
 tree).
 
     python examples/mixer_ab.py HEAD~1 --frames 1024 --steps 4
     python examples/mixer_ab.py HEAD~1 --inference --frames 44000 --batch-size 1 --steps 3
+    python examples/mixer_ab.py HEAD~1 --inference --per-mixer --frames 44000 --batch-size 1 --steps 3
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import statistics
 import subprocess
@@ -79,7 +88,11 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=1024, help="input frames (padded to whole 16-frame patches)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=4, help="timed steps per version, alternated")
+    p.add_argument("--per-mixer", action="store_true",
+                   help="with --inference: alternate the versions at every mixer call, not every forward")
     args = p.parse_args(argv)
+    if args.per_mixer and not args.inference:
+        p.error("--per-mixer needs --inference")
     sys.path.insert(0, str(Path(__file__).parent))
     from train_floor import build_step
 
@@ -98,6 +111,8 @@ def main(argv=None) -> int:
                 model.forward_features(spec)
     else:
         step, model = build_step(args.preset, frames, args.batch_size, with_model=True)
+    if args.per_mixer:
+        return per_mixer(args, model, step, old, mamba, frames)
     times: dict[str, list[float]] = {"A": [], "B": []}
     for i in range(args.steps + 1):  # the first round warms up
         for key in ("AB" if i % 2 else "BA"):
@@ -111,6 +126,47 @@ def main(argv=None) -> int:
     what = "inference forward" if args.inference else "pretraining step"
     print(f"{args.preset} {what}, {frames} frames, batch {args.batch_size}, {torch.get_num_threads()} threads, "
           f"median of {args.steps}: A ({args.rev}) {ta:.3f} s  B (working tree) {tb:.3f} s  B/A {tb / ta:.3f}")
+    return 0
+
+
+def per_mixer(args, model, step, old, current, frames) -> int:
+    """``--per-mixer``: every mixer's ``forward_lean`` runs in both versions, timed, the
+    order alternating from call to call; the working tree's result is the one used."""
+    import torch
+
+    totals = {"A": 0.0, "B": 0.0}
+    calls = [0]  # mixer calls, each timed in both versions
+
+    def both(mixer, hidden, mirrored=False, out=None, norm=None):
+        calls[0] += 1
+        result = None
+        for key in ("AB" if calls[0] % 2 else "BA"):
+            use_version(mixer, old if key == "A" else current)
+            target = out if out is None or key == "B" else out.clone()  # A adds into a copy
+            t0 = time.perf_counter()
+            found = type(mixer).forward_lean(mixer, hidden, mirrored, target, norm)
+            totals[key] += time.perf_counter() - t0
+            if key == "B":
+                result = found
+        return result
+
+    mixers = [m for m in model.modules() if isinstance(m, current.BiMambaMixer)]
+    for mixer in mixers:
+        mixer.forward_lean = functools.partial(both, mixer)
+    try:
+        step()  # warm-up
+        totals.update(A=0.0, B=0.0)
+        calls[0] = 0
+        for _ in range(args.steps):
+            step()
+    finally:
+        for mixer in mixers:
+            del mixer.forward_lean
+            use_version(mixer, current)
+    ta, tb = totals["A"], totals["B"]
+    print(f"{args.preset} inference forward, per mixer call, {frames} frames, batch {args.batch_size}, "
+          f"{torch.get_num_threads()} threads, {args.steps} forwards, {calls[0]} mixer calls: "
+          f"A ({args.rev}) {ta:.3f} s  B (working tree) {tb:.3f} s  B/A {tb / ta:.3f}")
     return 0
 
 

@@ -180,10 +180,14 @@ def test_mixer_ab_example_switches_between_two_versions_of_the_mixer(capsys):
     assert mixers and all(type(m) is old.BiMambaMixer and type(m.forward_ssm) is old.SelectiveSSM for m in mixers)
     mixer_ab.use_version(model, mamba)
     assert all(type(m) is mamba.BiMambaMixer for m in mixers)
-    for mode in (["--train"], ["--inference"]):
+    for mode in (["--train"], ["--inference"], ["--inference", "--per-mixer"]):
         assert mixer_ab.main(["HEAD", "--preset", "ssamba_test", "--frames", "32", "--batch-size", "2",
                               "--steps", "1", *mode]) == 0
     out = capsys.readouterr().out.splitlines()
     assert "pretraining step" in out[0] and "inference forward" in out[1] and all("B/A" in line for line in out)
+    assert f"1 forwards, {len(mixers)} mixer calls" in out[2]  # every mixer ran in both versions
+    assert all(type(m) is mamba.BiMambaMixer and "forward_lean" not in vars(m) for m in mixers)
+    with pytest.raises(SystemExit):  # --per-mixer is for the inference forward only
+        mixer_ab.main(["HEAD", "--preset", "ssamba_test", "--per-mixer"])
     with pytest.raises(SystemExit, match="cannot read"):
         mixer_ab.load_revision("no-such-revision")
