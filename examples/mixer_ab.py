@@ -15,10 +15,9 @@ measured together is meaningful where their separate timings are not
 * ``--inference --per-mixer``: the same forwards, but both versions run every mixer
   call on the same input (the order alternating from call to call; the working tree's
   result goes on), and the times are the sums over all calls. This machine's speed
-  moves between slow and fast phases lasting many seconds (a 22k-token forward took 4.3
-  or 7.2 s within one process): alternating whole forwards of several seconds lands
-  the versions in different phases, alternating calls of a fraction of a second does
-  not.
+  moves between slow and fast phases lasting many seconds: alternating whole forwards
+  of several seconds can land the versions in different phases, alternating calls of a
+  fraction of a second cannot.
 
 Prints each version's median step time and the ratio B / A (A: ``REV``, B: the working
 tree).

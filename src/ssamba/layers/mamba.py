@@ -485,9 +485,9 @@ class BiMambaMixer(nn.Module):
             xc = ssm.conv_silu(x, reverse)[:, :, offset:offset + size].contiguous()
             return ssm.scan_piece(xc, channel_matmul(ssm.x_proj.weight, xc), None, reverse, state)
 
-        # Pass 1, last piece to first: per backward-running direction, the state entering
-        # each piece from the right (the first piece's is not needed), and its outputs
-        # where kept.
+        # Pass 1, last piece to first, per backward-running direction: its outputs where
+        # kept (every piece scanned), else the state entering each piece from the right
+        # (the first piece needs no scan).
         entering: dict[int, list[Tensor | None]] = {}
         for i, (ssm, reverse) in enumerate(directions):
             if not reverse:
@@ -498,15 +498,15 @@ class BiMambaMixer(nn.Module):
                 _, x, offset = window(k)
                 if keep_rows:
                     kept_rows[k] = x
-                states[k] = state
-                y, state = scan(ssm, x, k, offset, True, state)
-                del x
                 if keep_outputs:
-                    kept_outputs[k] = y
-                del y
+                    kept_outputs[k], state = scan(ssm, x, k, offset, True, state)
+                else:
+                    states[k] = state
+                    _, state = scan(ssm, x, k, offset, True, state)
+                del x
             if not keep_outputs:
                 states[0] = state
-            entering[i] = states
+                entering[i] = states
         # Pass 2, first piece to last: the directions not kept, their sum gated, out_proj.
         carried: list[Tensor | None] = [None] * len(directions)
         for k, (t0, t1) in enumerate(edges):
