@@ -34,4 +34,42 @@ echo "[setup] installing ssamba (editable) with the demo, hub, onnx and test ext
 pip install -e ".[demo,hub,onnx,test]"
 # The SoundFont renderer without its declared PyAudio (playback only; it would compile).
 pip install --no-deps "tinysoundfont>=0.3.7"
+# Real recordings for the pretraining pool: speech, music and sound effects that Debian
+# packages ship (ssamba.corpora.recordings lists them with their licences, ~0.95 GB).
+# Fetched with apt-get download and unpacked into the cache, not installed: nothing of
+# theirs runs, and their games' dependencies stay out. Without apt the demo says so and
+# pretrains on the synthetic pool alone.
+if command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1; then
+    dest=${SSAMBA_RECORDINGS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ssamba/recordings}
+    packages=$(.venv/bin/python -c "from ssamba.corpora.recordings import PACKAGES; print(' '.join(PACKAGES))")
+    fetch=()
+    for p in $packages; do
+        [ -f "$dest/$p/.unpacked" ] || dpkg -s "$p" >/dev/null 2>&1 || fetch+=("$p")
+    done
+    if [ ${#fetch[@]} -gt 0 ]; then
+        echo "[setup] fetching real recordings for the pretraining pool into $dest: ${fetch[*]}"
+        mkdir -p "$dest"
+        debs=$(mktemp -d "$dest/.fetch.XXXXXX")
+        updated=""
+        for p in "${fetch[@]}"; do
+            if ! (cd "$debs" && apt-get download -q "$p" >/dev/null 2>&1) && [ -z "$updated" ]; then
+                updated=1  # package lists missing or stale: refresh once, then try again
+                sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+                $sudo apt-get update -q >/dev/null 2>&1 || true
+                (cd "$debs" && apt-get download -q "$p" >/dev/null 2>&1) || true
+            fi
+            deb=$(ls "$debs"/"${p}"_*.deb 2>/dev/null | head -n 1)
+            if [ -z "$deb" ]; then
+                echo "[setup] could not fetch $p; the pool goes without it"
+                continue
+            fi
+            rm -rf "${dest:?}/$p" && mkdir -p "$dest/$p"
+            dpkg-deb -x "$deb" "$dest/$p" && touch "$dest/$p/.unpacked"
+            rm -f "$deb"
+        done
+        rm -rf "$debs"
+    fi
+else
+    echo "[setup] no apt-get here: the demo pretrains on the synthetic pool alone (its real recordings are Debian packages)"
+fi
 .venv/bin/python -c "import torch, ssamba; print(f'[setup] ready: ssamba {ssamba.__version__}, torch {torch.__version__}')"

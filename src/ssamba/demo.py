@@ -105,12 +105,51 @@ def _timed(function, config) -> dict:
 
 # -- pretraining ------------------------------------------------------------------------
 
+@dataclass
+class Pool:
+    """The unlabeled pretraining pool: manifests of its training and validation clips."""
+
+    name: str  # "synthetic" or "synthetic+recorded"
+    train: Path
+    valid: Path
+    recorded: Any = None  # the ssamba.corpora.recordings.RecordedPool it holds, if any
+
+
+def pretraining_pool(suite, settings: DemoSettings, out: Path, cache_dir: str | Path | None = None,
+                     progress: bool = False, seed: int | None = None) -> Pool:
+    """The suite's synthetic pool joined with the real recordings found here (Debian
+    packages that ``scripts/setup.sh`` fetches; :mod:`ssamba.corpora.recordings`), cut at
+    ``settings.scale``; the synthetic pool alone, said in one line, where none is found.
+    The joined manifests are written to ``out/manifests``."""
+    from .corpora.recordings import build_recordings, default_root
+    from .data import read_manifest, write_manifest
+
+    seed = suite.seed if seed is None else seed
+    root = Path(cache_dir) / f"recorded-{settings.scale}-seed{seed}" if cache_dir else default_root(settings.scale, seed)
+    recorded = build_recordings(root, seed=seed, scale=settings.scale, progress=progress)
+    synthetic = {"train": suite.manifest("unlabeled", "train"), "validation": suite.manifest("unlabeled", "validation")}
+    if recorded is None:
+        print("no real recordings found (scripts/setup.sh fetches them from Debian's packages): pretraining on "
+              "the synthetic pool alone", flush=True)
+        return Pool("synthetic", synthetic["train"], synthetic["validation"])
+    joined = {}
+    for split, path in synthetic.items():
+        joined[split] = out / "manifests" / f"pool-{split}.json"
+        joined[split].parent.mkdir(parents=True, exist_ok=True)
+        write_manifest(read_manifest(path) + read_manifest(recorded.manifests[split]), joined[split])
+    return Pool("synthetic+recorded", joined["train"], joined["validation"], recorded)
+
+
 def _pretrain(family: str, settings: DemoSettings, suite, stats, out: Path, seed: int, progress: bool,
-              overrides: dict[str, Any] | None = None) -> dict:
-    """Pretrain ``family`` as the demo does; ``overrides`` (``section.key``) change the recipe."""
+              overrides: dict[str, Any] | None = None, pool: Pool | None = None, resume: bool = False) -> dict:
+    """Pretrain ``family`` as the demo does, on ``pool`` (default: the suite's synthetic
+    pool); ``overrides`` (``section.key``) change the recipe; ``resume`` continues from
+    the newest checkpoint in ``out``."""
     from .training.run import pretrain
 
     model = settings.models[family]
+    train = pool.train if pool else suite.manifest("unlabeled", "train")
+    valid = pool.valid if pool else suite.manifest("unlabeled", "validation")
     config = _experiment("pretrain", {
         "model.preset": model["preset"],
         "model.options": {**model["options"], "input_tdim": settings.pretrain_frames},
@@ -118,14 +157,13 @@ def _pretrain(family: str, settings: DemoSettings, suite, stats, out: Path, seed
         "objective.num_masked": settings.num_masked, "objective.use_separate_passes": False,
         "optim.lr": settings.pretrain_lr, "optim.warmup_steps": min(50, settings.pretrain_steps // 4),
         "optim.schedule": "constant",
-        "data.train": str(suite.manifest("unlabeled", "train")),
-        "data.valid": str(suite.manifest("unlabeled", "validation")), "data.num_workers": 0,
+        "data.train": str(train), "data.valid": str(valid), "data.num_workers": 0,
         "run.out_dir": str(out), "run.batch_size": settings.batch_size, "run.epochs": settings.periods,
         "run.steps_per_epoch": settings.period, "run.max_steps": settings.pretrain_steps, "run.seed": seed,
         "run.save_every": 10 ** 9, "run.keep_checkpoints": settings.periods + 1, "run.progress": progress,
         **(overrides or {}),
     })
-    return _timed(pretrain, config)
+    return _timed(lambda c: pretrain(c, resume=resume), config)
 
 
 def _snapshots(run: Path, settings: DemoSettings) -> dict[int, Path]:
