@@ -1,8 +1,10 @@
 """The command line, the README example and the docstring examples."""
 
+import argparse
 import doctest
 import importlib
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -11,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+import torch
 
 from ssamba.cli import main
 
@@ -191,3 +194,39 @@ def test_mixer_ab_example_switches_between_two_versions_of_the_mixer(capsys):
         mixer_ab.main(["HEAD", "--preset", "ssamba_test", "--per-mixer"])
     with pytest.raises(SystemExit, match="cannot read"):
         mixer_ab.load_revision("no-such-revision")
+
+
+def test_long_pretrain_example_stages_resume_to_the_straight_run(tmp_path, capsys):
+    # the staged run (stop at step 2, snapshot, go on to 4) reaches the weights of a run
+    # straight to 4, and a rerun of a finished run does nothing; another recipe is refused
+    from safetensors.torch import load_file
+
+    long_pretrain = _example("long_pretrain")
+    common = ["--family", "ssast", "--scale", "quick", "--batch-size", "4", "--valid-every", "2",
+              "--save-every", "1", "--no-progress"]
+    assert long_pretrain.main([*common, "--out", str(tmp_path / "staged"), "--snapshots", "2", "4"]) == 0
+    assert long_pretrain.main([*common, "--out", str(tmp_path / "straight"), "--snapshots", "4"]) == 0
+    staged = load_file(str(tmp_path / "staged" / "snapshots" / "step-000004" / "model.safetensors"))
+    straight = load_file(str(tmp_path / "straight" / "snapshots" / "step-000004" / "model.safetensors"))
+    assert staged.keys() == straight.keys() and all(torch.equal(staged[k], straight[k]) for k in staged)
+    assert (tmp_path / "staged" / "snapshots" / "step-000002" / "config.json").is_file()
+    info = json.loads((tmp_path / "staged" / "long_run.json").read_text())
+    assert [s["to_step"] for s in info["sittings"]] == [2, 4] and info["recipe"]["family"] == "ssast"
+    assert long_pretrain.main([*common, "--out", str(tmp_path / "staged"), "--snapshots", "2", "4"]) == 0
+    assert len(json.loads((tmp_path / "staged" / "long_run.json").read_text())["sittings"]) == 2
+    with pytest.raises(SystemExit):
+        long_pretrain.main([*common, "--out", str(tmp_path / "staged"), "--lr", "0.5"])
+
+
+def test_pretrain_sweep_parses_recipes_and_prints_its_table(tmp_path, capsys):
+    sweep = _example("pretrain_sweep")
+    assert sweep.parse_recipe("lr=3e-4,warmup=50,batch=32") == {"lr": 3e-4, "warmup": 50, "batch": 32}
+    for bad in ("lr=3e-4", "lr=1,warmup=2,batch=3,momentum=4", "lr"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            sweep.parse_recipe(bad)
+    table = tmp_path / "sweep.csv"
+    table.write_text(",".join(sweep.COLUMNS) + "\nssast,1200,0.001,50,32,synthetic+recorded,600:4.1 1200:30.2,"
+                     "30.2,20.1,50.3,30.4,500\n")
+    assert sweep.main(["--table", "--csv", str(table)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("| family | lr |") and out[2].startswith("| ssast | 0.001 | 50 | 32 | 1200 | 600:4.1")

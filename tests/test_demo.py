@@ -95,3 +95,21 @@ def test_outputs_keep_models_not_optimiser_states_and_log_sparingly(two_runs):
     assert len(lines) <= 2 * (2 + len(results["finetuning"]))
     total = results["settings"]["finetune_steps"]
     assert any(line.startswith("kws_ssamba_pretrained_seed0: ") and f"/{total} step" in line for line in lines)
+
+
+def test_pool_holds_the_real_recordings_found_here(two_runs):
+    from ssamba.corpora.recordings import CATALOGUE, source_files
+    from ssamba.data import read_manifest
+
+    out, done, results = two_runs[0]
+    if not any(source_files(s) for s in CATALOGUE):  # no Debian packages here: said in one line
+        assert results["pool"] == {"name": "synthetic", "recorded": []}
+        assert done.stdout.count("no real recordings found") == 1
+        return
+    assert results["pool"]["name"] == "synthetic+recorded"
+    kinds = {row["kind"] for row in results["pool"]["recorded"]}
+    assert kinds == {"speech", "music", "effects"} and "h of real recordings" in done.stdout
+    train = read_manifest(out / "manifests" / "pool-train.json")
+    recorded = [e for e in train if "recorded-quick-seed0" in e.wav]
+    assert recorded and len(recorded) < len(train)  # both the synthetic and the real clips
+    assert len(recorded) == sum(row["train"] for row in results["pool"]["recorded"])

@@ -387,11 +387,15 @@ def run_demo(out_dir: str | Path = "demo_out", mode: str = "default", seed: int 
     print(suite.table())
     stats = compute_stats(suite.manifest("unlabeled", "train"), max_clips=200)
     print(f"log-mel statistics of the unlabeled pool: mean {stats[0]:.3f}, std {stats[1]:.3f}")
+    pool = pretraining_pool(suite, settings, out, cache_dir, progress)
+    if pool.recorded is not None:
+        print(f"pretraining pool: the synthetic clips and {pool.recorded.hours:.1f} h of real recordings")
+        print(pool.recorded.table())
     seconds["suite"] = time.perf_counter() - started
 
     print(f"[2/5] pretraining {' and '.join(_label(f) for f in settings.families)}, {settings.pretrain_steps} "
           f"steps each at batch {settings.batch_size}", flush=True)
-    pretrained = {f: _pretrain(f, settings, suite, stats, out / f"pretrain_{f}", seed, progress)
+    pretrained = {f: _pretrain(f, settings, suite, stats, out / f"pretrain_{f}", seed, progress, pool=pool)
                   for f in settings.families}
     pre_summary = {}
     for family, summary in pretrained.items():
@@ -445,6 +449,7 @@ def run_demo(out_dir: str | Path = "demo_out", mode: str = "default", seed: int 
     plots = draw_plots(out, settings, pre_summary, probes, curve, rows, suite)
     seconds["total"] = time.perf_counter() - started
     results = {"mode": mode, "seed": seed, "seeds": seeds, "settings": asdict(settings), "suite": suite.stats(),
+               "pool": {"name": pool.name, "recorded": pool.recorded.sources if pool.recorded else []},
                "pretraining": pre_summary, "probes": probes, "probe_gain_by_step": curve, "finetuning": rows,
                "tables": {"probes": probe_table, "finetuning": finetune_table}, "plots": plots,
                "seconds": seconds}

@@ -121,3 +121,37 @@ def test_nothing_found_gives_none(tmp_path):
 def test_unknown_scale_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="unknown scale"):
         build_recordings(tmp_path, scale="huge")
+
+
+def test_demo_pool_joins_the_recordings_or_says_it_has_none(tmp_path, monkeypatch, capsys, speech_source):
+    from types import SimpleNamespace
+
+    from ssamba import demo
+    from ssamba.data import ClipEntry, write_manifest
+
+    synthetic = {}
+    for split in ("train", "validation"):
+        synthetic[split] = tmp_path / "suite" / f"{split}.json"
+        synthetic[split].parent.mkdir(exist_ok=True)
+        write_manifest([ClipEntry(wav=f"/synthetic/{split}/{i}.flac", labels=("speech",)) for i in range(3)],
+                       synthetic[split])
+    suite = SimpleNamespace(seed=0, manifest=lambda task, split: synthetic[split])
+    settings = demo.MODES["quick"]
+    monkeypatch.setattr(recordings, "build_recordings", lambda *a, **k: None)
+    pool = demo.pretraining_pool(suite, settings, tmp_path / "out")
+    assert (pool.name, pool.train, pool.valid) == ("synthetic", synthetic["train"], synthetic["validation"])
+    assert capsys.readouterr().out.count("no real recordings found") == 1
+
+    source, root = speech_source
+    real = build_recordings(tmp_path / "rec", catalogue=(source,), roots={"voice-pkg": [root]}, progress=False)
+    monkeypatch.setattr(recordings, "build_recordings", lambda *a, **k: real)
+    pool = demo.pretraining_pool(suite, settings, tmp_path / "out")
+    assert pool.name == "synthetic+recorded" and pool.recorded is real
+    for split, path in (("train", pool.train), ("validation", pool.valid)):
+        wavs = [e.wav for e in read_manifest(path)]
+        assert wavs[:3] == [f"/synthetic/{split}/{i}.flac" for i in range(3)]
+        assert wavs[3:] == [e.wav for e in read_manifest(real.manifests[split])]
+
+
+def test_files_shorter_than_a_quarter_second_give_no_clip():
+    assert audible_windows(_tone(0.2), CLIP) == [] and audible_windows(_tone(0.3), CLIP) == [0]

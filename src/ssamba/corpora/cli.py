@@ -13,9 +13,14 @@ _SCALES = ("default", "quick", "mini")
 
 
 def cmd_corpus_build(args: argparse.Namespace) -> int:
-    """Synthesise the offline suite (kws, speaker, sounds, unlabeled) or reuse its cache."""
+    """Synthesise the offline suite (kws, speaker, sounds, unlabeled) or reuse its cache, and
+    cut the real recordings of the pretraining pool (Debian packages fetched by
+    scripts/setup.sh) into clips; print what each holds."""
+    from pathlib import Path
+
     from ..errors import UserError
     from . import build_suite, default_root
+    from .recordings import build_recordings, recordings_dir
     from .speech import EspeakError
 
     root = args.root or str(default_root(args.scale, args.seed))
@@ -25,13 +30,32 @@ def cmd_corpus_build(args: argparse.Namespace) -> int:
         )
     except EspeakError as err:  # espeak-ng missing or broken: the setup step fixes it
         raise UserError(str(err)) from err
+    recorded = None
+    if not args.no_recordings:
+        recorded = build_recordings(Path(suite.root).parent / f"recorded-{args.scale}-seed{args.seed}", seed=args.seed,
+                                    scale=args.scale, progress=not args.quiet, workers=args.workers, force=args.force)
     if args.json:
-        print(json.dumps({"root": str(suite.root), "reused": suite.reused, **suite.to_json()}, indent=1))
+        recordings = None if recorded is None else {"root": str(recorded.root), "sources": recorded.sources,
+                                                    "missing_packages": recorded.missing}
+        print(json.dumps({"root": str(suite.root), "reused": suite.reused, **suite.to_json(),
+                          "recordings": recordings}, indent=1))
         return 0
     state = "reused" if suite.reused else f"built in {suite.build_seconds:.1f} s"
     print(f"{args.scale} suite, seed {args.seed}, {state}: {suite.root}")
     print(suite.table())
     print("\nmanifests: <root>/<task>/{train,validation,test}.json, labels: <root>/<task>/labels.csv")
+    if args.no_recordings:
+        return 0
+    if recorded is None:
+        print(f"\nno real recordings found in {recordings_dir()} or installed: the pretraining pool is the "
+              "synthetic one (scripts/setup.sh fetches them from Debian's packages)")
+        return 0
+    state = "reused" if recorded.reused else f"cut in {recorded.build_seconds:.1f} s"
+    print(f"\nreal recordings for the pretraining pool ({state}): {recorded.root}")
+    print(recorded.table())
+    if recorded.missing:
+        print(f"not found (the pool goes without them): {', '.join(recorded.missing)}")
+    print("manifests: <root>/{train,validation}.json; labels are the kinds (speech, music, effects)")
     return 0
 
 
@@ -39,9 +63,11 @@ def add_corpus_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     """Register ``corpus build`` on the ``ssamba`` command's subparsers."""
     corpus = subparsers.add_parser(
         "corpus",
-        help="The offline synthetic audio suite (espeak-ng speech, SoundFont instruments).",
-        description="The offline synthetic audio suite: keyword spotting, speaker identification, "
-        "instrument families and an unlabeled pretraining pool, synthesised from a seed.",
+        help="The offline audio suite (espeak-ng speech, SoundFont instruments) and the real recordings "
+        "of the pretraining pool.",
+        description="The offline audio suite: keyword spotting, speaker identification, instrument "
+        "families and an unlabeled pretraining pool, synthesised from a seed; the pool also takes real "
+        "recordings of speech, music and sound effects that Debian packages ship.",
     )
     corpus.set_defaults(func=lambda args: (corpus.print_help(), 0)[1])
     sub = corpus.add_subparsers(dest="corpus_command", metavar="SUBCOMMAND")
@@ -56,5 +82,7 @@ def add_corpus_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p.add_argument("--force", action="store_true", help="rebuild even if the cache matches")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the suite description as JSON")
+    p.add_argument("--no-recordings", action="store_true",
+                   help="the synthetic suite only: do not cut the real recordings of the pretraining pool")
     p.set_defaults(func=cmd_corpus_build)
     return corpus

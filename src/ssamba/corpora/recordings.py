@@ -40,11 +40,13 @@ import numpy as np
 
 from .plan import SAMPLE_RATE
 
-#: Bump when the cutting changes in a way the source hash would not show.
-RECORDINGS_FORMAT = 1
+#: Part of the cache's fingerprint, with the seed, the scale and the sources' files: bump it
+#: whenever a change of this module changes which clips are cut or their samples.
+RECORDINGS_FORMAT = 2
 RECORDED_FILE = "recorded.json"
 CLIP_SECONDS = 1.5  # the synthetic pool's clip length (plan.ScaleSpec.clip_seconds)
 SILENCE_DBFS = -50.0  # windows quieter than this (RMS) are not clips
+MIN_SECONDS = 0.25  # shorter files are not clips (clicks; some are shorter than one 25 ms frame)
 KINDS = ("speech", "music", "effects")
 
 
@@ -74,10 +76,10 @@ CATALOGUE: tuple[Source, ...] = (
            ("usr/share/festival/voices/russian/msu_ru_nsh_clunits/wav/*.wav",),
            "BSD-style", "Russian read sentences, one male speaker, studio recordings", 1.5),
     Source("drascula-en", "drascula", "speech", ("usr/share/scummvm/drascula/en/*.ALS",),
-           "Drascula licence (free redistribution)", "English voice acting (Drascula), 11 kHz", 1.0,
+           "Drascula licence", "English voice acting (Drascula), 11 kHz", 1.0,
            exclude=r"^[Ss]", raw_rate=11025, raw_trim=(32, 64)),
     Source("drascula-es", "drascula-spanish", "speech", ("usr/share/scummvm/drascula/es/*.ALS",),
-           "Drascula licence (free redistribution)", "Spanish voice acting (Drascula), 11 kHz", 1.0,
+           "Drascula licence", "Spanish voice acting (Drascula), 11 kHz", 1.0,
            exclude=r"^[Ss]", raw_rate=11025, raw_trim=(32, 64)),
     # music: game soundtracks, orchestral to electronic
     Source("warzone2100", "warzone2100-music", "music", ("usr/share/games/warzone2100/music/**/*.opus",),
@@ -89,7 +91,7 @@ CATALOGUE: tuple[Source, ...] = (
     Source("singularity", "singularity-music", "music", ("usr/share/games/singularity/music/**/*.ogg",),
            "CC-BY-SA-3.0", "ambient and electronic soundtrack (Endgame: Singularity)", 1.0),
     Source("drascula-music", "drascula-music", "music", ("usr/share/scummvm/drascula/audio/*.ogg",),
-           "Drascula licence (free redistribution)", "adventure-game soundtrack (Drascula)", 1.0),
+           "Drascula licence", "adventure-game soundtrack (Drascula)", 1.0),
     # sound effects: weapons, creatures, crowds, weather, animals, instruments
     Source("megaglest", "megaglest-data", "effects",
            ("usr/share/games/megaglest/**/*.ogg", "usr/share/games/megaglest/**/*.wav"),
@@ -164,7 +166,10 @@ def read_recording(path: Path, source: Source, max_seconds: float | None = None)
 
 def audible_windows(audio: np.ndarray, length: int) -> list[int]:
     """Start samples of the non-overlapping ``length``-sample windows of ``audio`` louder than
-    :data:`SILENCE_DBFS`; a file shorter than one window is one window (zero-padded)."""
+    :data:`SILENCE_DBFS`; a file shorter than one window is one window (zero-padded), and
+    none when shorter than :data:`MIN_SECONDS`."""
+    if audio.shape[0] < MIN_SECONDS * SAMPLE_RATE:
+        return []
     starts = list(range(0, max(audio.shape[0] - length, 0) + 1, length))
     threshold = 10 ** (SILENCE_DBFS / 20)
     return [s for s in starts if np.sqrt(np.mean(audio[s:s + length] ** 2)) > threshold]
@@ -229,10 +234,6 @@ def default_root(scale: str = "default", seed: int = 0) -> Path:
     from .build import default_root as suite_root
 
     return suite_root(scale, seed).parent / f"recorded-{scale}-seed{seed}"
-
-
-def _code_hash() -> str:
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
 def _plan(sources: list[tuple[Source, list[Path]]], seed: int, scale: str) -> list[dict]:
@@ -301,9 +302,11 @@ def build_recordings(root: str | Path | None = None, seed: int = 0, scale: str =
         (found.append((source, files)) if files else missing.append(source.package))
     if not found:
         return None
-    identity = {
-        "format": RECORDINGS_FORMAT, "code": _code_hash(), "seed": int(seed), "scale": scale,
-        "sources": [{**asdict(s), "files": [[str(p.name), p.stat().st_size] for p in files]} for s, files in found],
+    identity = {  # what decides the clips (not the licence or description texts)
+        "format": RECORDINGS_FORMAT, "seed": int(seed), "scale": scale, "clip_seconds": CLIP_SECONDS,
+        "silence_dbfs": SILENCE_DBFS, "min_seconds": MIN_SECONDS,
+        "sources": [{**{k: v for k, v in asdict(s).items() if k not in ("licence", "description")},
+                     "files": [[str(p.name), p.stat().st_size] for p in files]} for s, files in found],
     }
     expected = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
@@ -314,16 +317,18 @@ def build_recordings(root: str | Path | None = None, seed: int = 0, scale: str =
             return cached
         started = time.perf_counter()
         log(f"[recordings] cutting {len(found)} sources into {CLIP_SECONDS} s clips in {root}")
-        for old in [*(root / s.name for s, _ in found), root / RECORDED_FILE]:
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+        # cut into a staging folder, then swap it in: a run reading the old clips loses none
+        staging = root / f".building-{expected[:12]}"
+        for old in root.glob(".building-*"):
+            shutil.rmtree(old, ignore_errors=True)
         plans = _plan(found, seed, scale)
         jobs = []
         for plan in plans:
             for split in ("train", "validation"):
-                (root / plan["source"].name / split).mkdir(parents=True, exist_ok=True)
+                (staging / plan["source"].name / split).mkdir(parents=True, exist_ok=True)
             # whole files for the default pool; for capped (smoke-run) scales, the middle
             # of each file, a few times the windows it gives
-            jobs += [(str(root), plan["source"], split, i, str(path), per_file,
+            jobs += [(str(staging), plan["source"], split, i, str(path), per_file,
                       None if SCALE_HOURS[scale] is None else 4 * per_file * CLIP_SECONDS)
                      for split, i, path, per_file in plan["jobs"]]
         results = _run_jobs(jobs, workers, progress)
@@ -336,11 +341,19 @@ def build_recordings(root: str | Path | None = None, seed: int = 0, scale: str =
             for split, clips in kept.items():
                 entries[split] += [ClipEntry(wav=str(root / rel), labels=(source.kind,)) for _, rel, _ in clips]
             for extra in set(r[1] for r in mine) - {r[1] for clips in kept.values() for r in clips}:
-                (root / extra).unlink()
+                (staging / extra).unlink()
             rows.append({"source": source.name, "package": source.package, "kind": source.kind,
                          "licence": source.licence, "description": source.description, "files": plan["files"],
                          "train": len(kept["train"]), "validation": len(kept["validation"]),
                          "hours": sum(n for clips in kept.values() for _, _, n in clips) / SAMPLE_RATE / 3600})
+        (root / RECORDED_FILE).unlink(missing_ok=True)  # the cache is invalid until the swap is done
+        for name in {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")} | \
+                {plan["source"].name for plan in plans}:
+            if (root / name).exists():
+                shutil.rmtree(root / name)
+            if (staging / name).exists():
+                os.replace(staging / name, root / name)
+        shutil.rmtree(staging, ignore_errors=True)
         manifests = {split: root / f"{split}.json" for split in entries}
         for split, path in manifests.items():
             write_manifest(entries[split], path, relative=True)
