@@ -1,6 +1,7 @@
 """The command line, the README example and the docstring examples."""
 
 import argparse
+import csv
 import doctest
 import importlib
 import importlib.util
@@ -216,6 +217,19 @@ def test_long_pretrain_example_stages_resume_to_the_straight_run(tmp_path, capsy
     assert len(json.loads((tmp_path / "staged" / "long_run.json").read_text())["sittings"]) == 2
     with pytest.raises(SystemExit):
         long_pretrain.main([*common, "--out", str(tmp_path / "staged"), "--lr", "0.5"])
+    # the gain curve probes each snapshot and random init over the seeds, and log-mel
+    gain_curve = _example("gain_curve")
+    table, figure = tmp_path / "gain.csv", tmp_path / "gain.png"
+    assert gain_curve.main(["--runs", str(tmp_path / "staged"), "--scale", "quick", "--seeds", "2",
+                            "--tasks", "kws", "--csv", str(table), "--plot", str(figure)]) == 0
+    rows = list(csv.DictReader(table.open()))
+    assert sorted((r["representation"], r["step"], r["seed"]) for r in rows) == sorted(
+        [("log-mel", "", s) for s in "01"] + [("random init", "0", s) for s in "01"]
+        + [("pretrained", step, s) for step in ("2", "4") for s in "01"])
+    assert all(0 <= float(r["test_acc"]) <= 1 and r["task"] == "kws" for r in rows)
+    assert figure.stat().st_size > 10_000
+    with pytest.raises(SystemExit):
+        gain_curve.main(["--runs", str(tmp_path)])  # not a long run
 
 
 def test_pretrain_sweep_parses_recipes_and_prints_its_table(tmp_path, capsys):
