@@ -197,6 +197,7 @@ def test_mixer_ab_example_switches_between_two_versions_of_the_mixer(capsys):
         mixer_ab.load_revision("no-such-revision")
 
 
+@pytest.mark.slow  # pretrains twice and probes
 def test_long_pretrain_example_stages_resume_to_the_straight_run(tmp_path, capsys):
     # the staged run (stop at step 2, snapshot, go on to 4) reaches the weights of a run
     # straight to 4, and a rerun of a finished run does nothing; another recipe is refused
@@ -230,6 +231,14 @@ def test_long_pretrain_example_stages_resume_to_the_straight_run(tmp_path, capsy
     assert figure.stat().st_size > 10_000
     with pytest.raises(SystemExit):
         gain_curve.main(["--runs", str(tmp_path)])  # not a long run
+    # the plateau probe reads the attention of masked queries at every snapshot
+    capsys.readouterr()
+    assert _example("plateau_probe").main([str(tmp_path / "staged"), "--clips", "8"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[2] for line in lines] == ["0:", "2:", "4:"]
+    for line in lines:
+        values = dict(zip(line.split()[3::2], map(float, line.split()[4::2])))
+        assert set(values) == {"entropy", "local", "uniform"} and all(0 < v <= 1 for v in values.values())
 
 
 def test_pretrain_sweep_parses_recipes_and_prints_its_table(tmp_path, capsys):

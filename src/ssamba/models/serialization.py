@@ -54,12 +54,17 @@ def save_model(model: nn.Module, directory: str | Path) -> Path:
 
 def resolve_model_dir(path: str | Path) -> Path:
     """The model directory behind ``path``: the directory itself, or for a training
-    run's folder its ``final/`` model, else its newest checkpoint; or for a Hugging Face
-    repo id (``org/name[@revision]``, no such local path) its snapshot in the Hub cache
-    (:mod:`ssamba.models.hub`)."""
+    run's folder its ``final/`` model, else its newest checkpoint; for the name of an
+    encoder shipped with the package (:mod:`ssamba.models.shipped`, no such local path)
+    its folder; or for a Hugging Face repo id (``org/name[@revision]``, no such local
+    path) its snapshot in the Hub cache (:mod:`ssamba.models.hub`)."""
     from . import hub
+    from .shipped import shipped_dir
 
-    if hub.is_repo_id(path):
+    shipped = shipped_dir(path)
+    if shipped is not None:
+        path = shipped
+    elif hub.is_repo_id(path):
         path = hub.resolve_repo(path)
     path = Path(path)
     candidates = [path, path / "final"]
