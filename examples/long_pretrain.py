@@ -11,6 +11,7 @@ accuracy on the pool's validation clips) runs every ``--valid-every`` steps into
 ``<out>/metrics.csv``.
 
     python examples/long_pretrain.py --family ssamba --out long_runs/ssamba            # to 10,000 steps
+    python examples/long_pretrain.py --family ssamba --out long_runs/ssamba --ship ssamba-demo  # then ship it
     python examples/long_pretrain.py --family ssast --lr 1e-3 --out long_runs/ssast --snapshots 600 2000 5000 10000 20000
 
 The learning-rate schedule is constant after warm-up (the demo's), so the first N steps
@@ -40,6 +41,29 @@ def snapshot(run: Path, step: int) -> Path:
     return target
 
 
+def ship(run: Path, name: str, step: int) -> Path:
+    """Put the run's encoder at ``step`` into the package as the shipped encoder ``name``
+    (:mod:`ssamba.models.shipped`): weights and config, the recipe, the curves, and where
+    and how it was trained."""
+    from ssamba.models.shipped import SHIPPED_ROOT
+
+    record = json.loads((run / "long_run.json").read_text())
+    target = SHIPPED_ROOT / name
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for source, file in ((run / "snapshots" / f"step-{step:06d}", "model.safetensors"),
+                         (run / "snapshots" / f"step-{step:06d}", "config.json"),
+                         (run, "experiment.json"), (run, "metrics.csv")):
+        shutil.copy2(source / file, target / file)
+    provenance = {"name": name, "steps": step, "commit": record["started_at_commit"], "recipe": record["recipe"],
+                  "sittings": record["sittings"],
+                  "how": "examples/long_pretrain.py, resumed across sittings from checkpoints committed in "
+                         f"long_runs/{run.name}; see docs/pretraining.md"}
+    (target / "provenance.json").write_text(json.dumps(provenance, indent=1) + "\n")
+    return target
+
+
 def commit_of_tree() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
@@ -64,6 +88,9 @@ def main(argv=None) -> int:
     p.add_argument("--valid-every", type=int, default=500, help="steps between validations")
     p.add_argument("--scale", default="default", choices=sorted(demo.MODES),
                    help="the demo mode whose suite, pool and model sizes are used (quick: smoke runs)")
+    p.add_argument("--ship", metavar="NAME", default=None,
+                   help="when the last stage is done, ship its encoder in the package under NAME "
+                        "(ssamba.load_model(NAME) loads it)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     stages = sorted(set(args.snapshots))
@@ -107,6 +134,8 @@ def main(argv=None) -> int:
                                    "threads": torch.get_num_threads(), "commit": commit_of_tree()})
         info.write_text(json.dumps(record, indent=1))
         print(f"{args.family}: step {summary['steps']} kept in {out / 'snapshots'}", flush=True)
+    if args.ship:
+        print(f"{args.family}: step {stages[-1]} shipped as {args.ship} in {ship(out, args.ship, stages[-1])}")
     return 0
 
 

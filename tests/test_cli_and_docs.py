@@ -16,6 +16,7 @@ import pytest
 import soundfile
 import torch
 
+import ssamba
 from ssamba.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -218,6 +219,20 @@ def test_long_pretrain_example_stages_resume_to_the_straight_run(tmp_path, capsy
     assert len(json.loads((tmp_path / "staged" / "long_run.json").read_text())["sittings"]) == 2
     with pytest.raises(SystemExit):
         long_pretrain.main([*common, "--out", str(tmp_path / "staged"), "--lr", "0.5"])
+    # shipping puts the last snapshot and its provenance where load_model finds it by name
+    from ssamba.models import shipped
+
+    shipped.SHIPPED_ROOT, saved = tmp_path / "pretrained", shipped.SHIPPED_ROOT
+    try:
+        assert long_pretrain.main([*common, "--out", str(tmp_path / "staged"), "--snapshots", "2", "4",
+                                   "--ship", "tiny-test-demo"]) == 0
+        loaded = ssamba.load_model("tiny-test-demo")
+        assert all(torch.equal(loaded.state_dict()[k], staged[k]) for k in staged)
+        provenance = json.loads((tmp_path / "pretrained" / "tiny-test-demo" / "provenance.json").read_text())
+        assert provenance["steps"] == 4 and provenance["recipe"]["family"] == "ssast"
+        assert all((tmp_path / "pretrained" / "tiny-test-demo" / f).is_file() for f in shipped.PROVENANCE_FILES)
+    finally:
+        shipped.SHIPPED_ROOT = saved
     # the gain curve probes each snapshot and random init over the seeds, and log-mel
     gain_curve = _example("gain_curve")
     table, figure = tmp_path / "gain.csv", tmp_path / "gain.png"
