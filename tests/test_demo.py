@@ -113,3 +113,21 @@ def test_pool_holds_the_real_recordings_found_here(two_runs):
     recorded = [e for e in train if "recorded-quick-seed0" in e.wav]
     assert recorded and len(recorded) < len(train)  # both the synthetic and the real clips
     assert len(recorded) == sum(row["train"] for row in results["pool"]["recorded"])
+
+
+def test_long_pretrained_rows_where_an_encoder_is_shipped(two_runs):
+    from ssamba.models.shipped import shipped_names
+
+    out, done, results = two_runs[0]
+    for family in ("ssamba", "ssast"):
+        if f"{family}-demo" not in shipped_names():
+            assert family not in results["long"] and f"({family}-demo)" in done.stdout
+            assert f"{family} long" not in results["probes"]["kws"]
+            continue
+        assert results["long"][family]["steps"] > results["settings"]["pretrain_steps"]
+        for task in ("kws", "speaker", "sounds"):
+            assert len(results["probes"][task][f"{family} long"]) == 3
+            assert results["probe_gain_by_step"][task][family][-1][0] == results["long"][family]["steps"]
+            runs = [r for r in results["finetuning"] if (r["task"], r["model"], r["init"]) == (task, family, "long")]
+            assert sorted(r["seed"] for r in runs) == results["seeds"]
+        assert f"{family} long" in results["tables"]["probes"] and f"{family} long" in results["tables"]["finetuning"]

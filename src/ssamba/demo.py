@@ -166,6 +166,32 @@ def _pretrain(family: str, settings: DemoSettings, suite, stats, out: Path, seed
     return _timed(lambda c: pretrain(c, resume=resume), config)
 
 
+def long_pretrained(settings: DemoSettings) -> dict[str, dict]:
+    """The shipped long-pretrained encoder of each family (``<family>-demo``,
+    :mod:`ssamba.models.shipped`) that has the demo's architecture: ``family ->
+    {"name", "path", "steps"}``; the others are said in one line each."""
+    from .models import get_config, load_model
+    from .models.shipped import shipped_dir
+
+    found = {}
+    for family in settings.families:
+        name = f"{family}-demo"
+        path = shipped_dir(name)
+        if path is None:
+            print(f"no long-pretrained {_label(family)} is shipped ({name}): its 'long' rows are left out", flush=True)
+            continue
+        model = settings.models[family]
+        wanted = get_config(model["preset"], **{**model["options"], "input_tdim": settings.pretrain_frames})
+        config = load_model(path).config
+        if type(config) is not type(wanted) or config != wanted:
+            print(f"the shipped {name} is not the demo's {_label(family)} architecture: its 'long' rows are left out",
+                  flush=True)
+            continue
+        steps = json.loads((path / "provenance.json").read_text())["steps"]
+        found[family] = {"name": name, "path": path, "steps": steps}
+    return found
+
+
 def _snapshots(run: Path, settings: DemoSettings) -> dict[int, Path]:
     """Pretraining step -> checkpoint folder, for the probed periods."""
     wanted = {k * settings.period for k in settings.probed_periods if k * settings.period < settings.pretrain_steps}
@@ -219,16 +245,21 @@ def _probe(features: dict, data: dict, settings: DemoSettings, seed: int) -> dic
     return asdict(result)
 
 
-def _run_probes(suite, settings: DemoSettings, stats, out: Path, seed: int, seeds: list[int]) -> tuple[dict, dict]:
+def _run_probes(suite, settings: DemoSettings, stats, out: Path, seed: int, seeds: list[int],
+                long: dict[str, dict] | None = None) -> tuple[dict, dict]:
     """Probe results ``[task][representation] -> list over seeds`` and the gain-vs-steps
-    curve ``[task][family] -> [(step, test accuracy)]`` (first seed)."""
+    curve ``[task][family] -> [(step, test accuracy)]`` (first seed); ``long``
+    (:func:`long_pretrained`) adds each shipped encoder's row and its point at the end
+    of the curve."""
     import torch
 
     from .models import load_model, model_from_config
     from .training.checkpoint import load_checkpoint
     from .training.probe import layer_embeddings, pooled_logmel
 
+    long = long or {}
     encoders = {f: load_model(out / f"pretrain_{f}" / "final").eval() for f in settings.families}
+    long_encoders = {f: load_model(info["path"]).eval() for f, info in long.items()}
     snapshots = {f: {step: load_checkpoint(path)[0].eval()
                      for step, path in _snapshots(out / f"pretrain_{f}", settings).items()}
                  for f in settings.families}
@@ -254,6 +285,9 @@ def _run_probes(suite, settings: DemoSettings, stats, out: Path, seed: int, seed
             points = [(0, random_runs[0]["test"])]
             points += [(step, probes_of(model, seeds[:1])[0]["test"]) for step, model in snapshots[family].items()]
             points.append((settings.pretrain_steps, row[f"{family} pretrained"][0]["test"]))
+            if family in long_encoders:
+                row[f"{family} long"] = probes_of(long_encoders[family], seeds)
+                points.append((long[family]["steps"], row[f"{family} long"][0]["test"]))
             curve[task][family] = points
         results[task] = {"chance": 1 / data["classes"], **row}
     return results, curve
@@ -319,34 +353,54 @@ def _cell(values: list[float]) -> str:
     return f"{100 * mean:5.1f} +- {100 * sd:4.1f}"
 
 
+def _gain(better: list[float], base: list[float]) -> str:
+    return f"{100 * (_mean_sd(better)[0] - _mean_sd(base)[0]):+5.1f}"
+
+
 def format_probe_table(probes: dict, families: tuple[str, ...] = FAMILIES) -> str:
-    """Probe test accuracy (%), mean +- sd over seeds, and the pretrained-minus-random gains."""
+    """Probe test accuracy (%), mean +- sd over seeds: per family random init, the demo's
+    fresh pretraining and (where shipped) the long-pretrained encoder, each pretrained
+    row with its gain over random init."""
+    tasks = list(probes)
+    with_long = [f for f in families if all(f"{f} long" in probes[t] for t in tasks)]
     head = f"{'task':<8} {'chance':>6}  {'log-mel':>13}"
     for family in families:
-        head += f"  {family + ' pre':>13}  {family + ' random':>13}  {'gain':>5}"
+        head += f"  {family + ' random':>13}  {family + ' fresh':>13}  {'gain':>5}"
+        if family in with_long:
+            head += f"  {family + ' long':>13}  {'gain':>5}"
     lines = [head, "-" * len(head)]
     for task, row in probes.items():
         line = f"{task:<8} {100 * row['chance']:5.1f}%  {_cell([r['test'] for r in row['log-mel']])}"
         for family in families:
-            pre = [r["test"] for r in row[f"{family} pretrained"]]
             rand = [r["test"] for r in row[f"{family} random init"]]
-            line += f"  {_cell(pre)}  {_cell(rand)}  {100 * (_mean_sd(pre)[0] - _mean_sd(rand)[0]):+5.1f}"
+            fresh = [r["test"] for r in row[f"{family} pretrained"]]
+            line += f"  {_cell(rand)}  {_cell(fresh)}  {_gain(fresh, rand)}"
+            if family in with_long:
+                long = [r["test"] for r in row[f"{family} long"]]
+                line += f"  {_cell(long)}  {_gain(long, rand)}"
         lines.append(line)
     return "\n".join(lines)
 
 
 def format_finetune_table(rows: list[dict], probes: dict, families: tuple[str, ...] = FAMILIES) -> str:
-    """Low-label fine-tuning test accuracy (%), mean +- sd over seeds, with the gains."""
+    """Low-label fine-tuning test accuracy (%), mean +- sd over seeds: from scratch, from
+    the demo's fresh pretraining and (where shipped) from the long-pretrained encoder,
+    with the gains over scratch."""
+    with_long = [f for f in families if any(r["model"] == f and r["init"] == "long" for r in rows)]
     head = f"{'task':<8} {'chance':>6}"
     for family in families:
-        head += f"  {family + ' pre':>13}  {family + ' scratch':>14}  {'gain':>5}"
+        head += f"  {family + ' scratch':>14}  {family + ' fresh':>13}  {'gain':>5}"
+        if family in with_long:
+            head += f"  {family + ' long':>13}  {'gain':>5}"
     lines = [head, "-" * len(head)]
     for task in probes:
         line = f"{task:<8} {100 * probes[task]['chance']:5.1f}%"
         for family in families:
-            pre, scr = ([r["acc"] for r in rows if r["task"] == task and r["model"] == family and r["init"] == init]
-                        for init in ("pretrained", "scratch"))
-            line += f"  {_cell(pre)}  {_cell(scr):>14}  {100 * (_mean_sd(pre)[0] - _mean_sd(scr)[0]):+5.1f}"
+            scr, fresh, long = ([r["acc"] for r in rows if r["task"] == task and r["model"] == family
+                                 and r["init"] == init] for init in ("scratch", "pretrained", "long"))
+            line += f"  {_cell(scr):>14}  {_cell(fresh)}  {_gain(fresh, scr)}"
+            if family in with_long:
+                line += f"  {_cell(long)}  {_gain(long, scr)}"
         lines.append(line)
     return "\n".join(lines)
 
@@ -409,8 +463,11 @@ def run_demo(out_dir: str | Path = "demo_out", mode: str = "default", seed: int 
               f"(chance {100 / settings.num_masked:.1f}%)")
 
     print(f"[3/5] linear probes on frozen embeddings, {len(seeds)} seeds", flush=True)
+    long = long_pretrained(settings)
+    for family, info in long.items():
+        print(f"long-pretrained {_label(family)}: the shipped {info['name']} ({info['steps']} steps)")
     probe_started = time.perf_counter()
-    probes, curve = _run_probes(suite, settings, stats, out, seed, seeds)
+    probes, curve = _run_probes(suite, settings, stats, out, seed, seeds, long)
     seconds["probes"] = time.perf_counter() - probe_started
     for family in settings.families:
         _clean_checkpoints(out / f"pretrain_{family}", keep_checkpoints)
@@ -422,9 +479,10 @@ def run_demo(out_dir: str | Path = "demo_out", mode: str = "default", seed: int 
         for s in seeds:
             manifest = _few_labels_manifest(suite, task, settings.labels_per_class, s, out)
             for family in settings.families:
-                for init in ("pretrained", "scratch"):
+                for init in ("pretrained", "scratch") + (("long",) if family in long else ()):
                     name = f"lowlabel/{task}_{family}_{init}_seed{s}"
-                    source = out / f"pretrain_{family}" if init == "pretrained" else None
+                    source = {"pretrained": out / f"pretrain_{family}", "scratch": None,
+                              "long": long.get(family, {}).get("path")}[init]
                     summary = _finetune(family, task, source, manifest, settings, suite, stats, out / name, s,
                                         progress)
                     _clean_checkpoints(out / name, keep_checkpoints)
@@ -450,6 +508,7 @@ def run_demo(out_dir: str | Path = "demo_out", mode: str = "default", seed: int 
     seconds["total"] = time.perf_counter() - started
     results = {"mode": mode, "seed": seed, "seeds": seeds, "settings": asdict(settings), "suite": suite.stats(),
                "pool": {"name": pool.name, "recorded": pool.recorded.sources if pool.recorded else []},
+               "long": {f: {"name": info["name"], "steps": info["steps"]} for f, info in long.items()},
                "pretraining": pre_summary, "probes": probes, "probe_gain_by_step": curve, "finetuning": rows,
                "tables": {"probes": probe_table, "finetuning": finetune_table}, "plots": plots,
                "seconds": seconds}
@@ -502,9 +561,11 @@ def draw_plots(out: Path, settings: DemoSettings, pre_summary: dict, probes: dic
     save(fig, "pretraining.png")
 
     # probes and fine-tuning: bars with error bars (sd over seeds) and chance lines
-    probe_series = ["log-mel"] + [f"{f} {k}" for f in families for k in ("pretrained", "random init")]
+    probe_series = ["log-mel"] + [f"{f} {k}" for f in families for k in ("random init", "pretrained", "long")
+                                  if f"{f} {k}" in probes[tasks[0]]]
     probe_values = {name: [[r["test"] for r in probes[t][name]] for t in tasks] for name in probe_series}
-    tune_series = [f"{f} {k}" for f in families for k in ("pretrained", "scratch")]
+    tune_series = [f"{f} {k}" for f in families for k in ("scratch", "pretrained", "long")
+                   if any(f"{r['model']} {r['init']}" == f"{f} {k}" for r in rows)]
     tune_values = {name: [[r["acc"] for r in rows if r["task"] == t and f"{r['model']} {r['init']}" == name]
                           for t in tasks] for name in tune_series}
     chance = [probes[t]["chance"] for t in tasks]
@@ -520,7 +581,7 @@ def draw_plots(out: Path, settings: DemoSettings, pre_summary: dict, probes: dic
             stats = [_mean_sd(v) for v in values[label]]
             xs = [t + (k - (len(series) - 1) / 2) * width for t in range(len(tasks))]
             ax.bar(xs, [100 * m for m, _ in stats], width, yerr=[100 * s for _, s in stats], capsize=3,
-                   label=" ".join([_label(label.split()[0]), *label.split()[1:]]))
+                   **_bar_style(label))
         for t, c in enumerate(chance):
             ax.hlines(100 * c, t - 0.45, t + 0.45, colors="k", linestyles=":", label="chance" if t == 0 else None)
         ax.set_xticks(range(len(tasks)), tasks)
@@ -536,9 +597,11 @@ def draw_plots(out: Path, settings: DemoSettings, pre_summary: dict, probes: dic
     for ax, task in zip(axes[0], tasks):
         for family in families:
             points = curve[task][family]
-            ax.plot([s for s, _ in points], [100 * a for _, a in points], "o-", label=_label(family))
+            ax.plot([s for s, _ in points], [100 * a for _, a in points], "o-", color=FAMILY_COLOURS.get(family),
+                    label=_label(family))
         ax.axhline(100 * probes[task]["chance"], color="grey", ls=":", label="chance")
-        ax.set_title(f"{task}: linear probe vs pretraining")
+        ax.set_xscale("symlog", linthresh=100)  # the demo's steps and a long-pretrained encoder's, on one axis
+        ax.set_title(f"{task}: linear probe vs pretraining (first seed)")
         ax.set_xlabel("pretraining step (0 = random init)")
         ax.set_ylabel("probe test accuracy (%)")
         ax.grid(alpha=0.3)
@@ -550,6 +613,22 @@ def draw_plots(out: Path, settings: DemoSettings, pre_summary: dict, probes: dic
     if "speaker" in tasks:
         paths.append(_projection(out, suite, families[0]))
     return paths
+
+
+#: One colour per family in every figure; within it, the shade says how it was initialised.
+FAMILY_COLOURS = {"ssamba": "tab:blue", "ssast": "tab:orange", "mambaout": "tab:green"}
+_INIT_STYLES = {"random init": ("random init", 0.3), "scratch": ("scratch", 0.3),
+                "pretrained": ("fresh pretraining", 0.65), "long": ("long-pretrained", 1.0)}
+
+
+def _bar_style(series: str) -> dict:
+    """Colour, shade and legend label of a bar series (``"log-mel"`` or ``"<family> <init>"``)."""
+    if series == "log-mel":
+        return {"color": "grey", "label": "log-mel"}
+    family, init = series.split(" ", 1)
+    name, alpha = _INIT_STYLES[init]
+    return {"color": FAMILY_COLOURS.get(family, "k"), "alpha": alpha, "edgecolor": FAMILY_COLOURS.get(family, "k"),
+            "label": f"{_label(family)} {name}"}
 
 
 def _label(family: str) -> str:
