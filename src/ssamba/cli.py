@@ -14,7 +14,8 @@ from .errors import USER_ERRORS, UserError, one_line
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """List the model presets with their geometry and parameter counts."""
+    """List the model presets with their geometry and parameter counts, and the
+    pretrained encoders shipped with the package."""
     import torch
 
     from . import get_config, list_models
@@ -42,7 +43,25 @@ def cmd_models(args: argparse.Namespace) -> int:
         f"{get_config(names[0]).input_fdim} mel bins x input_tdim frames (1024 = 10.24 s); "
         "params: encoder without heads or mask embedding."
     )
+    _print_shipped()
     return 0
+
+
+def _print_shipped() -> None:
+    """The pretrained encoders shipped with the package, which load by name."""
+    import json
+
+    from .models.shipped import shipped_dir, shipped_names
+
+    names = shipped_names()
+    if not names:
+        return
+    print("\npretrained encoders shipped with ssamba (load by name: ssamba.load_model(NAME), --checkpoint NAME):")
+    for name in names:
+        provenance = json.loads((shipped_dir(name) / "provenance.json").read_text())
+        recipe = provenance["recipe"]
+        print(f"  {name:<18} {recipe['family']}, the demo's encoder pretrained {provenance['steps']} steps at batch "
+              f"{recipe['batch_size']} on the demo's pool (lr {recipe['lr']:g}); see docs/pretraining.md")
 
 
 def cmd_fbank(args: argparse.Namespace) -> int:

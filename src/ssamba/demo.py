@@ -2,9 +2,12 @@
 
 1. Build (or reuse) the offline audio suite (:mod:`ssamba.corpora`): synthesised speech
    and instrument notes, as manifests.
-2. Pretrain a CPU-sized SSAMBA and the matching SSAST on the unlabeled pool for the same
-   number of optimiser steps at the same batch (the paper's "equal compute"), with
+2. Pretrain a CPU-sized SSAMBA and the matching SSAST on the unlabeled pool (the synthetic
+   clips and the real recordings found here, :mod:`ssamba.corpora.recordings`) for the
+   same number of optimiser steps at the same batch (the paper's "equal compute"), with
    masked patch modeling (InfoNCE + MSE); validate and keep a snapshot at equal periods.
+   Beside them, the same architectures pretrained far longer and shipped with the
+   package (``ssamba-demo``, ``ssast-demo``: :mod:`ssamba.models.shipped`), where present.
 3. Linear probes: for keyword spotting, speaker identification and instrument families,
    a logistic regression on frozen, pooled embeddings of every layer (the layer chosen
    on validation) of the pretrained encoder, of the same architecture at random init,
@@ -705,8 +708,9 @@ def _confusion(out: Path, rows: list[dict], suite, family: str) -> str:
 
 
 def cmd_demo(args) -> int:
-    """Offline demo: build the synthetic audio suite, pretrain SSAMBA and SSAST for equal
-    steps, then compare pretrained, random-init and log-mel features by linear probes and
+    """Offline demo: build the synthetic audio suite and the pool's real recordings,
+    pretrain SSAMBA and SSAST for equal steps, then compare random-init, freshly
+    pretrained, long-pretrained (shipped) and log-mel features by linear probes and
     low-label fine-tuning on keyword spotting, speaker ID and sounds, over 3 seeds."""
     from .allocator import apply_allocator_policy
     from .errors import require

@@ -22,7 +22,8 @@ HOP_FRAMES = 4  # 40 ms: HEAR wants a hop of at most 50 ms
 
 
 def load_model(model_file_path: str = "", hop_frames: int = HOP_FRAMES, layer: int | str | list = -1) -> Embedder:
-    """A model directory / checkpoint / training run folder, or a preset name. An empty
+    """A model directory / checkpoint / training run folder, the name of an encoder shipped
+    with the package (e.g. ``ssast-demo``), or a preset name. An empty
     path gives a randomly initialised ``ssamba_tiny`` (with a warning): ssamba never
     downloads weights."""
     if not model_file_path:

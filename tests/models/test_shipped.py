@@ -48,3 +48,29 @@ def test_every_shipped_encoder_loads_and_carries_its_provenance(name):
         assert (folder / file).is_file(), file
     provenance = json.loads((folder / "provenance.json").read_text())
     assert len(provenance["commit"]) == 40 and provenance["steps"] > 0
+
+
+def test_the_embedder_and_hear_take_a_shipped_name(shipped_root, tmp_path, monkeypatch):
+    from ssamba import hear
+    from ssamba.interfaces.embedder import load
+
+    monkeypatch.chdir(tmp_path)
+    root, model = shipped_root
+    expected = model.state_dict()
+    for embedder in (load("tiny-demo"), hear.load_model("tiny-demo")):
+        got = embedder.encoder.state_dict()  # the embedder may re-stride the patches: compare the rest
+        same = [k for k in expected if got[k].shape == expected[k].shape]
+        assert len(same) > 10 and all(torch.equal(got[k], expected[k]) for k in same)
+    with pytest.raises(FileNotFoundError, match="shipped encoder \\(tiny-demo\\)"):
+        load("tiny-dmeo")
+
+
+def test_ssamba_models_lists_the_shipped_encoders(shipped_root, capsys):
+    from ssamba.cli import main
+
+    root, _ = shipped_root
+    recipe = {"family": "ssamba", "batch_size": 32, "lr": 1e-3}
+    (root / "tiny-demo" / "provenance.json").write_text(json.dumps({"steps": 10000, "recipe": recipe}))
+    assert main(["models", "ssamba_test"]) == 0
+    line = [l for l in capsys.readouterr().out.splitlines() if "tiny-demo" in l]
+    assert line and "10000 steps" in line[0] and "ssamba" in line[0]

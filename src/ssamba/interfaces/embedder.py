@@ -187,17 +187,19 @@ class Embedder(nn.Module):
 
 def load(path_or_name: str | Path, **options) -> Embedder:
     """A ready :class:`Embedder`: from a model directory, a checkpoint or a training
-    run's folder (weights and front end come from its files), or a preset name
-    (randomly initialised: no weights are ever downloaded)."""
+    run's folder (weights and front end come from its files), the name of an encoder
+    shipped with the package (:mod:`ssamba.models.shipped`), or a preset name (randomly
+    initialised: no weights are ever downloaded)."""
     from ..models import create_model, list_models
-
     from ..models.hub import is_repo_id
+    from ..models.shipped import shipped_dir, shipped_names
 
     if str(path_or_name) in list_models():
         return Embedder(create_model(str(path_or_name)), **options)
-    if not Path(path_or_name).exists() and not is_repo_id(path_or_name):
+    if not Path(path_or_name).exists() and not is_repo_id(path_or_name) and shipped_dir(path_or_name) is None:
+        shipped = f", a shipped encoder ({', '.join(shipped_names())})" if shipped_names() else ""
         raise FileNotFoundError(
-            f"{path_or_name!r} is neither a model directory, a Hugging Face repo id (org/name) nor a preset "
-            f"({', '.join(list_models())})"
+            f"{path_or_name!r} is neither a model directory, a Hugging Face repo id (org/name){shipped} nor a "
+            f"preset ({', '.join(list_models())})"
         )
     return Embedder(load_model(path_or_name), **options)
