@@ -42,3 +42,18 @@ def test_bar_styles_keep_one_colour_per_family_and_shade_by_init():
     assert styles["random init"]["alpha"] < styles["pretrained"]["alpha"] < styles["long"]["alpha"]
     assert demo._bar_style("ssast scratch")["color"] == demo.FAMILY_COLOURS["ssast"] != styles["long"]["color"]
     assert demo._bar_style("log-mel")["label"] == "log-mel"
+
+
+def test_pretrain_steps_reaches_the_demo_and_rejects_nonsense(monkeypatch, capsys):
+    import pytest
+
+    from ssamba.cli import main
+
+    seen = {}
+    monkeypatch.setattr(demo, "run_demo", lambda *args, **kwargs: seen.update(kwargs))
+    assert main(["demo", "--quick", "--pretrain-steps", "30"]) == 0
+    assert seen["pretrain_steps"] == 30
+    assert main(["demo", "--quick"]) == 0 and seen["pretrain_steps"] is None
+    with pytest.raises(SystemExit) as stop:
+        main(["demo", "--pretrain-steps", "0"])
+    assert stop.value.code == 2 and "must be at least 1" in capsys.readouterr().err

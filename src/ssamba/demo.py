@@ -415,8 +415,13 @@ def _clean_checkpoints(run: Path, keep: bool) -> None:
 
 def run_demo(out_dir: str | Path = "demo_out", mode: str = "default", seed: int = 0,
              cache_dir: str | Path | None = None, progress: bool = True, keep_checkpoints: bool = False,
-             families: tuple[str, ...] = FAMILIES, tasks: tuple[str, ...] = TASKS) -> dict:
+             families: tuple[str, ...] = FAMILIES, tasks: tuple[str, ...] = TASKS,
+             pretrain_steps: int | None = None) -> dict:
     """Run the demo; returns (and writes to ``out_dir/results.json``) everything it printed.
+
+    ``pretrain_steps`` replaces the mode's pretraining budget: with the shipped encoders'
+    steps (``ssamba models`` lists them) the fresh pretraining reproduces them, since the
+    recipe's schedule is constant after warm-up.
 
     ``families`` (of ``FAMILIES + OPTIONAL_FAMILIES``) and ``tasks`` (of ``TASKS``) choose
     what is compared; each family's and task's numbers do not depend on the others run
@@ -432,6 +437,8 @@ def run_demo(out_dir: str | Path = "demo_out", mode: str = "default", seed: int 
         raise ValueError(f"unknown demo mode {mode!r}; choose one of {', '.join(MODES)}")
     settings = replace(MODES[mode], families=_checked_choice(families, FAMILIES + OPTIONAL_FAMILIES),
                        tasks=_checked_choice(tasks, TASKS))
+    if pretrain_steps is not None:
+        settings = replace(settings, pretrain_steps=pretrain_steps)
     seeds = [seed + k for k in range(settings.seeds)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -721,7 +728,8 @@ def cmd_demo(args) -> int:
     apply_allocator_policy()
     mode = "quick" if args.quick else "full" if args.full else "default"
     run_demo(args.out, mode=mode, seed=args.seed, cache_dir=args.cache, progress=not args.no_progress,
-             keep_checkpoints=args.keep_checkpoints, families=args.families, tasks=args.tasks)
+             keep_checkpoints=args.keep_checkpoints, families=args.families, tasks=args.tasks,
+             pretrain_steps=args.pretrain_steps)
     return 0
 
 
@@ -732,6 +740,22 @@ def _checked_choice(chosen, known: tuple[str, ...]) -> tuple[str, ...]:
         raise ValueError(f"{','.join(chosen) or '(none)'}: give a comma-separated list of {', '.join(known)}, "
                          "each at most once")
     return chosen
+
+
+def _at_least(low: int):
+    """An argparse type: an integer of at least ``low``."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
 
 
 def _choice_list(known: tuple[str, ...]):
@@ -772,6 +796,9 @@ def add_demo_parser(sub) -> None:
     p.add_argument("--tasks", type=_choice_list(TASKS), default=TASKS, metavar="LIST",
                    help=f"tasks to probe and fine-tune on, of {', '.join(TASKS)} (default all); a family's "
                         "and a task's numbers do not depend on the others run beside them")
+    p.add_argument("--pretrain-steps", type=_at_least(1), default=None, metavar="N",
+                   help="pretraining steps instead of the mode's; 10000 reproduces the shipped long-pretrained "
+                        "encoders (hours on a CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or progress lines")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep the runs' checkpoints (optimiser states; by default only final models and metrics)")
