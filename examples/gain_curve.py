@@ -12,6 +12,8 @@ lines) and the runs' masked-patch accuracy on validation beside them.
 
     python examples/gain_curve.py --runs long_runs/ssamba long_runs/ssast \\
         --csv docs/gain_vs_compute.csv --plot docs/gain_vs_compute.png
+    python examples/gain_curve.py --table --csv docs/gain_vs_compute.csv          # mean +- sd, gains
+    python examples/gain_curve.py --layers speaker --csv docs/gain_vs_compute.csv # every layer's accuracy
 
 Budgets are steps and the seeds are fixed, so the numbers do not depend on the machine.
 """
@@ -136,18 +138,55 @@ def draw(rows: list[dict], runs: list[Path], path: Path) -> None:
     plt.close(fig)
 
 
+def summary(rows: list[dict], layers_of: str | None = None) -> str:
+    """A Markdown table of a CSV's rows: per task and representation (and step), the mean
+    +- sd test accuracy over seeds and the gain over the family's random init; with
+    ``layers_of`` (a task), every layer's mean test accuracy instead."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["family"], r["representation"], r["step"]), []).append(r)
+    if layers_of:
+        lines = ["| representation | step | " + " | ".join(f"layer {i}" for i in range(
+            len(next(r for r in rows if r["task"] == layers_of and r["family"])["test_by_layer"].split()))) + " |"]
+        lines.append("|" + " --- |" * (lines[0].count("|") - 1))
+        for (task, family, name, step), members in groups.items():
+            if task != layers_of or not family:
+                continue
+            per_layer = [_mean_sd([float(m["test_by_layer"].split()[i]) for m in members])[0]
+                         for i in range(len(members[0]["test_by_layer"].split()))]
+            lines.append(f"| {family} {name} | {step} | " + " | ".join(f"{100 * a:.1f}" for a in per_layer) + " |")
+        return "\n".join(lines)
+    lines = ["| task | representation | step | test accuracy (%) | gain over random init |", "| --- | --- | --- | --- | --- |"]
+    for (task, family, name, step), members in groups.items():
+        mean, sd = _mean_sd([float(m["test_acc"]) for m in members])
+        random = groups.get((task, family, "random init", "0"))
+        gain = f"{100 * (mean - _mean_sd([float(m['test_acc']) for m in random])[0]):+.1f}" \
+            if random and name == "pretrained" else ""
+        label = f"{family} {name}".strip()
+        lines.append(f"| {task} | {label} | {step} | {100 * mean:.1f} +- {100 * sd:.1f} | {gain} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     from ssamba import demo
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--runs", nargs="+", required=True, help="long-run folders (examples/long_pretrain.py)")
+    p.add_argument("--runs", nargs="+", default=[], help="long-run folders (examples/long_pretrain.py)")
     p.add_argument("--seeds", type=int, default=3, help="probe seeds (0, 1, ...)")
     p.add_argument("--tasks", nargs="+", default=list(demo.TASKS), choices=demo.TASKS)
     p.add_argument("--scale", default="default", choices=sorted(demo.MODES), help="the demo mode's probe sizes")
     p.add_argument("--csv", default="docs/gain_vs_compute.csv")
     p.add_argument("--plot", default="docs/gain_vs_compute.png")
+    p.add_argument("--table", action="store_true", help="print --csv as a Markdown table (mean +- sd, gains) and stop")
+    p.add_argument("--layers", metavar="TASK", default=None, help="print --csv's per-layer accuracies of TASK and stop")
     args = p.parse_args(argv)
+    if args.table or args.layers:
+        with open(args.csv, newline="") as handle:
+            print(summary(list(csv.DictReader(handle)), args.layers))
+        return 0
     runs = [Path(r) for r in args.runs]
+    if not runs:
+        p.error("give the long runs to probe (--runs), or --table / --layers TASK to read --csv")
     for run in runs:
         if not (run / "long_run.json").is_file():
             p.error(f"{run} is not a long run (no long_run.json)")

@@ -246,6 +246,14 @@ def test_long_pretrain_example_stages_resume_to_the_straight_run(tmp_path, capsy
     assert figure.stat().st_size > 10_000
     with pytest.raises(SystemExit):
         gain_curve.main(["--runs", str(tmp_path)])  # not a long run
+    capsys.readouterr()
+    assert gain_curve.main(["--table", "--csv", str(table)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| task | representation") and len(lines) == 2 + 4  # log-mel, random, steps 2, 4
+    assert all(line.count("|") == 6 for line in lines) and lines[-1].split("|")[-2].strip().startswith(("+", "-"))
+    assert gain_curve.main(["--layers", "kws", "--csv", str(table)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "layer 0" in lines[0] and len(lines) == 2 + 3  # random init, steps 2 and 4
     # the plateau probe reads the attention of masked queries at every snapshot
     capsys.readouterr()
     assert _example("plateau_probe").main([str(tmp_path / "staged"), "--clips", "8"]) == 0
