@@ -14,6 +14,7 @@ lines) and the runs' masked-patch accuracy on validation beside them.
         --csv docs/gain_vs_compute.csv --plot docs/gain_vs_compute.png
     python examples/gain_curve.py --table --csv docs/gain_vs_compute.csv          # mean +- sd, gains
     python examples/gain_curve.py --layers speaker --csv docs/gain_vs_compute.csv # every layer's accuracy
+    python examples/gain_curve.py --masked --runs long_runs/ssamba long_runs/ssast  # masked-patch accuracy
 
 Budgets are steps and the seeds are fixed, so the numbers do not depend on the machine.
 """
@@ -179,7 +180,19 @@ def main(argv=None) -> int:
     p.add_argument("--plot", default="docs/gain_vs_compute.png")
     p.add_argument("--table", action="store_true", help="print --csv as a Markdown table (mean +- sd, gains) and stop")
     p.add_argument("--layers", metavar="TASK", default=None, help="print --csv's per-layer accuracies of TASK and stop")
+    p.add_argument("--masked", action="store_true",
+                   help="print the --runs' masked-patch accuracy on validation (metrics.csv) as a Markdown table "
+                        "and stop")
     args = p.parse_args(argv)
+    if args.masked:
+        curves = {Path(r).name: dict(masked_accuracy(Path(r))) for r in args.runs}
+        steps = sorted({s for c in curves.values() for s in c})
+        print("| step | " + " | ".join(curves) + " |")
+        print("|" + " --- |" * (len(curves) + 1))
+        for step in steps:
+            print(f"| {step} | " + " | ".join(f"{100 * c[step]:.1f}" if step in c else "" for c in curves.values())
+                  + " |")
+        return 0
     if args.table or args.layers:
         with open(args.csv, newline="") as handle:
             print(summary(list(csv.DictReader(handle)), args.layers))

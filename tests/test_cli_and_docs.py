@@ -254,6 +254,9 @@ def test_long_pretrain_example_stages_resume_to_the_straight_run(tmp_path, capsy
     assert gain_curve.main(["--layers", "kws", "--csv", str(table)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "layer 0" in lines[0] and len(lines) == 2 + 3  # random init, steps 2 and 4
+    assert gain_curve.main(["--masked", "--runs", str(tmp_path / "staged")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| step | staged |" and [line.split("|")[1].strip() for line in lines[2:]] == ["2", "4"]
     # the plateau probe reads the attention of masked queries at every snapshot
     capsys.readouterr()
     assert _example("plateau_probe").main([str(tmp_path / "staged"), "--clips", "8"]) == 0
