@@ -117,7 +117,7 @@ def draw(rows: list[dict], runs: list[Path], path: Path) -> None:
                         yerr=[100 * random[1], *(100 * sd for _, sd in stats)], color=colour, marker="o",
                         capsize=3, label=f"{family} pretrained")
         ax.axhline(100 * float(mine[0]["chance"]), color="k", ls=(0, (1, 3)), lw=0.8, label="chance")
-        ax.set_title(f"{task}: linear probe (test, mean +- sd over seeds)")
+        ax.set_title(f"{task}: linear probe (test; mean +- sd, seeds)", fontsize=10)
         ax.set_xlabel("pretraining step (0 = random init)")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
@@ -147,15 +147,16 @@ def summary(rows: list[dict], layers_of: str | None = None) -> str:
     for r in rows:
         groups.setdefault((r["task"], r["family"], r["representation"], r["step"]), []).append(r)
     if layers_of:
-        lines = ["| representation | step | " + " | ".join(f"layer {i}" for i in range(
-            len(next(r for r in rows if r["task"] == layers_of and r["family"])["test_by_layer"].split()))) + " |"]
+        depth = max(len(r["test_by_layer"].split()) for r in rows if r["task"] == layers_of and r["family"])
+        lines = ["| representation | step | " + " | ".join(f"layer {i}" for i in range(depth)) + " |"]
         lines.append("|" + " --- |" * (lines[0].count("|") - 1))
         for (task, family, name, step), members in groups.items():
             if task != layers_of or not family:
                 continue
             per_layer = [_mean_sd([float(m["test_by_layer"].split()[i]) for m in members])[0]
                          for i in range(len(members[0]["test_by_layer"].split()))]
-            lines.append(f"| {family} {name} | {step} | " + " | ".join(f"{100 * a:.1f}" for a in per_layer) + " |")
+            cells = [f"{100 * a:.1f}" for a in per_layer] + [""] * (depth - len(per_layer))  # shallower models
+            lines.append(f"| {family} {name} | {step} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
     lines = ["| task | representation | step | test accuracy (%) | gain over random init |", "| --- | --- | --- | --- | --- |"]
     for (task, family, name, step), members in groups.items():
