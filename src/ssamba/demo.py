@@ -172,7 +172,7 @@ def _pretrain(family: str, settings: DemoSettings, suite, stats, out: Path, seed
 def long_pretrained(settings: DemoSettings) -> dict[str, dict]:
     """The shipped long-pretrained encoder of each family (``<family>-demo``,
     :mod:`ssamba.models.shipped`) that has the demo's architecture: ``family ->
-    {"name", "path", "steps"}``; the others are said in one line each."""
+    {"name", "path", "steps", "encoder"}``; the others are said in one line each."""
     from .models import get_config, load_model
     from .models.shipped import shipped_dir
 
@@ -185,13 +185,14 @@ def long_pretrained(settings: DemoSettings) -> dict[str, dict]:
             continue
         model = settings.models[family]
         wanted = get_config(model["preset"], **{**model["options"], "input_tdim": settings.pretrain_frames})
-        config = load_model(path).config
+        encoder = load_model(path)
+        config = encoder.config
         if type(config) is not type(wanted) or config != wanted:
             print(f"the shipped {name} is not the demo's {_label(family)} architecture: its 'long' rows are left out",
                   flush=True)
             continue
         steps = json.loads((path / "provenance.json").read_text())["steps"]
-        found[family] = {"name": name, "path": path, "steps": steps}
+        found[family] = {"name": name, "path": path, "steps": steps, "encoder": encoder.eval()}
     return found
 
 
@@ -262,7 +263,7 @@ def _run_probes(suite, settings: DemoSettings, stats, out: Path, seed: int, seed
 
     long = long or {}
     encoders = {f: load_model(out / f"pretrain_{f}" / "final").eval() for f in settings.families}
-    long_encoders = {f: load_model(info["path"]).eval() for f, info in long.items()}
+    long_encoders = {f: info["encoder"] for f, info in long.items()}
     snapshots = {f: {step: load_checkpoint(path)[0].eval()
                      for step, path in _snapshots(out / f"pretrain_{f}", settings).items()}
                  for f in settings.families}
