@@ -1,6 +1,6 @@
 """Is a demo task learnable, and do the encoders' features carry it?
 
-Linear probes (softmax regression, full batch, Adam) on a random sample of one task of
+Linear probes (scikit-learn's logistic regression) on a random sample of one task of
 the offline suite (``kws``, ``speaker`` or ``sounds``): training clips vs test clips
 (unseen voices, words or programs). Features:
 

@@ -51,3 +51,12 @@ def test_layer_embeddings_pool_every_hidden_state(preset, gen):
     assert layers.shape == (len(states), 5, encoder.config.embed_dim)
     assert torch.allclose(layers[-1], states[-1][:, encoder.num_prefix_tokens:].mean(1), atol=1e-5)
     assert pooled_logmel(spec).shape == (5, 16 * 32)
+
+
+def test_probe_rejects_labels_outside_the_classes_and_handles_one_class(gen):
+    x, y = _blobs(gen)
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        linear_probe(x, y, [], 3)
+    ones = torch.ones(len(y), dtype=torch.long)
+    (acc,), = linear_probe(x[:160], ones[:160], [(x[160:], y[160:])], 4)
+    assert acc == pytest.approx(float((y[160:] == 1).float().mean()))
