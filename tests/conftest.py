@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
+
+# Without a GPU, Triton kernels can only run in Triton's interpreter, which must be
+# chosen before Triton is first imported (its own library functions are decorated then):
+# tests/ops/test_scan_triton.py runs the "triton" scan backend that way.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture

@@ -151,11 +151,16 @@ from .scan_export import selective_scan_export  # noqa: E402
 
 register_backend("export", selective_scan_export, priority=-10)
 
-# Fast backends. Both modules are cheap to import: the CPU kernel compiles on first
-# use (cached on disk) and mamba-ssm is imported on the first CUDA availability check.
+# Fast backends. The modules are cheap to import: the CPU kernel compiles on first use
+# (cached on disk), mamba-ssm and Triton are imported on the first CUDA availability check.
 from . import scan_cpu as _scan_cpu  # noqa: E402
 from . import scan_cuda as _scan_cuda  # noqa: E402
+from . import scan_triton as _scan_triton  # noqa: E402
 
 register_backend("cpu", _scan_cpu.selective_scan_cpu, _scan_cpu.is_available, priority=10,
                  unavailable_reason=_scan_cpu.unavailable_reason)
 register_backend("cuda", _scan_cuda.selective_scan_cuda, _scan_cuda.is_available, priority=20)
+# Triton needs no build; below mamba-ssm's kernel until a GPU run measures the two
+# (scripts/gpu_check.sh), above the reference loop.
+register_backend("triton", _scan_triton.selective_scan_triton, _scan_triton.is_available, priority=15,
+                 unavailable_reason=_scan_triton.unavailable_reason)
