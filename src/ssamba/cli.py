@@ -113,15 +113,17 @@ def _run_experiment(args: argparse.Namespace, task: str) -> int:
     import logging
 
     from .allocator import apply_allocator_policy
+    from .device import resolve_device
     from .training.experiment import load_experiment, parse_overrides
     from .training.run import finetune, pretrain
 
-    apply_allocator_policy()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.config and "=" in args.config and not args.config.endswith((".yaml", ".yml")):
         args.overrides, args.config = [args.config, *args.overrides], None  # no recipe, only overrides
     overrides = parse_overrides(args.overrides)
     config = load_experiment(args.config, {"task": task, **overrides})
+    if resolve_device(config.run.device) == "cpu":  # the CPU's allocator tuning; a GPU run leaves it alone
+        apply_allocator_policy()
     summary = (pretrain if task == "pretrain" else finetune)(config, resume=args.resume)
     print(json.dumps(summary, indent=2))
     return 0

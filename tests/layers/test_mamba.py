@@ -297,3 +297,30 @@ def test_projections_backward_give_contiguous_gradients_equal_to_autograd():
     (x.sum() + (z * z).sum()).backward()
     out.pow(2).sum().backward()
     assert hidden.grad.is_contiguous() and y.grad.is_contiguous()
+
+
+def test_bf16_autocast_gives_every_parameter_a_gradient_close_to_fp32():
+    import ssamba
+
+    torch.manual_seed(0)
+    model = ssamba.create_model("ssamba_test", input_tdim=64)
+    spec = torch.randn(2, 64, 128, generator=torch.Generator().manual_seed(1))
+
+    def grads(autocast: bool):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = model.forward_features(spec)
+        out.float().pow(2).mean().backward()
+        return out.dtype, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    _, low = grads(True)
+    _, full = grads(False)
+    assert any(not torch.equal(low[n], full[n]) for n in full)  # autocast did act
+    unmasked = {n for n, p in model.named_parameters() if p.requires_grad} - {"mask_embed"}  # no mask given
+    assert low.keys() == full.keys() == unmasked
+    largest = max(g.abs().max() for g in full.values())
+    for name in full:
+        assert low[name].dtype == torch.float32, name  # the weights' gradients arrive in the weights' dtype
+        scale = full[name].abs().max()
+        if scale > 1e-4 * largest:  # (the class tokens' gradient here is rounding noise, ~1e-9)
+            assert ((low[name] - full[name]).abs().max() / scale).item() < 0.1, name

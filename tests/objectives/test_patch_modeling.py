@@ -131,3 +131,16 @@ def test_masking_names_dispatch_to_their_generators(monkeypatch):
     assert PatchModelingConfig().masking == "official" and PatchModelingConfig().nce_accuracy == "official"
     with pytest.raises(ValueError, match="nce_accuracy"):
         MaskedPatchModeling(PatchModelingConfig(nce_accuracy="loose"), 32, (16, 16))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_info_nce_scores_stay_fp32_under_autocast(gen, dtype):
+    pred, target = torch.randn(2, 12, 32, generator=gen) * 30, torch.randn(2, 12, 32, generator=gen) * 30
+    want = info_nce(pred, target)
+    with torch.autocast("cpu", dtype=dtype):
+        got = info_nce(pred, target)
+    assert got[0].dtype == torch.float32
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    with torch.autocast("cpu", dtype=dtype):  # what autocast alone would have done: other scores
+        rounded = (target @ pred.transpose(1, 2)).float()
+    assert not torch.equal(rounded, target @ pred.transpose(1, 2))

@@ -168,3 +168,42 @@ def test_pretraining_streams_webdataset_shards_and_resumes(audio, tmp_path):
     resumed.fit()
     a, b = _weights(straight), _weights(resumed)
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+
+
+@pytest.mark.parametrize("precision,dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_mixed_precision_trains_autocast_and_checkpoints_its_scaler(audio, tmp_path, precision, dtype):
+    from ssamba.training.loop import autocast_dtype
+
+    config = pretrain_config(audio, tmp_path, **{"run.epochs": 1, "run.steps_per_epoch": 4, "run.save_every": 4,
+                                                 "run.precision": precision, "run.plot": False})
+    trainer = _trainer(config)
+    assert trainer.autocast_dtype == dtype == autocast_dtype(precision, torch.device("cpu"))
+    seen = []
+    for module in trainer.task.modules.modules():  # the objective's heads are called as modules
+        if isinstance(module, torch.nn.Linear):
+            module.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    before = _weights(trainer)
+    trainer.fit()
+    assert seen and set(seen) == {dtype}  # the matmuls ran in the low precision
+    after = _weights(trainer)
+    assert all(v.dtype == before[k].dtype for k, v in after.items())  # the weights stay fp32
+    assert any((after[k] != before[k]).any() for k in before)
+    assert all(math.isfinite(row["train_loss"]) for row in trainer.history if "train_loss" in row)
+    assert trainer.scaler.is_enabled() == (precision == "fp16")
+    if precision == "fp16":
+        from ssamba.training.checkpoint import load_checkpoint
+
+        _, state = load_checkpoint(tmp_path / "checkpoints" / "step-00000004")
+        assert float(state["grad_scaler"]["scale"]) == trainer.scaler.get_scale()
+        resumed = _trainer(config)
+        assert resumed.resume() and resumed.scaler.get_scale() == trainer.scaler.get_scale()
+
+
+def test_precision_auto_is_bf16_on_cuda_and_fp32_on_cpu(audio, tmp_path):
+    from ssamba.training.loop import autocast_dtype
+
+    assert autocast_dtype("auto", torch.device("cpu")) is None
+    assert autocast_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    assert autocast_dtype("fp32", torch.device("cuda")) is None
+    with pytest.raises(ValueError, match="fp16"):
+        pretrain_config(audio, tmp_path, **{"run.precision": "fp8"})

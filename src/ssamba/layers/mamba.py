@@ -33,6 +33,17 @@ def channel_matmul(weight: Tensor, x: Tensor) -> Tensor:
     return torch.bmm(weight.expand(x.shape[0], -1, -1), x)
 
 
+def _autocast_operands(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """``tensors`` in the autocast dtype where autocast is on for their device: what
+    autocast does for ``torch.bmm``, done before a custom autograd function, whose
+    backward (run outside autocast) must find its saved tensors in one dtype."""
+    device = tensors[0].device.type
+    if not torch.is_autocast_enabled(device):
+        return tensors
+    dtype = torch.get_autocast_dtype(device)
+    return tuple(t.to(dtype) for t in tensors)
+
+
 class _InProjection(torch.autograd.Function):
     """``in_proj`` of tokens ``(B, L, D)`` into channel-major ``x, z (B, Di, L)`` with
     ``w_x, w_z (Di, D)``, whose backward gives the tokens' gradient contiguous ``(B, L, D)``
@@ -297,14 +308,14 @@ class BiMambaMixer(nn.Module):
         :meth:`forward_lean` computes the same with a fraction of the memory."""
         if not torch.is_grad_enabled():
             return self.forward_lean(hidden, mirrored)
-        x, z = _InProjection.apply(hidden, *self.in_proj.weight.chunk(2, dim=0))  # (B, Di, L) each
+        x, z = _InProjection.apply(*_autocast_operands(hidden, *self.in_proj.weight.chunk(2, dim=0)))  # (B, Di, L)
         y = self.forward_ssm(x, z, self.scan_backend, reverse=mirrored)
         weight = self.out_proj.weight
         if self.backward_ssm is not None:
             y = y + self.backward_ssm(x, z, self.scan_backend, reverse=not mirrored)
             if self.average_directions:
                 weight = weight * 0.5  # (y_f + y_b) / 2 folded into the small weight
-        return _OutProjection.apply(y, weight)  # (B, L, D)
+        return _OutProjection.apply(*_autocast_operands(y, weight))  # (B, L, D)
 
     def scan_operands(self, hidden: Tensor, mirrored: bool = False) -> list[tuple[str, bool, tuple]]:
         """What each direction's scan reads for the mixer input ``hidden (B, L, D)``:

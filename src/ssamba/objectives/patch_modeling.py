@@ -79,7 +79,8 @@ def info_nce(pred: Tensor, target: Tensor, softmax: str = "official",
     """
     _check_choice("nce_softmax", softmax, NCE_SOFTMAX)
     _check_choice("nce_accuracy", accuracy, NCE_ACCURACY)
-    scores = target @ pred.transpose(1, 2)  # (B, N_target, N_pred)
+    with torch.autocast(pred.device.type, enabled=False):  # scores and softmax in fp32 under autocast
+        scores = target.float() @ pred.float().transpose(1, 2)  # (B, N_target, N_pred)
     log_probs = scores.log_softmax(dim=2 if softmax == "official" else 1)
     loss = -log_probs.diagonal(dim1=1, dim2=2).mean()
     own = torch.arange(scores.shape[1], device=scores.device)
@@ -162,7 +163,7 @@ class MaskedPatchModeling(nn.Module):
                 mask = self.draw_mask(batch, grid, generator, spec.device, batch_slice)
                 hidden = self.masked_outputs(encoder, spec, mask)
             target = targets[mask].view(batch, c.num_masked, -1)
-            out["mse"] = F.mse_loss(self.mse_head(hidden), target)
+            out["mse"] = F.mse_loss(self.mse_head(hidden).float(), target.float())  # fp32 under autocast
             loss = loss + c.mse_weight * out["mse"]
         out["loss"] = loss
         return out

@@ -61,6 +61,7 @@ class RunSection:
     batch_size: PositiveInt = 64  # clips per micro-batch (x optim.grad_accum per step)
     seed: int = 0  # fixes data order, augmentation, masks, dropout
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # training autocast; auto: bf16 on CUDA, fp32 on CPU; fp16 adds a gradient scaler
     save_every: PositiveInt = 1000  # optimiser steps between checkpoints (also at each epoch's end)
     keep_checkpoints: PositiveInt = 2  # newest checkpoints kept on disk
     log_every: PositiveInt = 10  # optimiser steps between rows of metrics.csv

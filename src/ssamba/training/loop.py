@@ -40,6 +40,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(_resolve_device_name(name))
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The training autocast dtype of ``run.precision`` on ``device`` (None: fp32).
+    ``auto`` is bf16 on CUDA (fp32 weights and optimiser, bf16 matmuls) and fp32 on CPU."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if precision not in PRECISIONS:
+        raise ValueError(f"run.precision must be one of auto, {', '.join(PRECISIONS)}; got {precision!r}")
+    return PRECISIONS[precision]
+
+
 def _seed(*parts: int) -> int:
     """A 63-bit seed mixed from integers (SplitMix64 steps)."""
     x = 0x9E3779B97F4A7C15
@@ -81,6 +94,11 @@ class Trainer:
             raise ValueError(f"run.batch_size {run.batch_size} is not divisible by the {self.world.size} processes")
         self.local_batch = run.batch_size // self.world.size
         self.task.modules.to(self.device)
+        self.autocast_dtype = autocast_dtype(run.precision, self.device)
+        # fp16's narrow range needs the loss scaled up before backward (and the gradients
+        # unscaled before clipping and the step); bf16 has fp32's range and does not
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
+        self.pin_memory = self.device.type == "cuda"
         self.step_module = _StepModule(task)
         if self.world.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -116,7 +134,7 @@ class Trainer:
     def _loader(self, dataset, batches: list[list[int]]) -> DataLoader:
         return DataLoader(dataset, batch_sampler=batches, num_workers=self.num_workers,
                           collate_fn=collate_clips, worker_init_fn=worker_init_fn,
-                          persistent_workers=False)
+                          persistent_workers=False, pin_memory=self.pin_memory)
 
     def _stream_batches(self) -> Iterator[dict]:
         """Micro-batches of a streamed (sharded) training set; each rank reads its own
@@ -126,7 +144,8 @@ class Trainer:
             data_pass, offset = divmod(micro, self.batches_per_pass)
             self.train_set.set_epoch(data_pass)
             loader = DataLoader(self.train_set, batch_size=self.local_batch, collate_fn=collate_clips,
-                                num_workers=self.num_workers, worker_init_fn=worker_init_fn)
+                                num_workers=self.num_workers, worker_init_fn=worker_init_fn,
+                                pin_memory=self.pin_memory)
             for i, batch in enumerate(loader):
                 if i >= self.batches_per_pass:
                     break
@@ -175,6 +194,8 @@ class Trainer:
             "history": self.history,
             "averaged_count": self.averaged_count,
         }
+        if self.scaler.is_enabled():
+            state["grad_scaler"] = self.scaler.state_dict()
         if self.averaged is not None:
             state["averaged"] = self.averaged
         return state
@@ -199,6 +220,8 @@ class Trainer:
         self.task.modules.load_state_dict(modules, strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
+        if self.scaler.is_enabled() and "grad_scaler" in state:
+            self.scaler.load_state_dict(state["grad_scaler"])
         self.step = state["step"]
         self.history = state["history"]
         self.averaged = state.get("averaged")
@@ -208,9 +231,9 @@ class Trainer:
 
     # -- training ---------------------------------------------------------------------
     def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def train_step(self, micro_batches: list[dict]) -> dict[str, float]:
         modules, accum = self.task.modules, len(micro_batches)
@@ -220,21 +243,24 @@ class Trainer:
         for k, batch in enumerate(micro_batches):
             torch.manual_seed(_seed(self.run.seed, self.step, k, 1, self.world.rank))  # dropout, drop path
             generator = torch.Generator().manual_seed(_seed(self.run.seed, self.step, k, 2))  # masks
-            batch = {key: v.to(self.device) if torch.is_tensor(v) else v for key, v in batch.items()}
+            batch = {key: v.to(self.device, non_blocking=self.pin_memory) if torch.is_tensor(v) else v
+                     for key, v in batch.items()}
             last = k == accum - 1
             sync = self.step_module.no_sync() if self.world.distributed and not last else nullcontext()
             with sync, self._autocast():
                 out = self.step_module(batch, generator)
             with sync:
-                (out["loss"] / accum).backward()
+                self.scaler.scale(out["loss"] / accum).backward()
             for key, value in out.items():
                 totals[key] = totals.get(key, 0.0) + value.item() / accum
         totals = distributed.mean_scalars(totals)
         if not math.isfinite(totals["loss"]):
             raise FloatingPointError(f"loss is {totals['loss']} at step {self.step}; lower optim.lr?")
         if self.optim_config.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(modules.parameters(), self.optim_config.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # with fp16, skipped (and the scale lowered) on non-finite gradients
+        self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return totals
