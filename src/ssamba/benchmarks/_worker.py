@@ -138,7 +138,7 @@ def run_job(job: dict) -> dict:
     (None: torch's default), ``warmup``, ``repeats``, ``time_budget`` (seconds of timed
     runs after which no further run starts; at least one runs; a warm-up call that alone
     takes the budget becomes the single, "cold", timed run), ``device``, ``seed``,
-    and for "train" ``mask_ratio``.
+    ``precision`` ("fp32", "bf16", "fp16": the autocast dtype), and for "train" ``mask_ratio``.
     """
     import torch
 
@@ -173,11 +173,20 @@ def run_job(job: dict) -> dict:
         from ssamba.allocator import apply_allocator_policy
         from ssamba.benchmarks.steps import pretraining_step
 
-        info["malloc_policy"] = apply_allocator_policy()  # as the training commands do
+        if not cuda:
+            info["malloc_policy"] = apply_allocator_policy()  # as the CPU training commands do
         step, info["num_masked"] = pretraining_step(model, spec, job.get("mask_ratio", 400 / 512),
                                                     job.get("seed", 0))
     else:
         raise ValueError(f"unknown mode {job['mode']!r}")
+    precision = job.get("precision", "fp32")
+    if precision != "fp32":  # the whole call under autocast, as run.precision trains (no loss scaling here)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        plain_step = step
+
+        def step():
+            with torch.autocast(device.type, dtype=dtype):
+                plain_step()
 
     memory = CudaMemory(device) if cuda else CpuMemory()
     memory.start()

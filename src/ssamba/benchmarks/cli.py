@@ -191,6 +191,8 @@ def _add_model_parser(sub) -> None:
                    help="skip (and mark) configurations whose estimated peak memory exceeds this")
     p.add_argument("--threads", type=int, default=None, help="torch threads in each process (default: torch's default)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... or auto (cuda when available)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="autocast dtype of the timed calls (fp32: none); bf16 and fp16 are for GPUs")
     p.add_argument("--slope-range", type=int, nargs=2, default=[2048, 22000], metavar=("LO", "HI"),
                    help="token range of the fitted log-log slopes reported besides the all-points fit")
     p.add_argument("--seed", type=int, default=0, help="seed of model initialisation and the random input")
@@ -215,6 +217,8 @@ def _add_train_parser(sub) -> None:
                    help="kill a configuration's process after this many seconds and mark it 'timeout'")
     p.add_argument("--threads", type=int, default=None, help="torch threads in each process (default: torch's default)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... or auto (cuda when available)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="autocast dtype of the timed calls (fp32: none); bf16 and fp16 are for GPUs")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, input and masks")
     p.add_argument("--under-load", action="store_true",
                    help="time each configuration again while a second process keeps the cores busy "

@@ -271,7 +271,7 @@ def run(args) -> int:
                 job = {"mode": "forward", "preset": spec.preset, "overrides": spec.overrides,
                        "frames": frames, "batch": args.batch_size, "threads": args.threads,
                        "warmup": warmup, "repeats": repeats, "time_budget": args.time_budget,
-                       "device": device, "seed": args.seed}
+                       "device": device, "seed": args.seed, "precision": args.precision}
                 res = run_configuration(job, args.timeout)
                 row.update({k: v for k, v in res.items() if k in COLUMNS})
                 row["wall_s"] = round(res["wall_s"], 2)

@@ -21,7 +21,7 @@ from pathlib import Path
 from ..device import resolve_device
 from .common import background_load, fmt, load1, mib, parse_spec, run_configuration
 
-COLUMNS = ["model", "frames", "seconds", "tokens", "num_masked", "batch", "device", "threads", "status",
+COLUMNS = ["model", "frames", "seconds", "tokens", "num_masked", "batch", "device", "precision", "threads", "status",
            "reason", "time_s", "time_min_s", "time_max_s", "runs", "warmup_runs", "cpu_util", "peak_extra_mb",
            "load1", "thread_policy", "malloc_policy", "loaded_time_s", "loaded_thread_policy", "slowdown"]
 
@@ -53,9 +53,10 @@ def run(args) -> int:
             job = {"mode": "train", "preset": spec.preset, "overrides": spec.overrides, "frames": frames,
                    "batch": args.batch_size, "threads": args.threads, "warmup": args.warmup,
                    "repeats": args.repeats, "device": device, "seed": args.seed,
-                   "mask_ratio": args.mask_ratio}
+                   "mask_ratio": args.mask_ratio, "precision": args.precision}
             row = {"model": spec.label, "frames": frames, "seconds": frames_req / 100,
-                   "batch": args.batch_size, "device": device, "load1": round(load1(), 2)}
+                   "batch": args.batch_size, "device": device, "precision": args.precision,
+                   "load1": round(load1(), 2)}
             res = run_configuration(job, args.timeout)
             row.update({k: v for k, v in res.items() if k in COLUMNS})
             if res["status"] == "ok":
@@ -72,7 +73,7 @@ def run(args) -> int:
 
     threads = next((r["threads"] for r in rows if r.get("threads")), args.threads)
     print(f"pretraining step (masked patch modeling: InfoNCE + 10 x MSE, two encoder passes, backward, "
-          f"AdamW), batch {args.batch_size}, fp32, device {device}, {threads} threads, {os.cpu_count()} CPUs; "
+          f"AdamW), batch {args.batch_size}, {args.precision}, device {device}, {threads} threads, {os.cpu_count()} CPUs; "
           f"warm-up {args.warmup}, median of {args.repeats} steps; one fresh process per configuration; "
           f"cpu = process CPU s per wall s while timed (~threads when uncontended); "
           f"load average {load_start:.2f} at start, {load1():.2f} at end; {elapsed:.0f} s in all")
