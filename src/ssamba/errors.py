@@ -41,6 +41,7 @@ class MissingDependencyError(UserError, ImportError):
 OPTIONAL_PACKAGES = {
     "espeakng_loader": "pip install 'ssamba[demo]'",
     "matplotlib": "pip install 'ssamba[demo]' (or just matplotlib)",
+    "sklearn": "pip install 'ssamba[demo]' (or just scikit-learn)",
     "tinysoundfont": "pip install --no-deps 'tinysoundfont>=0.3.7'",
     "huggingface_hub": "pip install 'ssamba[hub]'",
     "onnx": "pip install 'ssamba[onnx]'",

@@ -55,11 +55,10 @@ def linear_probe(train_x: Tensor, train_y: Tensor, eval_sets: list[tuple[Tensor,
         raise ValueError("a linear probe needs at least one training clip")
     if int(train_y.max()) >= classes or int(train_y.min()) < 0:
         raise ValueError(f"training labels must lie in [0, {classes}), got {int(train_y.min())}..{int(train_y.max())}")
-    try:
-        from sklearn.exceptions import ConvergenceWarning
-        from sklearn.linear_model import LogisticRegression
-    except ImportError:
-        raise ImportError("the linear probe needs scikit-learn: pip install 'ssamba[demo]'") from None
+    from ..errors import require
+
+    LogisticRegression = require("sklearn.linear_model", "the linear probe").LogisticRegression
+    ConvergenceWarning = require("sklearn.exceptions", "the linear probe").ConvergenceWarning
     single = train_x.dim() == 2
     if single:
         train_x, eval_sets = train_x.unsqueeze(0), [(x.unsqueeze(0), y) for x, y in eval_sets]
