@@ -234,3 +234,82 @@ def test_cli_errors_in_a_real_process(tmp_path):
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "ssamba: error: config.finetune.loss: Input should be 'ce' or 'bce' (got 'hinge')"]
+
+
+# -- campaign 3 (issue 34), class 6: the last tracebacks -------------------------------------
+
+@pytest.mark.parametrize("override,expected", [
+    ("optim.lr=inf", "config.optim.lr: must be a finite number (got inf)"),
+    ("objective.mse_weight=inf", "config.objective.mse_weight: must be a finite number (got inf)"),
+    ("frontend.mean=nan", "config.frontend.mean: must be a finite number (got nan)"),
+    ("frontend.preemphasis=1e30", "config.frontend.preemphasis: Input should be less than or equal to 1"),
+    ("optim.betas=[0.9, .nan]", "config.optim.betas.1: Input should be less than 1 (got nan)"),
+    ("task.x=1", "cannot set 'task.x': 'task' is not a section"),
+])
+def test_non_finite_and_misplaced_values_are_refused(capsys, data, tmp_path, override, expected):
+    argv = ["pretrain", f"data.train={data['train']}", f"run.out_dir={tmp_path / 'r'}", *TINY, override]
+    assert expected in user_error(capsys, argv)
+    assert not (tmp_path / "r").exists()
+
+
+def test_campaign_3_tracebacks_are_one_line_errors(capsys, data, tmp_path, model_dir, monkeypatch):
+    recipe = tmp_path / "list.yaml"
+    recipe.write_text("- a\n- b\n")
+    int_labels = tmp_path / "int_labels.json"
+    content = json.loads(data["train"].read_text())
+    content["data"][0]["labels"] = 3
+    int_labels.write_text(json.dumps(content))
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"data": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    deep_model = tmp_path / "deep_model"
+    deep_model.mkdir()
+    (deep_model / "model.safetensors").write_bytes((model_dir / "model.safetensors").read_bytes())
+    (deep_model / "config.json").write_text('{"config": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    wav = next(Path(e["wav"]) if Path(e["wav"]).is_absolute() else data["train"].parent / e["wav"]
+               for e in content["data"])
+    ft = ["finetune", f"data.label_csv={data['labels']}", f"run.out_dir={tmp_path / 'r'}", *TINY]
+    cases = [
+        (["pretrain", "run=5", f"run.out_dir={tmp_path / 'x'}"], "'run' is not a section"),
+        (["pretrain", str(recipe)], "a recipe is a mapping of sections, got list"),
+        ([*ft, f"data.train={int_labels}"], "labels must be a comma-separated string of ids or a list of them, got 3"),
+        (["stats", str(deep)], "nests its JSON too deeply to read"),
+        (["embed", str(wav), "--checkpoint", str(deep_model), "--out", str(tmp_path / "e0")], "too deeply"),
+        (["embed", str(wav), "--checkpoint", str(model_dir), "--out", str(tmp_path / "e1"), "--layer", "999"],
+         "layer 999 is out of range: this model has 4 hidden states"),
+        (["pretrain", f"data.train={data['train']}", f"run.out_dir={tmp_path / 'c'}", *TINY, "run.device=cuda:99"],
+         "device 'cuda:99' asked for"),
+    ]
+    for argv, expected in cases:
+        message = user_error(capsys, argv)
+        assert expected in message, (argv, message)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("RANK", raising=False)
+    message = user_error(capsys, ["pretrain", f"data.train={data['train']}", f"run.out_dir={tmp_path / 'w'}", *TINY])
+    assert "WORLD_SIZE=2 needs RANK set to 0..1" in message
+
+
+def test_an_unavailable_scan_backend_is_one_line(capsys, data, tmp_path, model_dir):
+    config = json.loads((model_dir / "config.json").read_text())
+    config["config"]["scan_backend"] = "cuda"
+    cuda_model = tmp_path / "cuda_model"
+    cuda_model.mkdir()
+    (cuda_model / "model.safetensors").write_bytes((model_dir / "model.safetensors").read_bytes())
+    (cuda_model / "config.json").write_text(json.dumps(config))
+    wav = tmp_path / "a.wav"
+    soundfile.write(wav, np.zeros(16000, dtype="float32") + 0.01, 16000)
+    message = user_error(capsys, ["embed", str(wav), "--checkpoint", str(cuda_model), "--out", str(tmp_path / "e")])
+    assert "scan backend 'cuda' is unavailable" in message
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["bench", "scan", "--lengths", "0"], "argument --lengths: must be at least 1, got 0"),
+    (["bench", "scan", "--lengths", "-5"], "argument --lengths: must be at least 1, got -5"),
+    (["bench", "long", "--minutes", "-1"], "argument --minutes: must be above 0, got -1"),
+    (["bench", "model", "--timeout", "nan"], "argument --timeout: must be a finite number"),
+])
+def test_benchmark_arguments_are_checked_by_the_parser(capsys, argv, expected):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import typing
 from typing import Annotated, Any, TypeVar
 
 from annotated_types import Ge, Gt, Le, Lt
 
-from .errors import UnknownOptionError
+from .errors import UnknownOptionError, UserError
 
 T = TypeVar("T")
 
@@ -91,9 +92,29 @@ def config_from_dict(cls: type[T], values: dict[str, Any], what: str | None = No
     what = what or cls.__name__
     _check_keys_deep(cls, values, what)
     try:
-        return _adapter(cls).validate_python(values)
+        config = _adapter(cls).validate_python(values)
     except ValidationError as err:
         raise ConfigError(_format_errors(err, what)) from None
+    bad = list(_non_finite(config, what))
+    if bad:
+        raise ConfigError("; ".join(f"{where}: must be a finite number (got {value!r})" for where, value in bad))
+    return config
+
+
+def _non_finite(value: Any, where: str):
+    """``(field, value)`` for every NaN or infinite float in a validated config: no option
+    means anything by them, and a bound such as ``Gt(0)`` lets ``inf`` through."""
+    if dataclasses.is_dataclass(value):
+        for f in dataclasses.fields(value):
+            yield from _non_finite(getattr(value, f.name), f"{where}.{f.name}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _non_finite(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _non_finite(item, f"{where}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        yield where, value
 
 
 def validate_config(config: T, what: str | None = None) -> T:
@@ -116,7 +137,7 @@ def apply_overrides(values: dict[str, Any], overrides: dict[str, Any]) -> dict[s
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise TypeError(f"cannot set {dotted!r}: {part!r} is not a section")
+                raise UserError(f"cannot set {dotted!r}: {part!r} is not a section")
         node[leaf] = value
     return out
 

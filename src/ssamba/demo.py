@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .argtypes import at_least
+
 TASKS = ("kws", "speaker", "sounds")
 FAMILIES = ("ssamba", "ssast")  # compared by default
 OPTIONAL_FAMILIES = ("mambaout",)  # on request (--families)
@@ -743,22 +745,6 @@ def _checked_choice(chosen, known: tuple[str, ...]) -> tuple[str, ...]:
     return chosen
 
 
-def _at_least(low: int):
-    """An argparse type: an integer of at least ``low``."""
-    import argparse
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-
-    return parse
-
-
 def _choice_list(known: tuple[str, ...]):
     """An argparse type: a comma-separated subset of ``known``, in the order given."""
     import argparse
@@ -797,7 +783,7 @@ def add_demo_parser(sub) -> None:
     p.add_argument("--tasks", type=_choice_list(TASKS), default=TASKS, metavar="LIST",
                    help=f"tasks to probe and fine-tune on, of {', '.join(TASKS)} (default all); a family's "
                         "and a task's numbers do not depend on the others run beside them")
-    p.add_argument("--pretrain-steps", type=_at_least(1), default=None, metavar="N",
+    p.add_argument("--pretrain-steps", type=at_least(1), default=None, metavar="N",
                    help="pretraining steps instead of the mode's; 10000 reproduces the shipped long-pretrained "
                         "encoders (hours on a CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or progress lines")

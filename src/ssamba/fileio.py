@@ -5,12 +5,13 @@ This module must not import torch.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["atomic_write", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_text", "read_json"]
 
 
 def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
@@ -37,3 +38,14 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """:func:`atomic_write` of UTF-8 ``text`` (line endings as given)."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8", newline=""))
+
+
+def read_json(path: str | Path, what: str = "file"):
+    """The JSON value in ``path``; ``ValueError`` naming the file (and ``what`` it is) when
+    it is not UTF-8 JSON or nests deeper than the parser can follow."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{what} {str(path)!r} is not valid JSON: {' '.join(str(err).split())}") from None
+    except RecursionError:
+        raise ValueError(f"{what} {str(path)!r} nests its JSON too deeply to read") from None

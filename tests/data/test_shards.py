@@ -231,3 +231,55 @@ def test_an_interrupted_write_leaves_no_partial_shard(clips, tmp_path, monkeypat
         write_shards(entries, tmp_path / "out", max_clips_per_shard=2)
     # the first, complete shard is in place; the one being written is gone; no index yet
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["shard-000000.tar"]
+
+
+# -- campaign 3 (issue 34): shard indexes that lie, and folders without one ---------------
+
+def _shards(clips, tmp_path, per_shard=3):
+    entries, _, labels = clips
+    out = tmp_path / "shards"
+    write_shards(entries, out, max_clips_per_shard=per_shard)
+    return out, labels
+
+
+@pytest.mark.parametrize("content,expected", [
+    ('"hello"', 'must be an object with a "shards" list, got str'),
+    ("[1, 2]", 'must be an object with a "shards" list, got list'),
+    ('{"format": "webdataset"}', "got dict with keys ['format']"),
+    ('{"shards": ["x"]}', 'shard 0 needs a "file" named inside the folder'),
+    ('{"shards": [{"file": "../elsewhere.tar", "clips": 1}]}', 'shard 0 needs a "file" named inside the folder'),
+    ('{"shards": [{"file": "shard-000000.tar", "clips": -1}]}', 'needs a "clips" count'),
+    ('{"shards": [{"file": "shard-000000.tar", "clips": "3"}]}', 'needs a "clips" count'),
+])
+def test_a_malformed_shard_index_is_a_value_error(clips, tmp_path, content, expected):
+    out, _ = _shards(clips, tmp_path)
+    (out / "shards.json").write_text(content)
+    with pytest.raises(ValueError, match=expected.replace("[", r"\[").replace("(", r"\(")):
+        ShardDataset(out)
+
+
+def test_a_folder_without_an_index_is_counted_from_its_tar_headers(clips, tmp_path):
+    out, labels = _shards(clips, tmp_path)
+    indexed = ShardDataset(out, ClipDatasetConfig(frontend=FRONTEND), labels)
+    (out / "shards.json").unlink()
+    counted = ShardDataset(out, ClipDatasetConfig(frontend=FRONTEND), labels)
+    assert len(counted) == len(indexed) == 7
+    assert [i["index"] for i in items_of(counted)] == [i["index"] for i in items_of(indexed)]
+
+
+@pytest.mark.parametrize("damage", ["missing", "overcounted"])
+def test_a_shard_short_of_its_count_yields_bad_items_for_the_shortfall(clips, tmp_path, damage):
+    out, labels = _shards(clips, tmp_path)
+    index = json.loads((out / "shards.json").read_text())
+    if damage == "missing":
+        (out / index["shards"][1]["file"]).unlink()  # 3 clips gone
+        short = 3
+    else:
+        index["shards"][0]["clips"] += 5
+        (out / "shards.json").write_text(json.dumps(index))
+        short = 5
+    dataset = ShardDataset(out, ClipDatasetConfig(frontend=FRONTEND), labels)
+    with pytest.warns(BadClipWarning, match="shard"):
+        items = list(dataset)
+    assert len(items) == len(dataset)  # as long as promised: the loop never waits for more
+    assert sum(item is None for item in items) == short

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..argtypes import at_least, positive_float
 from .common import DEFAULT_TOKENS, QUICK_TOKENS
 
 DEFAULT_MODEL_SPECS = ("ssamba_tiny", "ssast_tiny_patch:sdpa", "ssast_tiny_patch:explicit")
@@ -150,16 +151,16 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
 def _add_scan_parser(sub) -> None:
     p = sub.add_parser("scan", help=cmd_bench_scan.__doc__, description=_SCAN_DESCRIPTION,
                        formatter_class=_Formatter)
-    p.add_argument("--lengths", type=int, nargs="+", default=[2048, 8192, 22000], metavar="L",
+    p.add_argument("--lengths", type=at_least(1), nargs="+", default=[2048, 8192, 22000], metavar="L",
                    help="sequence lengths of the forward table")
-    p.add_argument("--repeats", type=int, default=7, help="timed runs of the cpu backend (median reported)")
-    p.add_argument("--ref-repeats", type=int, default=3,
+    p.add_argument("--repeats", type=at_least(1), default=7, help="timed runs of the cpu backend (median reported)")
+    p.add_argument("--ref-repeats", type=at_least(1), default=3,
                    help="timed runs of the slow pure-PyTorch paths (1 above L=8192)")
-    p.add_argument("--backward-length", type=int, default=2048, metavar="L",
+    p.add_argument("--backward-length", type=at_least(1), default=2048, metavar="L",
                    help="length of the forward+backward table and of the bound comparison")
-    p.add_argument("--bound-repeats", type=int, default=15,
+    p.add_argument("--bound-repeats", type=at_least(1), default=15,
                    help="timed runs of the bound micro-benchmark and of the kernel it is compared with")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=at_least(1), default=None,
                    help="torch.set_num_threads before measuring (default: torch's default)")
     p.add_argument("--no-bound", action="store_true", help="skip the bound comparison")
     p.add_argument("--no-memory", action="store_true", help="skip the memory table")
@@ -171,29 +172,29 @@ def _add_model_parser(sub) -> None:
                        formatter_class=_Formatter)
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODEL_SPECS), metavar="SPEC",
                    help=_MODEL_SPEC_HELP + "; the first is compared with the others")
-    p.add_argument("--tokens", type=int, nargs="+", default=None, metavar="N",
+    p.add_argument("--tokens", type=at_least(1), nargs="+", default=None, metavar="N",
                    help=f"patch-token counts (default {' '.join(map(str, DEFAULT_TOKENS))}; "
                         f"with --quick {' '.join(map(str, QUICK_TOKENS))}); rounded up to whole patch columns")
     p.add_argument("--quick", action="store_true",
                    help="fewer token counts (unless --tokens), no warm-up, one timed run per configuration")
-    p.add_argument("--batch-size", type=int, default=1, help="clips per forward")
-    p.add_argument("--warmup", type=int, default=None,
+    p.add_argument("--batch-size", type=at_least(1), default=1, help="clips per forward")
+    p.add_argument("--warmup", type=at_least(0), default=None,
                    help="untimed forwards before timing (default 1; 0 with --quick)")
-    p.add_argument("--repeats", type=int, default=None,
+    p.add_argument("--repeats", type=at_least(1), default=None,
                    help="timed forwards per configuration, median reported (default 3; 1 with --quick)")
-    p.add_argument("--time-budget", type=float, default=60.0, metavar="S",
+    p.add_argument("--time-budget", type=positive_float, default=60.0, metavar="S",
                    help="stop timing a configuration once its timed runs took this many seconds (at least one "
                         "run); a warm-up forward that alone takes this long is reported as the single "
                         "(cold) run instead of being repeated")
-    p.add_argument("--timeout", type=float, default=1200.0, metavar="S",
+    p.add_argument("--timeout", type=positive_float, default=1200.0, metavar="S",
                    help="kill a configuration's process after this many seconds and mark it 'timeout'")
-    p.add_argument("--max-memory-gb", type=float, default=16.0, metavar="GB",
+    p.add_argument("--max-memory-gb", type=positive_float, default=16.0, metavar="GB",
                    help="skip (and mark) configurations whose estimated peak memory exceeds this")
-    p.add_argument("--threads", type=int, default=None, help="torch threads in each process (default: torch's default)")
+    p.add_argument("--threads", type=at_least(1), default=None, help="torch threads in each process (default: torch's default)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... or auto (cuda when available)")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="autocast dtype of the timed calls (fp32: none); bf16 and fp16 are for GPUs")
-    p.add_argument("--slope-range", type=int, nargs=2, default=[2048, 22000], metavar=("LO", "HI"),
+    p.add_argument("--slope-range", type=at_least(1), nargs=2, default=[2048, 22000], metavar=("LO", "HI"),
                    help="token range of the fitted log-log slopes reported besides the all-points fit")
     p.add_argument("--seed", type=int, default=0, help="seed of model initialisation and the random input")
     p.add_argument("--out", default="bench-model", metavar="DIR", help="folder for the CSV, plot and summary")
@@ -205,17 +206,17 @@ def _add_train_parser(sub) -> None:
                        formatter_class=_Formatter)
     p.add_argument("--models", nargs="+", default=list(DEFAULT_TRAIN_SPECS), metavar="SPEC",
                    help=_MODEL_SPEC_HELP + "; the first is compared with the others")
-    p.add_argument("--frames", type=int, nargs="+", default=list(DEFAULT_TRAIN_FRAMES), metavar="T",
+    p.add_argument("--frames", type=at_least(1), nargs="+", default=list(DEFAULT_TRAIN_FRAMES), metavar="T",
                    help="input lengths in frames (10 ms each: 100 = 1 s, 1024 = the recipes' 10.24 s), "
                         "padded up to whole 16-frame patches (100 -> 112)")
-    p.add_argument("--batch-size", type=int, default=2, help="clips per step")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
-    p.add_argument("--repeats", type=int, default=3, help="timed steps, median reported")
+    p.add_argument("--batch-size", type=at_least(1), default=2, help="clips per step")
+    p.add_argument("--warmup", type=at_least(0), default=1, help="untimed steps first")
+    p.add_argument("--repeats", type=at_least(1), default=3, help="timed steps, median reported")
     p.add_argument("--mask-ratio", type=float, default=400 / 512,
                    help="fraction of patches masked (the recipe's 400 of 512; at least one patch)")
-    p.add_argument("--timeout", type=float, default=1200.0, metavar="S",
+    p.add_argument("--timeout", type=positive_float, default=1200.0, metavar="S",
                    help="kill a configuration's process after this many seconds and mark it 'timeout'")
-    p.add_argument("--threads", type=int, default=None, help="torch threads in each process (default: torch's default)")
+    p.add_argument("--threads", type=at_least(1), default=None, help="torch threads in each process (default: torch's default)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... or auto (cuda when available)")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="autocast dtype of the timed calls (fp32: none); bf16 and fp16 are for GPUs")
@@ -232,11 +233,11 @@ def _add_embed_parser(sub) -> None:
                        description="Time `ssamba embed` on seeded short clips (tones in noise, 0.5-1.5 s) in "
                                    "a fresh process; with --under-load again beside a second process that "
                                    "keeps the cores busy, and print the slowdown.")
-    p.add_argument("--files", type=int, default=140, help="number of clips")
+    p.add_argument("--files", type=at_least(1), default=140, help="number of clips")
     p.add_argument("--checkpoint", default="ssamba_tiny",
                    help="model directory or preset name (random weights) passed to ssamba embed")
     p.add_argument("--seed", type=int, default=0, help="seed of the clips")
-    p.add_argument("--timeout", type=float, default=1800.0, metavar="S", help="limit for each embed run")
+    p.add_argument("--timeout", type=positive_float, default=1800.0, metavar="S", help="limit for each embed run")
     p.add_argument("--under-load", action="store_true", help="time it again beside a competing process")
     p.set_defaults(func=cmd_bench_embed)
 
@@ -249,15 +250,15 @@ def _add_long_parser(sub) -> None:
                                    "run on longer files. --needle also embeds each file with a 1 s chirp in "
                                    "its middle and prints how far from the chirp (s) the timestamp embeddings "
                                    "change by more than 0.1% of their norm.")
-    p.add_argument("--minutes", type=float, nargs="+", default=[1.0, 5.0, 20.0, 60.0], help="file lengths")
+    p.add_argument("--minutes", type=positive_float, nargs="+", default=[1.0, 5.0, 20.0, 60.0], help="file lengths")
     p.add_argument("--models", nargs="+", default=["ssamba_tiny", "ssast_tiny_patch"], metavar="MODEL",
                    help="presets (random weights) or model folders, passed to ssamba embed --checkpoint")
     p.add_argument("--modes", nargs="+", default=["whole"], choices=["whole", "windows"],
                    help="whole: one encoder pass per file (--whole); windows: the model's input length at a time")
-    p.add_argument("--rate", type=int, default=16000, help="sample rate of the files")
-    p.add_argument("--channels", type=int, default=1, help="channels of the files")
+    p.add_argument("--rate", type=at_least(1), default=16000, help="sample rate of the files")
+    p.add_argument("--channels", type=at_least(1), default=1, help="channels of the files")
     p.add_argument("--needle", action="store_true", help="also measure how far a 1 s chirp in the middle reaches")
-    p.add_argument("--timeout", type=float, default=900.0, metavar="S", help="limit for each embed run")
+    p.add_argument("--timeout", type=positive_float, default=900.0, metavar="S", help="limit for each embed run")
     p.add_argument("--out", default=None, metavar="DIR", help="also write long_audio.csv into this folder")
     p.set_defaults(func=cmd_bench_long)
 
@@ -270,10 +271,10 @@ def _add_onnx_parser(sub) -> None:
                                    "Needs pip install 'ssamba[onnx]'.")
     p.add_argument("--models", nargs="+", default=["ssamba_tiny", "ssast_tiny_patch"], metavar="PRESET",
                    help="presets to export")
-    p.add_argument("--frames", type=int, nargs="+", default=[1024, 4096], metavar="T",
+    p.add_argument("--frames", type=at_least(1), nargs="+", default=[1024, 4096], metavar="T",
                    help="input lengths in 10 ms frames (at least 32)")
-    p.add_argument("--batch-size", type=int, default=1, help="spectrograms per forward")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs of each, median reported")
+    p.add_argument("--batch-size", type=at_least(1), default=1, help="spectrograms per forward")
+    p.add_argument("--repeats", type=at_least(1), default=3, help="timed runs of each, median reported")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the inputs")
     p.add_argument("--out", default=None, metavar="DIR", help="also write onnx_bench.csv into this folder")
     p.set_defaults(func=cmd_bench_onnx)

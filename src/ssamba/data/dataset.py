@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from ..config import NonNegativeInt, Probability, check_keys
+from ..errors import UserError
 from ..frontend import FrontendConfig, LogMelFrontend, load_audio
 from .augment import add_noise_and_roll, mixup_waveforms, sample_mixup_lambda, spec_augment
 from .manifest import ClipEntry, LabelMap, read_manifest
@@ -261,6 +262,10 @@ def collate_clips(items: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
     }
 
 
+class TooManyBadClipsError(UserError, RuntimeError):
+    """More clips could not be used than ``max_bad_fraction`` allows (the data to fix)."""
+
+
 class BadClipTracker:
     """Running count of bad clips; raises once their share exceeds ``max_bad_fraction``.
 
@@ -289,7 +294,7 @@ class BadClipTracker:
         self.num_seen += int(num_seen)
         self.num_bad += int(num_bad)
         if self.num_seen >= self.min_seen and self.fraction > self.max_bad_fraction:
-            raise RuntimeError(
+            raise TooManyBadClipsError(
                 f"{self.num_bad} of {self.num_seen} clips ({self.fraction:.1%}) could not be used, "
                 f"more than the limit of {self.max_bad_fraction:.1%}; see the BadClipWarning "
                 "messages for which files and why, fix or drop them from the manifest, or raise "

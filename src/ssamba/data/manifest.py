@@ -24,7 +24,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import Tensor
 
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, read_json
 
 LABEL_CSV_HEADER = ("index", "mid", "display_name")
 
@@ -41,7 +41,12 @@ def split_labels(labels: str | Sequence[str] | None) -> tuple[str, ...]:
     """``"/m/a, /m/b"`` or ``["/m/a", "/m/b"]`` -> ``("/m/a", "/m/b")``; empty ids are dropped."""
     if labels is None:
         return ()
-    parts = labels.split(",") if isinstance(labels, str) else list(labels)
+    if isinstance(labels, str):
+        parts = labels.split(",")
+    elif isinstance(labels, (list, tuple)):
+        parts = list(labels)
+    else:
+        raise ValueError(f"labels must be a comma-separated string of ids or a list of them, got {labels!r}")
     out = []
     for part in parts:
         if not isinstance(part, str):
@@ -63,11 +68,7 @@ def read_manifest(path: str | Path) -> list[ClipEntry]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest {str(path)!r} does not exist")
-    try:
-        with open(path, encoding="utf-8") as f:
-            content = json.load(f)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"manifest {str(path)!r} is not valid JSON: {err}") from err
+    content = read_json(path, "manifest")
     if not isinstance(content, dict) or "data" not in content:
         raise ValueError(
             f"manifest {str(path)!r} has no \"data\" list; expected "

@@ -37,7 +37,7 @@ from ..frontend import LogMelFrontend
 from ..frontend.audio import decode_audio
 from .augment import mixup_waveforms, sample_mixup_lambda
 from .dataset import BadClipWarning, ClipDatasetConfig, clip_features, item_generator
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, read_json
 from .manifest import ClipEntry, LabelMap, read_manifest, split_labels
 
 log = logging.getLogger(__name__)
@@ -190,13 +190,32 @@ def write_shards(
 
 
 def read_shard_index(path: str | Path) -> dict[str, Any] | None:
-    """The ``shards.json`` of a shard folder, or ``None`` when there is none."""
+    """The ``shards.json`` of a shard folder, or ``None`` when there is none. ``ValueError``
+    naming the file when it is not an object with a ``"shards"`` list of
+    ``{"file": name in the folder, "clips": count}`` rows."""
     path = Path(path)
     index = path / INDEX_NAME if path.is_dir() else path
     if not index.is_file():
         return None
-    with open(index, encoding="utf-8") as f:
-        return json.load(f)
+    content = read_json(index, "shard index")
+    where = f"shard index {str(index)!r}"
+    if not isinstance(content, dict) or not isinstance(content.get("shards"), list):
+        raise ValueError(f'{where} must be an object with a "shards" list, got {type(content).__name__}'
+                         + (f" with keys {sorted(content)}" if isinstance(content, dict) else ""))
+    for i, row in enumerate(content["shards"]):
+        file = row.get("file") if isinstance(row, dict) else None
+        clips = row.get("clips") if isinstance(row, dict) else None
+        if not isinstance(file, str) or not file or Path(file).name != file or file in (".", ".."):
+            raise ValueError(f'{where}: shard {i} needs a "file" named inside the folder, got {row!r}')
+        if not isinstance(clips, int) or isinstance(clips, bool) or clips < 0:
+            raise ValueError(f'{where}: shard {i} ({file}) needs a "clips" count (an integer >= 0), got {row!r}')
+    return content
+
+
+def count_samples(shard: str | Path) -> int:
+    """Samples (runs of members sharing a key) in one tar shard, read from its headers;
+    the samples read before a shard turns out unreadable."""
+    return sum(1 for sample in iter_samples(shard, headers_only=True) if not isinstance(sample, _Corrupt))
 
 
 class _Corrupt:
@@ -206,12 +225,13 @@ class _Corrupt:
         self.shard, self.reason = shard, reason
 
 
-def iter_samples(shard: str | Path) -> Iterator[tuple[str, dict[str, bytes]] | _Corrupt]:
+def iter_samples(shard: str | Path, headers_only: bool = False) -> Iterator[tuple[str, dict[str, bytes]] | _Corrupt]:
     """``(key, {extension: bytes})`` for each sample of a tar shard, in order (streaming read).
 
     Members of one sample are consecutive and share the key (the member name up to the
     first dot of its file name). A shard that cannot be read to its end yields a final
-    :class:`_Corrupt` marker instead of raising.
+    :class:`_Corrupt` marker instead of raising. ``headers_only`` leaves the members'
+    bytes unread (empty), for counting.
     """
     shard = str(shard)
     key, members = None, {}
@@ -229,7 +249,7 @@ def iter_samples(shard: str | Path) -> Iterator[tuple[str, dict[str, bytes]] | _
                     if key is not None:
                         yield key, members
                     key, members = member_key, {}
-                data = tar.extractfile(member)
+                data = None if headers_only else tar.extractfile(member)
                 members[ext.lower()] = data.read() if data is not None else b""
     except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
         if key is not None:
@@ -324,7 +344,9 @@ class ShardDataset(torch.utils.data.IterableDataset):
                 files = sorted(str(p) for p in path.glob("*.tar"))
                 if not files:
                     raise FileNotFoundError(f"no shards (*.tar or {INDEX_NAME}) in {str(path)!r}")
-                return files, None
+                # no index: count each shard's samples from its tar headers (what the
+                # training loop needs to know how many batches a pass holds)
+                return files, {"counts": {f: count_samples(f) for f in files}, "counted": True}
             if not path.is_file():
                 raise FileNotFoundError(f"shard {str(path)!r} does not exist")
             return [str(path)], None
@@ -352,17 +374,32 @@ class ShardDataset(torch.utils.data.IterableDataset):
         return [self.shards[i] for i in order[self.rank :: self.world_size]]
 
     def __len__(self) -> int:
-        """Clips this rank streams per epoch (bad ones included); needs ``shards.json``."""
+        """Clips this rank streams per epoch (bad ones included): from ``shards.json``, or
+        counted from the tar headers of a folder without one, or of given tar files."""
         if self.index is None:
-            raise TypeError("the number of clips is unknown without a shards.json index")
+            self.index = {"counts": {f: count_samples(f) for f in self.shards}, "counted": True}
         counts = self.index["counts"]
         return sum(counts[s] for s in self.rank_shards())
+
+    def _samples(self, shard: str):
+        """The shard's samples, then, where ``shards.json`` promised more than could be
+        read (a missing, truncated or miscounted shard), one bad item for each clip short,
+        so that the stream is as long as promised and the shortfall counts as bad data."""
+        promised = self.index["counts"].get(shard) if self.index is not None else None
+        read = 0
+        for sample in iter_samples(shard):
+            read += 1
+            yield sample
+        if promised is not None and read < promised:
+            reason = f"{INDEX_NAME} promises {promised} clips, {read} could be read"
+            for _ in range(promised - read):
+                yield _Corrupt(shard, reason)
 
     def __iter__(self) -> Iterator[dict[str, Any] | None]:
         worker = torch.utils.data.get_worker_info()
         worker_id, num_workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
         mine = self.rank_shards()[worker_id::num_workers]
-        samples = (s for shard in mine for s in iter_samples(shard))
+        samples = (s for shard in mine for s in self._samples(shard))
         if self.shuffle and self.shuffle_buffer > 1:
             rng = np.random.default_rng([self.config.seed, self.epoch, self.rank, worker_id, 1])
             samples = _buffer_shuffle(samples, self.shuffle_buffer, rng)

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ..config import NonNegativeFloat, PositiveFloat, PositiveInt
+from ..config import NonNegativeFloat, PositiveFloat, PositiveInt, Probability
 from .kaldi import compute_fbank, frame_geometry, num_frames, waveform_problem
 
 # (mean, std) of the log-mel features, as published with SSAST / SSAMBA.
@@ -32,7 +32,7 @@ class FrontendConfig:
     num_mel_bins: PositiveInt = 128  # F
     frame_length_ms: PositiveFloat = 25.0  # window length
     frame_shift_ms: PositiveFloat = 10.0  # hop between frames
-    preemphasis: float = 0.97  # x[n] - k * x[n-1] within each frame
+    preemphasis: Probability = 0.97  # x[n] - k * x[n-1] within each frame, k in [0, 1]
     low_freq: NonNegativeFloat = 20.0  # Hz; high edge is Nyquist
     target_length: PositiveInt = 1024  # T frames after padding / cropping (1024 AudioSet, 512 ESC-50, 128 SC)
     mean: float = DATASET_STATS["audioset"][0]  # dataset statistics of the log-mel values

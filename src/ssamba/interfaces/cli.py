@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..argtypes import at_least
+
 
 def cmd_embed(args: argparse.Namespace) -> int:
     """Clip-level (scene) and frame-level (timestamp) embeddings of audio files."""
@@ -31,16 +33,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def add_embed_parser(sub) -> None:
     p = sub.add_parser("embed", help=cmd_embed.__doc__, description=cmd_embed.__doc__ + (
         " Writes one .npz per file (scene, timestamp_embeddings, timestamps_ms), or .npy files, or one"
@@ -53,8 +45,10 @@ def add_embed_parser(sub) -> None:
     p.add_argument("--format", default="npz", choices=["npz", "npy", "set"],
                    help="npz: one file per input; npy: three .npy per input; set: one embeddings.npz")
     p.add_argument("--layer", default="-1",
-                   help="hidden state to read: index (0 = embedded input, -1 = final output) or 'mean' of all")
-    p.add_argument("--hop-frames", type=_positive_int, default=None,
+                   help="hidden state to read: index (0 = embedded input, then one per layer - for SSAMBA "
+                        "one per pair of Mamba layers, as the official code pairs them - and -1 = the "
+                        "normalised output) or 'mean' of all; an index out of range is an error naming the count")
+    p.add_argument("--hop-frames", type=at_least(1), default=None,
                    help="time stride of the patches in 10 ms frames, i.e. the timestamp hop; the model is "
                         "re-strided to it, its weights carried over (default: the model's own stride, as "
                         "ssamba.load uses; 16x16-patch presets: 16 = 160 ms; 4 gives 40 ms, HEAR's hop)")
@@ -62,7 +56,7 @@ def add_embed_parser(sub) -> None:
                    help="run the encoder over each file in one pass (every token sees the whole file; memory "
                         "linear in its length for SSAMBA) instead of in windows of the model's input length; "
                         "for SSAMBA on long recordings, not for SSAST (attention is quadratic)")
-    p.add_argument("--batch-size", type=_positive_int, default=8,
+    p.add_argument("--batch-size", type=at_least(1), default=8,
                    help="files of similar length per batch (results do not depend on it)")
     p.add_argument("--overwrite", action="store_true",
                    help="recompute files already embedded in --out (default: resume, skipping them)")
@@ -109,7 +103,7 @@ def add_export_parser(sub) -> None:
         " pip install 'ssamba[onnx]'."))
     p.add_argument("model", help="model directory, checkpoint, training run, Hugging Face repo id, or a preset name")
     p.add_argument("out", help="the .onnx file to write")
-    p.add_argument("--check-frames", type=_positive_int, nargs="+", default=None, metavar="T",
+    p.add_argument("--check-frames", type=at_least(1), nargs="+", default=None, metavar="T",
                    help="input lengths of the check, in frames (default: the trained length and 2x + 16)")
     p.add_argument("--no-check", action="store_true", help="write the file without the onnxruntime check")
     p.set_defaults(func=cmd_export)
@@ -165,11 +159,11 @@ def add_explain_parser(sub) -> None:
                    help="also keep these inner channels' maps (SSAMBA) or heads' (SSAST) whole in maps.npz")
     p.add_argument("--at", type=_float_list, default=None, metavar="SECONDS",
                    help="times whose output tokens spectrogram_attention.png draws (default: 1/4, 1/2, 3/4 of the way)")
-    p.add_argument("--frames", type=_positive_int, default=None,
+    p.add_argument("--frames", type=at_least(1), default=None,
                    help="input length in 10 ms frames, padded or cropped (default: the model's front end's)")
     p.add_argument("--start", type=float, default=0.0, metavar="SECONDS", help="where in the file the input starts")
     p.add_argument("--signed", action="store_true", help="average alpha over channels, not |alpha|")
-    p.add_argument("--max-tokens", type=_positive_int, default=2048,
+    p.add_argument("--max-tokens", type=at_least(1), default=2048,
                    help="refuse inputs of more tokens (each map is tokens^2 x 4 bytes; default 2048)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_explain)

@@ -62,6 +62,22 @@ class Embedder(nn.Module):
         kt = self.encoder.config.patch_size[1]
         if self.window_frames < kt:
             raise ValueError(f"window of {self.window_frames} frames is shorter than a patch ({kt})")
+        if layer != -1 and layer != "mean":
+            self._check_layer(kt)
+
+    def _check_layer(self, frames: int) -> None:
+        """A layer index or weight list that fits this encoder's hidden states (counted on
+        one patch of silence), or ``ValueError`` saying what does."""
+        with torch.no_grad():
+            count = len(self.encoder.forward_hidden_states(torch.zeros(1, frames, self.encoder.config.input_fdim)))
+        what = (f"this model has {count} hidden states: 0 is the embedded input, 1 to {count - 2} its layers"
+                + (" (SSAMBA pairs its Mamba layers: each index is a pair)"
+                   if getattr(self.encoder.config, "use_layer_pairing", False) else "")
+                + f", {count - 1} (or -1) the normalised output")
+        if isinstance(self.layer, int) and not -count <= self.layer < count:
+            raise ValueError(f"layer {self.layer} is out of range: {what}")
+        if isinstance(self.layer, (list, tuple)) and len(self.layer) != count:
+            raise ValueError(f"{len(self.layer)} layer weights given: {what}")
 
     # -- geometry -------------------------------------------------------------------
     @property

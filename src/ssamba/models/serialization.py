@@ -17,7 +17,7 @@ from pathlib import Path
 from torch import nn
 
 from ..config import config_from_dict, config_to_dict
-from ..fileio import atomic_write
+from ..fileio import atomic_write, read_json
 from .registry import config_class_of, family_of, model_from_config
 
 from .files import CONFIG_NAME, FORMAT, FORMAT_VERSION, WEIGHTS_NAME
@@ -80,10 +80,7 @@ def resolve_model_dir(path: str | Path) -> Path:
 
 
 def _read_meta(config_path: Path) -> dict:
-    try:
-        meta = json.loads(config_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{config_path} is not valid JSON: {err}") from None
+    meta = read_json(config_path, "model config")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise ValueError(f"{config_path} is not an ssamba model config (format {got!r})")

@@ -19,15 +19,21 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ..errors import UserError
 from .scan_reference import selective_scan_reference
 
 __all__ = [
+    "BackendUnavailableError",
     "available_backends",
     "register_backend",
     "selective_scan",
     "selective_scan_reference",
     "selective_scan_with_state",
 ]
+
+
+class BackendUnavailableError(UserError, RuntimeError):
+    """A scan backend asked for by name cannot run here (a setting the user can change)."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +116,9 @@ def selective_scan(
         chosen = _BACKENDS[backend]
         if not chosen.is_available(u):
             why = chosen.unavailable_reason(u) if chosen.unavailable_reason else f"it cannot run on {u.device.type} tensors here"
-            raise RuntimeError(f"scan backend {backend!r} is unavailable: {why}; available: {available_backends(u)}")
+            raise BackendUnavailableError(
+                f"scan backend {backend!r} is unavailable: {why}; available: {available_backends(u)} "
+                "(a model's scan_backend is a runtime option: load it with scan_backend='auto')")
     return chosen.fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse=reverse)
 
 

@@ -30,13 +30,28 @@ class World:
         return self.size > 1
 
 
+def _env_int(name: str, default: str | None) -> int | None:
+    """The integer in environment variable ``name`` (``default`` when unset)."""
+    text = os.environ.get(name, default)
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not an integer (torchrun sets it)") from None
+
+
 def setup(device: str = "auto") -> tuple[World, str]:
     """Join the process group if launched by torchrun; returns the world and the device
     name this process should use (``cuda:<local_rank>`` on GPUs)."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
+    size, rank, local_rank = (_env_int(name, default) for name, default in
+                              (("WORLD_SIZE", "1"), ("RANK", None), ("LOCAL_RANK", "0")))
     if size <= 1:
         return World(), device
-    world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
+    if rank is None or not 0 <= rank < size:
+        raise ValueError(f"WORLD_SIZE={size} needs RANK set to 0..{size - 1} (got {os.environ.get('RANK')!r}): "
+                         "launch with torchrun, which sets both, or unset WORLD_SIZE")
+    world = World(rank, size, local_rank)
     use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
     if use_cuda:
         torch.cuda.set_device(world.local_rank)

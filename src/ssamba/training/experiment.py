@@ -93,6 +93,7 @@ class ExperimentConfig:
         the front end feeds the model the number of mel bins it expects, and the device."""
         import torch
 
+        from ..device import resolve_device
         from ..models import get_config
 
         if self.run.device != "auto":
@@ -102,6 +103,10 @@ class ExperimentConfig:
                 raise ConfigError(
                     f"run.device {self.run.device!r} is not a device; use auto, cpu, cuda or cuda:N"
                 ) from None
+            try:
+                resolve_device(self.run.device)
+            except ValueError as err:
+                raise ConfigError(f"run.device: {err}") from None
 
         model = get_config(self.model.preset, **self.model.options)
         if model.input_fdim != self.frontend.num_mel_bins:
@@ -143,7 +148,7 @@ def load_experiment(path: str | Path | None = None, overrides: dict[str, Any] | 
         except (yaml.YAMLError, UnicodeDecodeError) as err:
             raise ConfigError(f"{path} is not a valid YAML recipe: {' '.join(str(err).split())}") from None
         if not isinstance(loaded, dict):
-            raise TypeError(f"{path}: a recipe is a mapping of sections, got {type(loaded).__name__}")
+            raise ConfigError(f"{path}: a recipe is a mapping of sections, got {type(loaded).__name__}")
         values = loaded
     values = apply_overrides(values, {**(overrides or {}), **sections})
     config = config_from_dict(ExperimentConfig, values, "config")

@@ -146,12 +146,19 @@ class Trainer:
             loader = DataLoader(self.train_set, batch_size=self.local_batch, collate_fn=collate_clips,
                                 num_workers=self.num_workers, worker_init_fn=worker_init_fn,
                                 pin_memory=self.pin_memory)
+            got = 0
             for i, batch in enumerate(loader):
                 if i >= self.batches_per_pass:
                     break
+                got = i + 1
                 if i >= offset:
                     micro += 1
                     yield batch
+            if got < self.batches_per_pass:  # never spin on a pass that comes up short
+                raise ValueError(
+                    f"the training shards gave {got} batches of {self.local_batch} clips in pass {data_pass}, "
+                    f"fewer than the {self.batches_per_pass} their clip counts promise: a shard changed "
+                    "or its count in shards.json is wrong")
 
     def _train_batches(self) -> Iterator[dict]:
         """Micro-batches from the current position on, pass after pass."""
