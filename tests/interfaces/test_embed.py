@@ -175,3 +175,52 @@ def test_whole_flag_of_the_command(short_window_model, tmp_path):
     # resuming the folder in windows would mix two kinds of embeddings: refused, one line
     assert main(["embed", str(tmp_path / "long.wav"), "--checkpoint", str(short_window_model), "--out", str(out),
                  "--no-progress"]) == 2
+
+
+# -- campaign 3 (issue 34): an embed folder knows what made it ----------------------------
+
+def test_a_folder_refuses_other_settings_and_recomputes_damaged_files(model_dir, tmp_path, capsys):
+    from ssamba.cli import main
+
+    for i in range(3):
+        soundfile.write(tmp_path / f"t{i}.wav", _tone(1.2, freq=300.0 + 50 * i), 16000)
+    inputs = [str(tmp_path / f"t{i}.wav") for i in range(3)]
+    out = tmp_path / "out"
+    base = ["embed", *inputs, "--checkpoint", str(model_dir), "--out", str(out), "--no-progress"]
+    assert main(base) == 0
+    made_by = json.loads((out / "index.json").read_text())["made_by"]
+    assert set(made_by) >= {"model", "layer", "hop_ms", "mode", "frontend", "format"}
+    first = {i: np.load(out / f"t{i}.npz")["timestamp_embeddings"] for i in range(3)}
+    capsys.readouterr()
+
+    other = save_test_model(tmp_path / "other", input_tdim=1024)
+    torch.manual_seed(1)
+    ssamba.save_model(ssamba.create_model("ssamba_test", input_tdim=1024), other)  # other weights, same config
+    for extra, named in ((["--checkpoint", str(other)], "model"), (["--hop-frames", "4"], "hop_ms"),
+                         (["--layer", "1"], "layer"), (["--whole"], "mode")):
+        argv = [a for a in base if a not in ("--checkpoint", str(model_dir))] if extra[0] == "--checkpoint" else base
+        assert main([*argv, *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("ssamba: error: ") and named in err[0], err
+    assert all(np.array_equal(np.load(out / f"t{i}.npz")["timestamp_embeddings"], first[i]) for i in range(3))
+
+    (out / "t1.npz").write_bytes(b"PK\x03\x04 not a zip")  # damaged
+    np.savez(out / "t2.npz", something_else=np.zeros(3))  # foreign
+    assert main(base) == 0
+    index = json.loads((out / "index.json").read_text())
+    assert index["resumed"] == [inputs[0]] and index["complete"] is True
+    assert all(np.allclose(np.load(out / f"t{i}.npz")["timestamp_embeddings"], first[i], atol=1e-6) for i in range(3))
+
+
+def test_a_folder_without_an_index_is_not_resumed_into(model_dir, tmp_path, capsys):
+    from ssamba.cli import main
+
+    soundfile.write(tmp_path / "t.wav", _tone(1.0), 16000)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "t.npz").write_bytes(b"from somewhere else")
+    assert main(["embed", str(tmp_path / "t.wav"), "--checkpoint", str(model_dir), "--out", str(out)]) == 2
+    assert "does not say what made it" in capsys.readouterr().err
+    assert main(["embed", str(tmp_path / "t.wav"), "--checkpoint", str(model_dir), "--out", str(out),
+                 "--overwrite", "--no-progress"]) == 0
+    assert len(np.load(out / "t.npz")["timestamps_ms"]) > 0

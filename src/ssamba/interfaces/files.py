@@ -13,7 +13,10 @@ never leave the output folder. Unreadable files and files with NaN or infinite s
 are skipped, named with their reason in ``index.json`` (and by the command on stderr).
 Each output file is written atomically, so a killed run leaves only complete files; run
 again into the same folder to resume (files already embedded are skipped and listed), or
-pass ``overwrite=True`` to recompute them.
+pass ``overwrite=True`` to recompute them. ``index.json`` records what made the folder
+(the model's content hash, layer, hop, mode, window, front end, format) before the first
+file is written; a run with other settings refuses to resume into it, naming the
+differences, and a damaged or foreign output file is recomputed.
 """
 
 from __future__ import annotations
@@ -162,28 +165,27 @@ def embed_files(inputs: list[str | Path], embedder: Embedder, out_dir: str | Pat
     if occupied and output_format == "set" and not overwrite:
         raise FileExistsError(f"{out_dir} is not empty; pass --overwrite to replace its embeddings.npz")
     mode = "whole" if embedder.whole else "windows"
-    previous = out_dir / "index.json"
-    if occupied and not overwrite and previous.is_file():
-        try:
-            before = json.loads(previous.read_text()).get("mode", "windows")
-        except (OSError, ValueError, AttributeError):
-            before = mode  # an unreadable index says nothing; the per-file checks still run
-        if before != mode:
-            raise FileExistsError(f"{out_dir} holds embeddings made {'in one pass per file' if before == 'whole' else 'in windows'}"
-                                  f"; resuming {'with' if mode == 'whole' else 'without'} --whole would mix the two "
-                                  "(pass --overwrite, or another --out)")
+    made_by = _made_by(embedder, mode, output_format)
+    if occupied and not overwrite:
+        _check_made_by(out_dir, made_by)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # say what makes this folder before the first embedding lands, so that a killed run's
+    # files are never resumed by another model, layer, hop, mode or front end
+    _atomic_save(out_dir / "index.json", lambda f: f.write(json.dumps(
+        {"made_by": made_by, "complete": False}, indent=2).encode()))
     items = collect_inputs(inputs)
     index: dict = {"model_hop_ms": embedder.hop_ms, "embedding_size": embedder.embedding_size, "mode": mode,
-                   "files": [], "failed": [], "resumed": []}
+                   "made_by": made_by, "complete": True, "files": [], "failed": [], "resumed": []}
     if occupied and not overwrite:
         todo = []
         for path, name in items:
             outputs = _outputs(out_dir, name, output_format)
-            if all(p.is_file() for p in outputs):
-                index["files"].append(_resumed_record(path, name, outputs, out_dir, output_format))
+            record = _resumed_record(path, name, outputs, out_dir, output_format) \
+                if all(p.is_file() for p in outputs) else None
+            if record is not None:
+                index["files"].append(record)
                 index["resumed"].append(str(path))
-            else:
+            else:  # not embedded yet, or its file is damaged or foreign: (re)compute it
                 todo.append((path, name))
         items = todo
     frames_of = {path: _frames(path) for path, _ in items}  # one header read per file
@@ -239,15 +241,60 @@ def _record_path(outputs: list[Path], out_dir: Path, output_format: str) -> str:
     return rel if output_format == "npz" else rel.removesuffix(".scene.npy") + ".{scene,timestamps,times_ms}.npy"
 
 
-def _resumed_record(path: Path, name: str, outputs: list[Path], out_dir: Path, output_format: str) -> dict:
-    """The index row of a file embedded by an earlier run (read back from its outputs)."""
+def _made_by(embedder: Embedder, mode: str, output_format: str) -> dict:
+    """What decides a folder's embeddings: the model's weights and config (a content
+    hash), the layer, the hop, the mode, the window, the front end and the format."""
+    import dataclasses
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(embedder.encoder.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    digest.update(repr(embedder.encoder.config).encode())
+    return {"model": digest.hexdigest()[:20], "layer": embedder.layer if isinstance(embedder.layer, (int, str))
+            else list(embedder.layer), "hop_ms": embedder.hop_ms, "mode": mode,
+            "window_frames": embedder.window_frames, "frontend": dataclasses.asdict(embedder.frontend.config),
+            "format": output_format}
+
+
+def _check_made_by(out_dir: Path, made_by: dict) -> None:
+    """Refuse to resume into ``out_dir`` unless its ``index.json`` says the same settings
+    made it (``FileExistsError`` naming the differences)."""
+    previous = out_dir / "index.json"
+    try:
+        before = json.loads(previous.read_text(encoding="utf-8")).get("made_by") if previous.is_file() else None
+    except (OSError, ValueError, AttributeError, RecursionError):
+        before = None
+    if not isinstance(before, dict):
+        raise FileExistsError(f"{out_dir} is not empty and its index.json does not say what made it; resuming "
+                              "could mix embeddings of different settings (pass --overwrite, or another --out)")
+    differs = [key for key in made_by if before.get(key) != made_by[key]]
+    if differs:
+        shown = ", ".join(f"{key} {before.get(key)!r} -> {made_by[key]!r}" for key in differs
+                          if key != "frontend") + (", the front end" if "frontend" in differs else "")
+        raise FileExistsError(f"{out_dir} holds embeddings made with other settings ({shown}); resuming would "
+                              "mix them (pass --overwrite to recompute, or another --out)")
+
+
+def _resumed_record(path: Path, name: str, outputs: list[Path], out_dir: Path, output_format: str) -> dict | None:
+    """The index row of a file embedded by an earlier run (read back from its outputs),
+    or None when they cannot be read as this format's embeddings (damaged, foreign)."""
+    import zipfile
+
     import soundfile
 
-    if output_format == "npz":
-        with np.load(outputs[0]) as data:
-            count = len(data["timestamps_ms"])
-    else:
-        count = len(np.load(outputs[2], mmap_mode="r"))
+    try:
+        if output_format == "npz":
+            with np.load(outputs[0], allow_pickle=False) as data:
+                count = len(data["timestamps_ms"])
+                if len(data["timestamp_embeddings"]) != count or data["scene"].ndim != 1:
+                    return None
+        else:
+            count = len(np.load(outputs[2], mmap_mode="r", allow_pickle=False))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, TypeError):
+        return None
     try:
         info = soundfile.info(str(path))
         duration = info.frames / info.samplerate
