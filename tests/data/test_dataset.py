@@ -317,3 +317,22 @@ def test_config_validation_and_dicts():
         ClipDatasetConfig(mixup=1.5)
     with pytest.raises(ValueError, match="max_bad_fraction"):
         ClipDatasetConfig(max_bad_fraction=-0.1)
+
+
+def test_a_clip_with_non_finite_features_is_a_counted_bad_clip(tmp_path):
+    from ssamba.data import ClipEntry, compute_stats
+
+    rng = np.random.default_rng(0)
+    soundfile.write(tmp_path / "ok.wav", 0.1 * rng.standard_normal(16000), 16000, subtype="FLOAT")
+    soundfile.write(tmp_path / "loud.wav", 1e30 * rng.standard_normal(16000), 16000, subtype="FLOAT")
+    entries = [ClipEntry(str(tmp_path / "ok.wav")), ClipEntry(str(tmp_path / "loud.wav"))]
+    config = ClipDatasetConfig(frontend=FrontendConfig(target_length=64))
+    dataset = ClipDataset(entries, config)
+    assert dataset[0] is not None
+    with pytest.warns(BadClipWarning, match="loud.wav.*not finite"):
+        assert dataset[1] is None
+    batch = collate_clips([dataset[0], None])
+    assert batch["num_bad"] == 1 and torch.isfinite(batch["spec"]).all()
+    with pytest.warns(BadClipWarning, match="loud.wav"):
+        mean, std = compute_stats(entries, config.frontend)
+    assert math.isfinite(mean) and math.isfinite(std)

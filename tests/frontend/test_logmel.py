@@ -74,3 +74,15 @@ def test_one_check_of_a_waveform(wave, message):
     with pytest.raises(ValueError, match=message):
         frontend(wave)
     assert frontend.problem(torch.randn(400)) == ""
+
+
+def test_finite_samples_too_large_for_the_filterbank_are_refused():
+    from ssamba.frontend.logmel import NonFiniteFeaturesError
+
+    frontend = LogMelFrontend(FrontendConfig(target_length=64))
+    loud = torch.randn(2, 16000, generator=torch.Generator().manual_seed(0))
+    loud[1] *= 1e30  # finite, but its power spectrum overflows
+    assert frontend.problem(loud) == ""  # the samples alone pass
+    with pytest.raises(NonFiniteFeaturesError, match=r"batch rows \[1\]"):
+        frontend(loud)
+    assert torch.isfinite(frontend(loud[:1] * 1e3)).all()  # loud but representable: fine

@@ -224,3 +224,15 @@ def test_a_folder_without_an_index_is_not_resumed_into(model_dir, tmp_path, caps
     assert main(["embed", str(tmp_path / "t.wav"), "--checkpoint", str(model_dir), "--out", str(out),
                  "--overwrite", "--no-progress"]) == 0
     assert len(np.load(out / "t.npz")["timestamps_ms"]) > 0
+
+
+def test_a_file_with_non_finite_features_is_skipped_and_named(model_dir, tmp_path):
+    rng = np.random.default_rng(0)
+    soundfile.write(tmp_path / "ok.wav", _tone(1.0), 16000)
+    soundfile.write(tmp_path / "loud.wav", 1e30 * rng.standard_normal(16000), 16000, subtype="FLOAT")
+    index = embed_files([tmp_path / "ok.wav", tmp_path / "loud.wav"], ssamba.load(model_dir), tmp_path / "out",
+                        progress=False)
+    assert [f["audio"] for f in index["files"]] == [str(tmp_path / "ok.wav")]
+    assert len(index["failed"]) == 1 and "not finite" in index["failed"][0]["error"]
+    assert np.isfinite(np.load(tmp_path / "out" / "ok.npz")["timestamp_embeddings"]).all()
+    assert not (tmp_path / "out" / "loud.npz").exists()

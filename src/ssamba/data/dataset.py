@@ -27,6 +27,7 @@ from torch import Tensor
 from ..config import NonNegativeInt, Probability, check_keys
 from ..errors import UserError
 from ..frontend import FrontendConfig, LogMelFrontend, load_audio
+from ..frontend.logmel import NonFiniteFeaturesError
 from .augment import add_noise_and_roll, mixup_waveforms, sample_mixup_lambda, spec_augment
 from .manifest import ClipEntry, LabelMap, read_manifest
 
@@ -195,7 +196,11 @@ class ClipDataset(torch.utils.data.Dataset):
                 wave = mixup_waveforms(wave, other, lam)
                 target = lam * target + (1.0 - lam) * self.target(partner)
 
-        spec = clip_features(wave, self.frontend, c, gen)
+        try:
+            spec = clip_features(wave, self.frontend, c, gen)
+        except NonFiniteFeaturesError as err:  # a bad clip like the others: named, counted, skipped
+            _warn_bad(self.entries[index].wav, str(err))
+            return None
         return {"spec": spec, "target": target.float(), "index": index}
 
 
@@ -341,7 +346,11 @@ def compute_stats(
         if wave is None:
             _warn_bad(entries[i].wav, problem)
             continue
-        values = frontend.fbank(wave, checked=True).double().flatten()
+        try:
+            values = frontend.fbank(wave, checked=True).double().flatten()
+        except NonFiniteFeaturesError as err:
+            _warn_bad(entries[i].wav, str(err))
+            continue
         n = values.numel()
         clip_mean = values.mean().item()
         clip_m2 = (values - clip_mean).square().sum().item()

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from ..frontend import LogMelFrontend
+from ..frontend.logmel import NonFiniteFeaturesError
 from ..frontend.audio import decode_audio
 from .augment import mixup_waveforms, sample_mixup_lambda
 from .dataset import BadClipWarning, ClipDatasetConfig, clip_features, item_generator
@@ -456,7 +457,11 @@ class ShardDataset(torch.utils.data.IterableDataset):
         if c.augment and c.mixup > 0:
             recent.append((wave, target))
 
-        spec = clip_features(mixed, self.frontend, c, gen)
+        try:
+            spec = clip_features(mixed, self.frontend, c, gen)
+        except NonFiniteFeaturesError as err:
+            _warn_bad(name, str(err))
+            return None
         return {"spec": spec, "target": target_mixed.float(), "index": index}
 
     def _decode(self, data: bytes, name: str) -> tuple[Tensor | None, str]:

@@ -55,6 +55,10 @@ def pad_or_crop(fbank: Tensor, target_length: int) -> Tensor:
     return fbank[:, :target_length]
 
 
+class NonFiniteFeaturesError(ValueError):
+    """A waveform whose samples are finite gave NaN or infinite log-mel features."""
+
+
 class LogMelFrontend(nn.Module):
     """The front end, one pipeline for training, statistics and inference:
 
@@ -100,8 +104,15 @@ class LogMelFrontend(nn.Module):
             waveform = waveform.unsqueeze(0)
         waveform = waveform - (waveform.mean(dim=1, keepdim=True) if mean is None else mean)
         c = self.config
-        return compute_fbank(waveform, c.sample_rate, c.num_mel_bins, c.frame_length_ms, c.frame_shift_ms,
-                             c.preemphasis, True, c.low_freq, 0.0)
+        fbank = compute_fbank(waveform, c.sample_rate, c.num_mel_bins, c.frame_length_ms, c.frame_shift_ms,
+                              c.preemphasis, True, c.low_freq, 0.0)
+        finite = torch.isfinite(fbank)
+        if not bool(finite.all()):  # finite samples can still overflow the power spectrum
+            rows = (~finite).flatten(1).any(dim=1).nonzero().flatten().tolist()
+            peak = float(waveform.abs().max())
+            raise NonFiniteFeaturesError(f"log-mel features are not finite (batch rows {rows}; largest |sample| "
+                                         f"{peak:.3g}): the samples are too large for the filterbank")
+        return fbank
 
     def pad_or_crop(self, fbank: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, target_length, F)`` (zero-padded or cropped) and the real frames per row."""

@@ -208,7 +208,10 @@ def embed_files(inputs: list[str | Path], embedder: Embedder, out_dir: str | Pat
             batch.append((path, name))
         if batch:
             lengths = [w.numel() for w in waves]
-            for (path, name), n, (emb, times) in zip(batch, lengths, embedder.timestamp_embeddings(waves)):
+            embedded = _embed_batch(embedder, batch, waves, index["failed"])
+            for (path, name), n, (emb, times) in zip(batch, lengths, embedded):
+                if emb is None:
+                    continue
                 scene, emb, times = emb.mean(0).numpy(), emb.numpy(), times.numpy()
                 record = {"audio": str(path), "duration_s": n / embedder.sample_rate, "timestamps": len(times)}
                 if output_format == "set":
@@ -234,6 +237,25 @@ def embed_files(inputs: list[str | Path], embedder: Embedder, out_dir: str | Pat
             timestamps_ms=np.concatenate([t for _, _, t in collected]), offsets=offsets))
     _atomic_save(out_dir / "index.json", lambda f: f.write(json.dumps(index, indent=2).encode()))
     return index
+
+
+def _embed_batch(embedder: Embedder, batch: list, waves: list, failed: list) -> list:
+    """``embedder.timestamp_embeddings(waves)``; where the front end refuses the batch
+    (features that are not finite), each file alone, those it refuses recorded in
+    ``failed`` and given ``(None, None)``."""
+    from ..frontend.logmel import NonFiniteFeaturesError
+
+    try:
+        return embedder.timestamp_embeddings(waves)
+    except NonFiniteFeaturesError:
+        out = []
+        for (path, _), wave in zip(batch, waves):
+            try:
+                out += embedder.timestamp_embeddings([wave])
+            except NonFiniteFeaturesError as err:
+                failed.append({"audio": str(path), "error": str(err)})
+                out.append((None, None))
+        return out
 
 
 def _record_path(outputs: list[Path], out_dir: Path, output_format: str) -> str:
