@@ -313,3 +313,14 @@ def test_benchmark_arguments_are_checked_by_the_parser(capsys, argv, expected):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err
+
+
+def test_a_model_larger_than_the_memory_left_is_refused_before_allocating(capsys, model_dir, monkeypatch):
+    from ssamba.models import serialization
+
+    assert ssamba.load_model(model_dir) is not None
+    monkeypatch.setattr(serialization, "available_memory_bytes", lambda: 1024)
+    with pytest.raises(ValueError, match=r"needs about .* GiB .*more than the 0.0 GiB available here"):
+        ssamba.load_model(model_dir)
+    monkeypatch.undo()
+    assert serialization.available_memory_bytes() > 0  # this machine's MemAvailable is read

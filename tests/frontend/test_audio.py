@@ -38,3 +38,16 @@ def test_unreadable_file_names_the_file(tmp_path):
         load_audio(bad)
     with pytest.raises(ValueError, match="missing.flac"):
         load_audio(tmp_path / "missing.flac")
+
+
+def test_a_header_declaring_a_few_hertz_is_refused_before_resampling(tmp_path):
+    import struct
+
+    from ssamba.frontend import load_audio
+
+    data = b"\x00\x01" * 60_000  # 120 KB of 16-bit mono; its header says 8 Hz
+    header = (b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt "
+              + struct.pack("<IHHIIHH", 16, 1, 1, 8, 16, 2, 16) + b"data" + struct.pack("<I", len(data)))
+    (tmp_path / "8hz.wav").write_bytes(header + data)
+    with pytest.raises(ValueError, match="declares 8 Hz; rates below 1000 Hz are refused"):
+        load_audio(tmp_path / "8hz.wav")

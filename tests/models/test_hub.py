@@ -142,3 +142,25 @@ def test_push_refuses_offline_and_bad_ids(monkeypatch):
         model.push_to_hub("org/x")
     with pytest.raises(ValueError, match="not a Hugging Face repo id"):
         hub.push_to_hub(model, "org/x@main")
+
+
+def test_hostile_revisions_and_planted_caches_are_refused(offline_cache, tmp_path, capsys):
+    # campaign 3 (issue 34): nothing outside the repo's own snapshots is ever loaded
+    elsewhere = tmp_path / "elsewhere"
+    torch.manual_seed(5)
+    ssamba.save_model(ssamba.create_model("ssamba_test", input_tdim=64), elsewhere)
+    storage = Path(os.environ["HF_HOME"]) / "hub" / "models--org--tiny"
+    for spec in ("org/tiny@../../../ptr", "org/tiny@a/../b", "org/tiny@/etc"):
+        with pytest.raises(ValueError, match="not a path"):
+            hub.resolve_repo(spec)
+    (storage / "refs" / "evil").write_text(os.path.relpath(elsewhere, storage / "snapshots"))
+    with pytest.raises(hub.HubError, match="outside"):
+        hub.resolve_repo("org/tiny@evil")
+    planted = storage / "snapshots" / ("f" * 40)
+    planted.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        os.symlink(elsewhere / name, planted / name)
+    with pytest.raises(hub.HubError, match="points outside the repo"):
+        hub.resolve_repo("org/tiny@" + "f" * 40)
+    assert main(["embed", str(tmp_path), "--checkpoint", "org/tiny@evil", "--out", str(tmp_path / "e")]) == 2
+    assert capsys.readouterr().err.count("ssamba: error:") == 1

@@ -39,6 +39,19 @@ def test_save_load_keep_and_latest(tmp_path):
     assert ssamba.load_model(latest).config == model.config  # a checkpoint is also a model directory
 
 
+def test_latest_names_a_checkpoint_of_its_own_folder_only(tmp_path):
+    model = ssamba.create_model("ssamba_test")
+    elsewhere = save_checkpoint(tmp_path / "other", 5, model, {"step": 5})
+    run = tmp_path / "run"
+    save_checkpoint(run, 1, model, {"step": 1})
+    for planted in (str(elsewhere), "../other/step-00000005", "step-00000001/../../other/step-00000005"):
+        (run / "latest").write_text(planted)
+        with pytest.raises(ValueError, match="must name a checkpoint folder"):
+            latest_checkpoint(run)
+    (run / "latest").write_text("step-00000001\n")
+    assert latest_checkpoint(run) == run / "step-00000001"
+
+
 WRITER = """
 import sys, torch, ssamba
 from ssamba.training.checkpoint import save_checkpoint

@@ -91,6 +91,10 @@ def decode_audio(
     return torch.from_numpy(mono)
 
 
+#: Audio declaring a lower sample rate is refused (no recording is made at it; a forged
+#: header at a few Hz would make resampling allocate gigabytes).
+MIN_SAMPLE_RATE = 1000
+
 #: Frames decoded at a time: memory holds the 16 kHz mono result and one block, not the
 #: file's own channels and rate (an hour of 44.1 kHz stereo would be 1.3 GB as float32).
 BLOCK_FRAMES = 1 << 16
@@ -102,6 +106,8 @@ def _read_mono(f, sample_rate: int) -> np.ndarray:
     output equals :func:`resample` of the whole signal)."""
     import soxr
 
+    if f.samplerate < MIN_SAMPLE_RATE:  # resampling 8 Hz to 16 kHz multiplies the samples by 2000
+        raise ValueError(f"its header declares {f.samplerate} Hz; rates below {MIN_SAMPLE_RATE} Hz are refused")
     stream = soxr.ResampleStream(f.samplerate, sample_rate, 1, dtype="float32", quality="HQ") \
         if f.samplerate != sample_rate else None
     expected = int(np.ceil(f.frames * sample_rate / f.samplerate)) + 16 if f.frames > 0 else 0

@@ -60,6 +60,8 @@ def resolve_repo(spec: str | Path) -> Path:
     if not match:
         raise ValueError(f"{str(spec)!r} is not a Hugging Face repo id (org/name or org/name@revision)")
     repo_id, revision = match.group(1), match.group(2)
+    if revision is not None and any(part in ("", ".", "..") for part in revision.split("/")):
+        raise ValueError(f"{str(spec)!r}: a revision is a branch, tag or commit, not a path ({revision!r})")
     hub = require("huggingface_hub", f"loading {repo_id!r} from the Hugging Face Hub")
     cache, offline = _cache_dir(), _offline()
     try:
@@ -74,6 +76,18 @@ def resolve_repo(spec: str | Path) -> Path:
         raise HubError(f"{where} is neither a local path nor a model that could be fetched from the Hugging Face "
                        f"Hub ({type(err).__name__}: {err})") from None
     folder = Path(folder)
+    # a ref file or snapshot link in the cache may point anywhere: accept only the repo's
+    # own snapshots, so that a planted cache cannot load a model from an arbitrary folder
+    snapshots = (cache / f"models--{repo_id.replace('/', '--')}" / "snapshots").resolve()
+    resolved = folder.resolve()
+    if resolved.parent != snapshots:
+        raise HubError(f"{repo_id}: the Hugging Face cache points its snapshot outside {snapshots} ({resolved}); "
+                       "refusing it")
+    for name in (CONFIG_NAME, WEIGHTS_NAME):  # files are links into the repo's blobs
+        target = (folder / name).resolve()
+        if (folder / name).exists() and target.parent != snapshots.parent / "blobs" and target.parent != resolved:
+            raise HubError(f"{repo_id}: {name} in the Hugging Face cache points outside the repo ({target}); "
+                           "refusing it")
     if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
         raise HubError(f"{repo_id} holds no ssamba model ({CONFIG_NAME} + {WEIGHTS_NAME}) at {folder}")
     return folder

@@ -101,14 +101,34 @@ def weight_shapes(weights_path: Path) -> dict[str, tuple[int, ...]]:
         raise ValueError(f"{weights_path} is not a readable safetensors file: {err}") from None
 
 
+def available_memory_bytes() -> int | None:
+    """Memory this machine can still give (Linux ``MemAvailable``), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def check_weights(config, weights_path: Path) -> None:
     """Raise ``ValueError`` unless the model ``config`` describes has exactly the tensors
-    (names and shapes) of ``weights_path``; the model is built on the meta device (no memory)."""
+    (names and shapes) of ``weights_path``; the model is built on the meta device (no memory).
+    Loading holds the model and the file's tensors at once: twice their bytes must fit in
+    the memory the machine has available, or the load is refused before allocating."""
     import torch
 
     stored = weight_shapes(weights_path)
     with torch.device("meta"):
-        expected = {name: tuple(t.shape) for name, t in model_from_config(config).state_dict().items()}
+        tensors = model_from_config(config).state_dict()
+        expected = {name: tuple(t.shape) for name, t in tensors.items()}
+        needed = 2 * sum(t.numel() * t.element_size() for t in tensors.values())
+    available = available_memory_bytes()
+    if available is not None and needed > available:
+        raise ValueError(f"{weights_path.parent}: loading this model needs about {needed / 2**30:.1f} GiB "
+                         f"(its weights and the model), more than the {available / 2**30:.1f} GiB available here")
     missing = sorted(set(expected) - set(stored))
     unexpected = sorted(set(stored) - set(expected))
     wrong = [f"{n}: config gives {expected[n]}, weights hold {stored[n]}"

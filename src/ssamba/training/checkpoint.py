@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, read_json
 from ..models import load_model, save_model
 
 LATEST = "latest"
@@ -113,7 +114,10 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     pointer = Path(root) / LATEST
     if not pointer.is_file():
         return None
-    path = Path(root) / pointer.read_text().strip()
+    name = pointer.read_text(encoding="utf-8", errors="replace").strip()
+    if not re.fullmatch(r"step-\d+", name):  # only a checkpoint of this folder, never a path elsewhere
+        raise ValueError(f"{pointer} must name a checkpoint folder of {root} (step-<N>), not {name[:200]!r}")
+    path = Path(root) / name
     return path if path.is_dir() else None
 
 
@@ -123,6 +127,6 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[torch.
 
     path = Path(path)
     model = load_model(path, map_location=map_location)
-    skeleton = json.loads((path / "state.json").read_text())
+    skeleton = read_json(path / "state.json", "checkpoint state")
     tensors = load_file(str(path / "state.safetensors"), device=map_location)
     return model, unflatten_state(skeleton, tensors)
