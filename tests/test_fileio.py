@@ -29,3 +29,71 @@ def test_the_temporary_keeps_the_suffix_so_numpy_writes_it_whole(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["emb.npz"]
     atomic_write_text(tmp_path / "crlf.txt", "a\r\nb")
     assert (tmp_path / "crlf.txt").read_bytes() == b"a\r\nb"
+
+
+def test_a_writer_library_reporting_a_full_disk_becomes_an_os_error(tmp_path):
+    class SafetensorError(Exception):  # how safetensors reports a failed write
+        pass
+
+    target = tmp_path / "model.safetensors"
+    atomic_write(target, lambda tmp: open(tmp, "wb").write(b"old"))
+
+    def fail(tmp):
+        open(tmp, "wb").write(b"half")
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+
+    with pytest.raises(OSError, match="could not write .*model.safetensors"):
+        atomic_write(target, fail)
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+    with pytest.raises(TypeError):  # a bug in the writer stays a bug
+        atomic_write(target, lambda tmp: None + 1)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs (needs root and mount; skipped elsewhere), unmounted afterwards."""
+    import os
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root and mount")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def _fill(disk, leave: int):
+    import os
+
+    stat = os.statvfs(disk)
+    with open(disk / "filler", "wb") as f:
+        f.write(b"\0" * max(0, stat.f_bavail * stat.f_frsize - leave))
+
+
+def test_on_a_full_disk_fbank_and_checkpoints_fail_in_one_line_and_keep_the_old_files(small_disk, tmp_path, capsys):
+    import soundfile
+    import torch
+
+    import ssamba
+    from ssamba.cli import main
+    from ssamba.training.checkpoint import latest_checkpoint, save_checkpoint
+
+    soundfile.write(tmp_path / "a.wav", 0.1 * np.random.default_rng(0).standard_normal(16000), 16000)
+    out = small_disk / "a.npy"
+    assert main(["fbank", str(tmp_path / "a.wav"), "--out", str(out), "--target-length", "64"]) == 0
+    before = out.read_bytes()
+    model = ssamba.create_model("ssamba_test")
+    save_checkpoint(small_disk / "ckpt", 1, model, {"step": 1, "w": torch.zeros(10)})
+    _fill(small_disk, leave=4096)
+    capsys.readouterr()
+    assert main(["fbank", str(tmp_path / "a.wav"), "--out", str(out), "--target-length", "1024"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ssamba: error: could not write {out}"), err
+    assert out.read_bytes() == before
+    with pytest.raises(OSError):
+        save_checkpoint(small_disk / "ckpt", 2, model, {"step": 2, "w": torch.zeros(100_000)})
+    assert latest_checkpoint(small_disk / "ckpt").name == "step-00000001"
+    leftovers = [p.name for p in small_disk.rglob("*") if p.name.startswith(".")]
+    assert leftovers == []

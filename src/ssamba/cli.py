@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 
+from .argtypes import at_least
 from .errors import USER_ERRORS, UserError, one_line
 
 
@@ -80,7 +81,13 @@ def cmd_fbank(args: argparse.Namespace) -> int:
         f"padded/cropped to {tuple(spec.shape)} (T, F); mean {spec.mean():.3f}, std {spec.std():.3f}"
     )
     if args.out:
-        np.save(args.out, spec.numpy())
+        from .fileio import atomic_write
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as handle:  # a file object: np.save adds no suffix
+                np.save(handle, spec.numpy())
+
+        atomic_write(args.out, write)
         print(f"saved {args.out}")
     return 0
 
@@ -124,7 +131,9 @@ def _run_experiment(args: argparse.Namespace, task: str) -> int:
     config = load_experiment(args.config, {"task": task, **overrides})
     if resolve_device(config.run.device) == "cpu":  # the CPU's allocator tuning; a GPU run leaves it alone
         apply_allocator_policy()
-    summary = (pretrain if task == "pretrain" else finetune)(config, resume=args.resume)
+    if args.resume and args.overwrite:
+        raise UserError("--resume continues the run in run.out_dir and --overwrite replaces it: give one")
+    summary = (pretrain if task == "pretrain" else finetune)(config, resume=args.resume, overwrite=args.overwrite)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -222,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fbank", help=cmd_fbank.__doc__, description=cmd_fbank.__doc__)
     p.add_argument("audio", help="audio file (any rate or channel count: resampled to 16 kHz mono)")
     p.add_argument("--out", help="write the (T, F) features to this .npy file")
-    p.add_argument("--target-length", type=int, default=1024, help="frames after padding/cropping (default 1024)")
+    p.add_argument("--target-length", type=at_least(1), default=1024, help="frames after padding/cropping (default 1024)")
     p.add_argument(
         "--stats",
         default="audioset",
@@ -239,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override any option, e.g. optim.lr=3e-4 run.out_dir=runs/x")
         p.add_argument("--resume", action="store_true",
                        help="continue from the newest checkpoint in run.out_dir/checkpoints")
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace the run already in run.out_dir (without it, or --resume, such a folder is refused)")
         p.set_defaults(func=func)
 
     p = sub.add_parser("evaluate", help=cmd_evaluate.__doc__, description=cmd_evaluate.__doc__)

@@ -168,7 +168,7 @@ def _pretrain(family: str, settings: DemoSettings, suite, stats, out: Path, seed
         "run.save_every": 10 ** 9, "run.keep_checkpoints": settings.periods + 1, "run.progress": progress,
         **(overrides or {}),
     })
-    return _timed(lambda c: pretrain(c, resume=resume), config)
+    return _timed(lambda c: pretrain(c, resume=resume, overwrite=not resume), config)  # the demo owns its folders
 
 
 def long_pretrained(settings: DemoSettings) -> dict[str, dict]:
@@ -343,7 +343,7 @@ def _finetune(family: str, task: str, init: Path | None, manifest: Path, setting
         "run.seed": seed, "run.save_every": 10 ** 9, "run.progress": progress,
         "run.plot": False,  # 12 to 200 steps each, dozens of runs: the demo's own plots summarise them
     })
-    return _timed(finetune, config)
+    return _timed(lambda c: finetune(c, overwrite=True), config)
 
 
 # -- report ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["atomic_write", "atomic_write_text", "read_json"]
+__all__ = ["atomic_write", "atomic_write_text", "is_write_failure", "read_json"]
 
 
 def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
@@ -26,13 +26,25 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if is_write_failure(err):  # one message naming the file, whatever the writer said
+            raise OSError(f"could not write {path}: {' '.join(str(err).split()) or type(err).__name__}") from err
         raise
     return path
+
+
+def is_write_failure(err: BaseException) -> bool:
+    """Whether ``err`` (from a writer library) says the file system refused the write:
+    an ``OSError``, or a library's own error carrying one (safetensors reports a full
+    disk as ``SafetensorError``)."""
+    if isinstance(err, OSError):
+        return True
+    text = str(err)
+    return type(err).__name__ == "SafetensorError" or "No space left on device" in text or "Errno 28" in text
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

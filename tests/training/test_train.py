@@ -207,3 +207,21 @@ def test_precision_auto_is_bf16_on_cuda_and_fp32_on_cpu(audio, tmp_path):
     assert autocast_dtype("fp32", torch.device("cuda")) is None
     with pytest.raises(ValueError, match="fp16"):
         pretrain_config(audio, tmp_path, **{"run.precision": "fp8"})
+
+
+def test_a_new_run_refuses_a_folder_that_holds_one(audio, tmp_path, capsys):
+    from ssamba.cli import main
+
+    argv = ["pretrain", f"data.train={audio['unlabeled']}", "model.preset=ssamba_test", "frontend.target_length=64",
+            "objective.num_masked=8", f"run.out_dir={tmp_path}", "run.epochs=1", "run.steps_per_epoch=2",
+            "run.batch_size=4", "run.progress=false", "run.plot=false", "data.num_workers=0"]
+    assert main(argv) == 0
+    final = (tmp_path / "final" / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds a finished run" in err[0] and "--resume" in err[0], err
+    assert (tmp_path / "final" / "model.safetensors").read_bytes() == final  # untouched
+    assert main([*argv, "--resume", "--overwrite"]) == 2
+    assert main([*argv, "run.seed=1", "--overwrite"]) == 0  # replaced: other weights
+    assert (tmp_path / "final" / "model.safetensors").read_bytes() != final

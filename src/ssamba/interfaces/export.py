@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import require
+from ..fileio import atomic_write
 
 #: Shortest input the exported graph takes: two time columns of 16-frame patches
 #: (torch.export specialises a size-1 axis).
@@ -92,7 +93,7 @@ def export_onnx(encoder: nn.Module, path: str | Path, frames: int | None = None)
         program = torch.onnx.export(_Features(model), (example,), dynamo=True, dynamic_shapes=(dims,),
                                     input_names=["spectrogram"], output_names=["tokens"], verbose=False)
     program.model.metadata_props["ssamba_config"] = json.dumps(model_meta(model))  # as config.json holds it
-    program.save(str(path))
+    atomic_write(path, lambda tmp: program.save(tmp))  # a killed export leaves the old file whole
     return path
 
 

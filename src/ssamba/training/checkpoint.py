@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..fileio import atomic_write_text, read_json
+from ..fileio import atomic_write_text, is_write_failure, read_json
 from ..models import load_model, save_model
 
 LATEST = "latest"
@@ -91,8 +91,10 @@ def save_checkpoint(root: str | Path, step: int, model: torch.nn.Module, state: 
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(root)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_write_failure(err) and not isinstance(err, OSError):  # e.g. safetensors on a full disk
+            raise OSError(f"could not write checkpoint {final}: {' '.join(str(err).split())}") from err
         raise
     atomic_write_text(root / LATEST, final.name)
     _fsync_dir(root)

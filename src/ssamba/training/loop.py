@@ -16,6 +16,7 @@ pictures; validation is sharded and its results gathered.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import time
@@ -28,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from ..data import BadClipTracker, ClipDataset, collate_clips, worker_init_fn
 from ..device import resolve_device as _resolve_device_name
+from ..fileio import atomic_write_text
 from . import distributed
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .optim import LRSchedule, OptimConfig, build_optimizer
@@ -316,10 +318,11 @@ class Trainer:
                     self._tensorboard.add_scalar(key, value, row["step"])
         path = self.out_dir / "metrics.csv"
         keys = sorted({k for r in self.history for k in r}, key=lambda k: (k not in ("step", "epoch"), k))
-        with open(path, "w", newline="") as handle:  # rewritten whole: columns can grow
-            writer = csv.DictWriter(handle, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(self.history)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(self.history)
+        atomic_write_text(path, text.getvalue())  # rewritten whole (columns can grow), never seen half-written
 
     def fit(self) -> dict[str, Any]:
         """Train to ``total_steps`` (from wherever the trainer stands) and return a summary."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..fileio import atomic_write_text
 from ..data import ClipDataset, ClipDatasetConfig, LabelMap, read_label_csv
 from ..models import create_model, load_model
 from ..models.adapt import load_encoder_weights
@@ -60,21 +62,46 @@ def _checked(config: ExperimentConfig) -> ExperimentConfig:
     return config
 
 
+#: What a run writes into its folder: a new run must not mix with or silently replace them.
+RUN_OUTPUTS = ("summary.json", "final", "checkpoints", "metrics.csv", "experiment.json", "curves.png", "tensorboard")
+
+
+def _claim_run_folder(config: ExperimentConfig, resume: bool, overwrite: bool) -> None:
+    """A new run (neither ``resume`` nor ``overwrite``) refuses a folder that holds a run;
+    ``overwrite`` removes that run's outputs first."""
+    out = Path(config.run.out_dir)
+    found = [name for name in RUN_OUTPUTS if (out / name).exists()]
+    if not found or resume:
+        return
+    if not overwrite:
+        state = "finished" if (out / "summary.json").exists() else "started"
+        raise FileExistsError(f"{out} holds a {state} run ({', '.join(found)}): pass --resume to continue it, "
+                              "--overwrite to replace it, or another run.out_dir")
+    if distributed.current().is_main:
+        for name in found:
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    distributed.barrier()
+
+
 def _write_summary(config: ExperimentConfig, summary: dict[str, Any]) -> None:
     if not distributed.current().is_main:
         return
     out = Path(config.run.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "experiment.json").write_text(json.dumps(config.to_dict(), indent=2))
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "experiment.json", json.dumps(config.to_dict(), indent=2))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
 
 
-def pretrain(config: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
-    """Self-supervised masked patch modeling on ``data.train`` (labels ignored)."""
+def pretrain(config: ExperimentConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Self-supervised masked patch modeling on ``data.train`` (labels ignored).
+    ``resume`` continues the run in ``run.out_dir``; a folder that holds a run is otherwise
+    refused, unless ``overwrite`` (its outputs are removed first)."""
     config = _checked(config)
     if not config.data.train:
         raise ValueError("pretraining needs data.train (a manifest JSON)")
     config = _join_world(config)
+    _claim_run_folder(config, resume, overwrite)
     torch.manual_seed(config.run.seed)
     encoder = create_model(config.model.preset, **config.model.options)
     encoder.use_frontend(config.frontend)  # saved with every checkpoint; checks the mel bins
@@ -110,12 +137,15 @@ def build_finetune_model(config: ExperimentConfig, num_classes: int) -> tuple[to
     return model, note
 
 
-def finetune(config: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
-    """Supervised fine-tuning (or training from scratch) on a labelled manifest."""
+def finetune(config: ExperimentConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Supervised fine-tuning (or training from scratch) on a labelled manifest.
+    ``resume`` continues the run in ``run.out_dir``; a folder that holds a run is otherwise
+    refused, unless ``overwrite`` (its outputs are removed first)."""
     config = _checked(config)
     if not config.data.train:
         raise ValueError("fine-tuning needs data.train (a manifest JSON)")
     config = _join_world(config)
+    _claim_run_folder(config, resume, overwrite)
     torch.manual_seed(config.run.seed)
     labels = _label_map(config)
     model, note = build_finetune_model(config, labels.num_classes)
