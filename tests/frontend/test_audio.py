@@ -51,3 +51,21 @@ def test_a_header_declaring_a_few_hertz_is_refused_before_resampling(tmp_path):
     (tmp_path / "8hz.wav").write_bytes(header + data)
     with pytest.raises(ValueError, match="declares 8 Hz; rates below 1000 Hz are refused"):
         load_audio(tmp_path / "8hz.wav")
+
+
+def test_a_fifo_in_a_manifest_is_a_bad_clip_not_a_hang(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    os.mkfifo(tmp_path / "pipe.wav")
+    soundfile.write(tmp_path / "ok.wav", 0.1 * np.random.default_rng(0).standard_normal(16000), 16000)
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"data": [{"wav": "pipe.wav"}, {"wav": "ok.wav"}]}))
+    with pytest.raises(ValueError, match="not a regular file"):
+        load_audio(tmp_path / "pipe.wav")
+    for argv in (["stats", str(manifest)],
+                 ["embed", str(manifest), "--checkpoint", "ssamba_test", "--out", str(tmp_path / "e"), "--no-progress"]):
+        proc = subprocess.run([sys.executable, "-m", "ssamba.cli", *argv], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and "not a regular file" in proc.stderr, proc.stderr

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import stat
 from pathlib import Path
 from typing import BinaryIO
 
@@ -70,6 +72,12 @@ def decode_audio(
     elif isinstance(source, (str, Path)):
         name = name or str(source)
         source = str(source)
+        try:
+            mode = os.stat(source).st_mode
+        except OSError as err:
+            raise ValueError(f"cannot read audio file {name!r}: {err.strerror or err}") from None
+        if not stat.S_ISREG(mode):  # opening a FIFO or a device blocks or reads forever
+            raise ValueError(f"cannot read audio file {name!r}: not a regular file (a FIFO, device or folder)")
     else:
         name = name or str(getattr(source, "name", "<file object>"))
     try:

@@ -116,6 +116,8 @@ def _atomic_save(path: Path, write) -> None:
 def _frames(path: Path) -> int:
     import soundfile
 
+    if not path.is_file():  # a FIFO or device: reading its header would block; fails on load
+        return 0
     try:
         return soundfile.info(str(path)).frames
     except Exception:  # unreadable: sorted first, fails on load with its reason
