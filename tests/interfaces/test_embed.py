@@ -236,3 +236,18 @@ def test_a_file_with_non_finite_features_is_skipped_and_named(model_dir, tmp_pat
     assert len(index["failed"]) == 1 and "not finite" in index["failed"][0]["error"]
     assert np.isfinite(np.load(tmp_path / "out" / "ok.npz")["timestamp_embeddings"]).all()
     assert not (tmp_path / "out" / "loud.npz").exists()
+
+
+def test_undecodable_file_names_and_a_folder_called_index_json(model_dir, tmp_path):
+    import os
+    import shutil
+
+    root = os.fsencode(tmp_path / "in")
+    os.makedirs(root + b"/index.json")
+    soundfile.write(tmp_path / "tone.wav", _tone(1.0), 16000)
+    shutil.copy(tmp_path / "tone.wav", root + b"/caf\xe9.wav")  # not UTF-8
+    shutil.copy(tmp_path / "tone.wav", root + b"/index.json/x.wav")
+    index = embed_files([tmp_path / "in"], ssamba.load(model_dir), tmp_path / "out", progress=False)
+    assert index["failed"] == [] and len(index["files"]) == 2
+    assert (tmp_path / "out" / "index.json").is_file() and (tmp_path / "out" / "_index.json" / "x.npz").is_file()
+    assert (tmp_path / "out" / os.fsdecode(b"caf\xe9.npz")).is_file()

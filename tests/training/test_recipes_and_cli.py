@@ -73,7 +73,28 @@ def test_pretrain_then_finetune_then_evaluate_from_the_command_line(tmp_path):
 
     scored = ssamba("evaluate", str(tmp_path / "fine"), str(valid), str(labels))
     assert scored.returncode == 0, scored.stderr
-    assert set(json.loads(scored.stdout)) == {"acc", "mAP", "AUC", "d_prime"}
+    result = json.loads(scored.stdout)
+    assert set(result) == {"acc", "mAP", "AUC", "d_prime", "clips", "scored", "skipped"}
+    assert result["skipped"] == [] and result["scored"] == result["clips"] > 0
+
+    # a clip that is gone is named in the result, and the rest are scored
+    content = json.loads(Path(valid).read_text())
+    content["data"].append({**content["data"][0], "wav": str(tmp_path / "gone.wav")})
+    holed = tmp_path / "holed.json"
+    holed.write_text(json.dumps(content))
+    scored = ssamba("evaluate", str(tmp_path / "fine"), str(holed), str(labels))
+    result = json.loads(scored.stdout)
+    assert scored.returncode == 0 and result["scored"] == result["clips"] - 1
+    assert len(result["skipped"]) == 1 and "gone.wav" in result["skipped"][0]
+
+    # init_from a model of another family, or with another width: refused before training
+    for options, expected in ((["model.preset=ssast_test_patch"], "is a SSAMBAConfig model but model.preset"),
+                              (["model.options={embed_dim: 64}"], "do not fit this model")):
+        wrong = ssamba("finetune", *common, *options, f"model.init_from={tmp_path / 'pre'}",
+                       f"data.label_csv={labels}", "run.epochs=1", "run.max_steps=1",
+                       f"run.out_dir={tmp_path / 'wrong'}")
+        assert wrong.returncode == 2 and expected in wrong.stderr, wrong.stderr
+        assert not (tmp_path / "wrong" / "final").exists()
 
     stats = ssamba("stats", str(train))
     assert stats.returncode == 0 and "frontend.mean=" in stats.stdout

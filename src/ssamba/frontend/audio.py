@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -81,7 +82,10 @@ def decode_audio(
     else:
         name = name or str(getattr(source, "name", "<file object>"))
     try:
-        with soundfile.SoundFile(source) as f:
+        # a path is opened by Python (any file name the OS gives, undecodable bytes too),
+        # and libsndfile reads the open file
+        with (open(source, "rb") if isinstance(source, str) else contextlib.nullcontext(source)) as handle, \
+                soundfile.SoundFile(handle) as f:
             mono = _read_mono(f, sample_rate)
             rate, channels, header = f.samplerate, f.channels, f.extra_info
     except Exception as err:  # soundfile raises several types (LibsndfileError, RuntimeError)

@@ -74,7 +74,13 @@ def collect_inputs(inputs: list[str | Path]) -> list[tuple[Path, str]]:
     return out
 
 
+#: Names the output folder keeps for itself at its top level.
+RESERVED_NAMES = ("index.json", "embeddings.npz")
+
+
 def _unique_name(rel: Path, taken: set[str]) -> str:
+    if rel.parts and rel.parts[0] in RESERVED_NAMES:  # an input folder called index.json: not over ours
+        rel = Path("_" + rel.parts[0], *rel.parts[1:])
     folder, filename = rel.parent, rel.name
     stem = Path(filename).stem
     candidates = [filename] if stem in ("", ".", "..") else [stem, filename]

@@ -123,13 +123,22 @@ def build_finetune_model(config: ExperimentConfig, num_classes: int) -> tuple[to
     """The classifier, with pretrained encoder weights when ``model.init_from`` is set."""
     options = {**config.model.options, "num_classes": num_classes}
     if config.model.init_from:
-        source = load_model(config.model.init_from)
-        base = {k: v for k, v in vars(source.config).items() if k not in options}
-        from ..models import model_from_config
         from ..config import config_from_dict
+        from ..models import get_config, model_from_config
 
+        source = load_model(config.model.init_from)
+        preset = type(get_config(config.model.preset))
+        if type(source.config) is not preset:  # experiment.json must say what is trained
+            raise ValueError(f"model.init_from {config.model.init_from} is a {type(source.config).__name__} model "
+                             f"but model.preset {config.model.preset!r} is a {preset.__name__}: choose a preset "
+                             "of the pretrained model's family")
+        base = {k: v for k, v in vars(source.config).items() if k not in options}
         model = model_from_config(config_from_dict(type(source.config), {**base, **options}))
         report = load_encoder_weights(model, source)
+        if report.mismatched or not report.loaded:
+            raise ValueError(f"model.init_from {config.model.init_from}: {len(report.mismatched)} of its tensors do not "
+                             f"fit this model ({'; '.join(report.mismatched[:3]) or 'none loaded'}); model.options "
+                             "must keep the pretrained encoder's geometry (embed_dim, depth, heads)")
         note = f"initialised from {config.model.init_from}: {report.summary()}"
     else:
         model = create_model(config.model.preset, **options)
@@ -170,7 +179,7 @@ def finetune(config: ExperimentConfig, resume: bool = False, overwrite: bool = F
 
 
 def evaluate(model_dir: str, manifest: str, label_csv: str, loss: str = "ce", batch_size: int = 32,
-             device: str = "auto") -> dict[str, float]:
+             device: str = "auto") -> dict[str, Any]:
     """Classification metrics of a saved fine-tuned model on a labelled manifest, with the
     front end the model was trained with."""
     from torch.utils.data import DataLoader
@@ -186,7 +195,18 @@ def evaluate(model_dir: str, manifest: str, label_csv: str, loss: str = "ce", ba
         raise ValueError(
             f"{model_dir} has {model.config.num_classes} classes, the label CSV {labels.num_classes}"
         )
+    import warnings
+
+    from ..data import BadClipWarning
+
     data = _dataset(manifest, config, labels)
     loader = DataLoader(data, batch_size=batch_size, collate_fn=collate_clips)
     task = ClassificationTask(model, loss)
-    return task.evaluate(loader, resolve_device(device))
+    with warnings.catch_warnings(record=True) as caught:  # which clips could not be scored, and why
+        warnings.simplefilter("always", BadClipWarning)
+        metrics = task.evaluate(loader, resolve_device(device))
+    skipped = [str(w.message) for w in caught if issubclass(w.category, BadClipWarning)]
+    for w in caught:  # shown as they would have been
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    total = len(data)
+    return {**metrics, "clips": total, "scored": total - len(skipped), "skipped": skipped}
