@@ -324,3 +324,10 @@ def test_a_model_larger_than_the_memory_left_is_refused_before_allocating(capsys
         ssamba.load_model(model_dir)
     monkeypatch.undo()
     assert serialization.available_memory_bytes() > 0  # this machine's MemAvailable is read
+
+
+def test_a_diverging_run_is_one_line_that_does_not_blame_the_data(capsys, data, tmp_path):
+    argv = ["pretrain", f"data.train={data['train']}", f"run.out_dir={tmp_path / 'r'}", *TINY, "run.max_steps=6",
+            "run.epochs=1", "optim.lr=1e30", "optim.warmup_steps=0", "objective.num_masked=8"]
+    message = user_error(capsys, argv)
+    assert "the run diverged" in message and "lower optim.lr" in message

@@ -128,7 +128,8 @@ def _leaf_options():
 
 
 override_values = st.one_of(
-    st.sampled_from(["-1", "0", "1", "8.5", "3e-4", "abc", "true", "null", "[1, 2]", "{a: 1}", "1e400", "nan", ""]),
+    st.sampled_from(["-1", "0", "1", "8.5", "3e-4", "abc", "true", "null", "[1, 2]", "{a: 1}", "1e400", "nan", "",
+                     ".inf", "-.inf", ".nan", "inf", "1e308", "[0.9, .nan]"]),
     st.text(alphabet=string.printable, max_size=8),
 )
 
@@ -147,6 +148,54 @@ def test_config_overrides(pairs):
     config = ends_well(load)
     if config is not None:
         assert config.run.batch_size >= 1 and config.optim.grad_accum >= 1 and 0 <= config.data.max_bad_fraction < 1
+        from ssamba.config import _non_finite
+
+        assert list(_non_finite(config, "config")) == []  # no NaN or infinity gets through
+
+
+@FUZZ
+@given(st.integers(1, 200_000), st.sampled_from(["manifest", "model", "shards", "state"]), st.booleans())
+def test_json_nested_to_any_depth(tmp_path, depth, reader, in_dict):
+    from ssamba.data import read_manifest, read_shard_index
+    from ssamba.models.serialization import _read_meta
+    from ssamba.training.checkpoint import load_checkpoint
+
+    nested = "[" * depth + "]" * depth
+    text = '{"data": ' + nested + "}" if in_dict else nested
+    name = {"manifest": "m.json", "model": "config.json", "shards": "shards.json", "state": "state.json"}[reader]
+    (tmp_path / name).write_text(text)
+    call = {"manifest": lambda: read_manifest(tmp_path / name), "model": lambda: _read_meta(tmp_path / name),
+            "shards": lambda: read_shard_index(tmp_path),
+            "state": lambda: load_checkpoint(tmp_path)}[reader]
+    ends_well(call)
+
+
+@FUZZ
+@given(st.lists(st.sampled_from(["..", ".", "snapshots", "models--org--tiny", "/", "etc", "f" * 40, "x"]),
+                min_size=1, max_size=6), st.sampled_from(["ref", "revision"]))
+def test_hostile_hub_caches_never_load_from_outside(tmp_path, monkeypatch, parts, where):
+    pytest.importorskip("huggingface_hub")
+    from ssamba.models import hub
+
+    home = tmp_path / "hf"
+    storage = home / "hub" / "models--org--tiny"
+    (storage / "refs").mkdir(parents=True, exist_ok=True)
+    (storage / "snapshots").mkdir(exist_ok=True)
+    outside = tmp_path / "outside"
+    if not outside.exists():
+        save_test_model(outside, input_tdim=64)
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    text = "/".join(parts)
+    if where == "ref":
+        (storage / "refs" / "main").write_text(text)
+        spec = "org/tiny"
+    else:
+        spec = "org/tiny@" + text
+    folder = ends_well(hub.resolve_repo, spec)
+    if folder is not None:
+        assert folder.resolve().parent == (storage / "snapshots").resolve()
 
 
 @pytest.fixture(scope="module")

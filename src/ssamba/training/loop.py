@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from ..data import BadClipTracker, ClipDataset, collate_clips, worker_init_fn
 from ..device import resolve_device as _resolve_device_name
+from ..errors import UserError
 from ..fileio import atomic_write_text
 from . import distributed
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 def resolve_device(name: str) -> torch.device:
     """:func:`ssamba.device.resolve_device` as a ``torch.device``."""
     return torch.device(_resolve_device_name(name))
+
+
+class TrainingDivergedError(UserError, FloatingPointError):
+    """The loss became NaN or infinite on finite inputs."""
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -264,7 +269,10 @@ class Trainer:
                 totals[key] = totals.get(key, 0.0) + value.item() / accum
         totals = distributed.mean_scalars(totals)
         if not math.isfinite(totals["loss"]):
-            raise FloatingPointError(f"loss is {totals['loss']} at step {self.step}; lower optim.lr?")
+            raise TrainingDivergedError(
+                f"the loss is {totals['loss']} at step {self.step}, on inputs that were all finite (clips whose "
+                "features are not are skipped as bad): the run diverged; resume from the last checkpoint with a "
+                "lower optim.lr or with optim.grad_clip set")
         if self.optim_config.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(modules.parameters(), self.optim_config.grad_clip)
