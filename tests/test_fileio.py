@@ -97,3 +97,18 @@ def test_on_a_full_disk_fbank_and_checkpoints_fail_in_one_line_and_keep_the_old_
     assert latest_checkpoint(small_disk / "ckpt").name == "step-00000001"
     leftovers = [p.name for p in small_disk.rglob("*") if p.name.startswith(".")]
     assert leftovers == []
+
+
+def test_written_files_get_the_mode_open_would_give_or_keep_theirs(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        fresh = atomic_write_text(tmp_path / "fresh.json", "{}")
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o644  # not mkstemp's 0600
+        os.chmod(fresh, 0o600)
+        atomic_write_text(fresh, "{ }")
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o600  # a replaced file keeps its mode
+    finally:
+        os.umask(umask)

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["atomic_write", "atomic_write_text", "is_write_failure", "read_json"]
+__all__ = ["atomic_write", "atomic_write_text", "is_write_failure", "new_mode", "read_json"]
 
 
 def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
@@ -25,6 +26,7 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _mode_for(path))  # mkstemp made it 0600; a replaced file keeps its mode
         os.replace(tmp, path)
     except BaseException as err:
         try:
@@ -35,6 +37,24 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
             raise OSError(f"could not write {path}: {' '.join(str(err).split()) or type(err).__name__}") from err
         raise
     return path
+
+
+def _mode_for(path: Path) -> int:
+    """The permissions ``path`` should get: those of the file it replaces, else what
+    ``open()`` would give a new file under this process's umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return new_mode()
+
+
+def new_mode(directory: bool = False) -> int:
+    """The mode ``open()`` (or ``mkdir``) gives a new file (folder) under the umask:
+    what a file made with ``mkstemp`` (``mkdtemp``) must be given before it is renamed
+    into place, since those are private (0600, 0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
 
 
 def is_write_failure(err: BaseException) -> bool:

@@ -83,3 +83,15 @@ def test_sigkill_during_writes_leaves_a_loadable_checkpoint(tmp_path, delay):
     model, state = load_checkpoint(latest)
     assert state["step"] == int(latest.name.split("-")[1])
     assert state["moments"].shape == (4_000_000,)
+
+
+def test_checkpoint_folders_and_files_get_the_umask_modes(tmp_path):
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path, 1, ssamba.create_model("ssamba_test"), {"step": 1})
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755  # not mkdtemp's 0700
+    assert {stat.S_IMODE(p.stat().st_mode) for p in path.iterdir()} == {0o644}

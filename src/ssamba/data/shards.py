@@ -38,7 +38,7 @@ from ..frontend.logmel import NonFiniteFeaturesError
 from ..frontend.audio import decode_audio
 from .augment import mixup_waveforms, sample_mixup_lambda
 from .dataset import BadClipWarning, ClipDatasetConfig, clip_features, item_generator
-from ..fileio import atomic_write_text, read_json
+from ..fileio import atomic_write_text, new_mode, read_json
 from .manifest import ClipEntry, LabelMap, read_manifest, split_labels
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ class _ShardWriter:
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
+        os.chmod(self.tmp, new_mode())  # mkstemp's file is private (0600)
         os.replace(self.tmp, self.path)
         return self.path.stat().st_size
 

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..fileio import atomic_write_text, is_write_failure, read_json
+from ..fileio import atomic_write_text, is_write_failure, new_mode, read_json
 from ..models import load_model, save_model
 
 LATEST = "latest"
@@ -87,6 +87,8 @@ def save_checkpoint(root: str | Path, step: int, model: torch.nn.Module, state: 
         for f in tmp.iterdir():
             with open(f, "rb") as handle:
                 os.fsync(handle.fileno())
+            os.chmod(f, new_mode())
+        os.chmod(tmp, new_mode(directory=True))  # mkdtemp's folder is private (0700)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
