@@ -187,7 +187,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     summary = prepare(args.layout, args.root, args.out, labels_from_subfolder=args.labels_from_subfolder,
-                      test_set=args.test_set)
+                      test_set=args.test_set, split=args.split, split_seed=args.seed, group_by=args.group_by)
     width = max(len("split"), *(len(name) for name in summary))
     print(f"{'split':<{width}} {'clips':>8} {'classes':>8} {'skipped':>8}")
     for name, row in summary.items():
@@ -277,6 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-set", default=None, metavar="DIR",
                    help="speechcommands-v1-12: use the SUPERB test folder (speech_commands_test_set_v0.01) "
                         "as the test split")
+    p.add_argument("--split", default=None, metavar="TRAIN,VALID[,TEST]",
+                   help="folder layout: write train/validation/test.json in these proportions (e.g. 80,10,10), "
+                        "stratified by label")
+    p.add_argument("--seed", type=int, default=None, help="folder layout with --split: the seed of the split (0)")
+    p.add_argument("--group-by", default=None, metavar="REGEX",
+                   help="folder layout: clips whose paths give the same match (its first group if any) stay in "
+                        "one split, e.g. '^[^/]+/(spk[0-9]+)_' keeps a speaker together (implies --split 80,10,10)")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("shard", help=cmd_shard.__doc__, description=cmd_shard.__doc__)

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -346,3 +347,61 @@ def test_help_of_the_new_commands_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "usage: ssamba prepare" in out.stdout and "usage: ssamba shard" in out.stdout
     assert out.stdout.strip().endswith("False")
+
+
+def _class_folder(root, classes=4, per_class=30, speakers=5):
+    import soundfile as sf
+
+    tone = (0.1 * np.sin(np.arange(1600) / 3)).astype("float32")
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            sf.write(root / f"class{c}" / f"spk{i % speakers}_{i:03d}.wav", tone, 16000)
+
+
+def test_a_folder_is_split_stratified_reproducibly_and_groups_stay_whole(tmp_path):
+    from ssamba.data.layouts import split_entries
+
+    _class_folder(tmp_path / "data")
+    summary = prepare("folder", tmp_path / "data", tmp_path / "a", labels_from_subfolder=True, split="80,10,10")
+    assert {k: v["clips"] for k, v in summary.items()} == {"train": 96, "validation": 12, "test": 12}
+    assert all(v["classes"] == 4 for v in summary.values())  # every class in every split
+    again = prepare("folder", tmp_path / "data", tmp_path / "b", labels_from_subfolder=True, split="80,10,10")
+    assert again == summary and (tmp_path / "a" / "test.json").read_text() != "" and \
+        [e.wav for e in read_manifest(tmp_path / "a" / "test.json")] == \
+        [e.wav for e in read_manifest(tmp_path / "b" / "test.json")]  # the same seed, the same split
+    other = prepare("folder", tmp_path / "data", tmp_path / "c", labels_from_subfolder=True, split="80,10,10",
+                    split_seed=1)
+    assert [e.wav for e in read_manifest(tmp_path / "c" / "test.json")] != \
+        [e.wav for e in read_manifest(tmp_path / "a" / "test.json")]
+    assert other["test"]["clips"] == 12
+
+    prepare("folder", tmp_path / "data", tmp_path / "g", labels_from_subfolder=True, split="60,20,20",
+            group_by=r"^(class\d/spk\d)_")
+    where = {}
+    for split in ("train", "validation", "test"):
+        for entry in read_manifest(tmp_path / "g" / f"{split}.json"):
+            group = re.search(r"(class\d/spk\d)_", entry.wav).group(1)
+            assert where.setdefault(group, split) == split  # a speaker of a class never straddles splits
+    all_entries = [e for s in ("train", "validation", "test") for e in read_manifest(tmp_path / "g" / f"{s}.json")]
+    assert len(all_entries) == 120 and len({e.wav for e in all_entries}) == 120
+    with pytest.raises(ValueError, match="does not match"):
+        split_entries(all_entries, (0.8, 0.2), group_by=r"nomatch(\d)")
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--split", "80,x"], "give two or three numbers"),
+    (["--split", "80,10,10,5"], "give two or three non-negative numbers"),
+    (["--seed", "3"], "give the split too"),
+])
+def test_bad_splits_are_one_line(tmp_path, capsys, argv, expected):
+    _class_folder(tmp_path / "data", classes=2, per_class=4)
+    assert main(["prepare", "folder", str(tmp_path / "data"), str(tmp_path / "out"), "--labels-from-subfolder",
+                 *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+
+
+def test_layouts_with_their_own_splits_refuse_a_split(esc50, tmp_path):
+    with pytest.raises(ValueError, match="comes with its own splits"):
+        prepare("esc50", esc50, tmp_path / "out", split="80,20")

@@ -16,7 +16,9 @@ Each reader turns a dataset folder, as downloaded and unpacked, into named split
   ``validation``, ``test``; labels: the speaker ids.
 - ``librispeech``: ``<spk>/<chapter>/*.flac`` at any depth under ``ROOT`` -> ``train``
   (and ``validation`` from ``dev-*`` subsets); unlabelled.
-- ``folder``: audio files at any depth -> ``all``; unlabelled, or labelled by sub-folder.
+- ``folder``: audio files at any depth -> ``all``; unlabelled, or labelled by sub-folder;
+  with a split (``split="80,10,10"``, :func:`split_entries`) -> ``train``,
+  ``validation``, ``test``, stratified by label, groups (``group_by``) kept whole.
 
 Manifests hold absolute paths to the audio where it lies (nothing is copied), except
 files written under the output folder (the Speech Commands ``_silence_`` crops), which
@@ -499,6 +501,76 @@ def read_folder(root: str | Path, labels_from_subfolder: bool = False) -> Datase
     return DatasetSplits({"all": entries}, labels, {"all": len(loose)})
 
 
+# ----------------------------------------------------------------------------- splitting
+
+
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+def parse_split(text: str) -> tuple[float, ...]:
+    """``"80,10,10"`` (or ``"0.8,0.1,0.1"``) -> fractions of train, validation, test that sum to 1."""
+    try:
+        parts = [float(p) for p in str(text).split(",")]
+    except ValueError:
+        raise ValueError(f"--split {text!r}: give two or three numbers, e.g. 80,10,10") from None
+    if not 2 <= len(parts) <= 3 or any(not np.isfinite(p) or p < 0 for p in parts) or sum(parts) <= 0:
+        raise ValueError(f"--split {text!r}: give two or three non-negative numbers with a positive sum, "
+                         "e.g. 80,10,10 (train, validation, test)")
+    total = sum(parts)
+    return tuple(p / total for p in parts)
+
+
+def split_entries(entries: Sequence[ClipEntry], fractions: Sequence[float], seed: int = 0,
+                  group_by: str | None = None, root: str | Path | None = None) -> dict[str, list[ClipEntry]]:
+    """Split ``entries`` into ``train``/``validation``(/``test``) in the proportions
+    ``fractions``, stratified by label (each clip's first label; unlabelled clips form
+    one stratum) and reproducible from ``seed``.
+
+    ``group_by``: a regular expression searched in each file's path (relative to ``root``
+    when given); clips with the same match (its first group, if it has one) stay in one
+    split, e.g. ``'^(spk\\d+)_'`` keeps a speaker's clips together. A group's stratum is
+    its most common label. Within each stratum, groups are dealt in a seeded order,
+    largest first, each to the split furthest below its share.
+    """
+    import random
+
+    pattern = re.compile(group_by) if group_by else None
+    groups: dict[str, list[ClipEntry]] = {}
+    for entry in entries:
+        path = Path(entry.wav)
+        text = (path.relative_to(root) if root and path.is_relative_to(root) else path).as_posix()
+        if pattern is None:
+            key = text
+        else:
+            match = pattern.search(text)
+            if match is None:
+                raise ValueError(f"--group-by {group_by!r} does not match {text!r}: every file needs a group")
+            key = match.group(1) if pattern.groups else match.group(0)
+        groups.setdefault(key, []).append(entry)
+    strata: dict[str, list[str]] = {}
+    for key, members in groups.items():
+        counts: dict[str, int] = {}
+        for entry in members:
+            label = entry.labels[0] if entry.labels else ""
+            counts[label] = counts.get(label, 0) + 1
+        strata.setdefault(min(counts, key=lambda label: (-counts[label], label)), []).append(key)
+    names = SPLIT_NAMES[:len(fractions)]
+    out: dict[str, list[ClipEntry]] = {name: [] for name in names}
+    rng = random.Random(seed)
+    for stratum in sorted(strata):
+        keys = sorted(strata[stratum])
+        rng.shuffle(keys)
+        keys.sort(key=lambda k: -len(groups[k]))  # stable: the seeded order among equal sizes
+        total = sum(len(groups[k]) for k in keys)
+        taken = [0] * len(names)
+        for key in keys:
+            deficit = [fractions[i] * total - taken[i] for i in range(len(names))]
+            best = max(range(len(names)), key=lambda i: (deficit[i], -i))
+            taken[best] += len(groups[key])
+            out[names[best]] += groups[key]
+    return {name: sorted(rows, key=lambda e: e.wav) for name, rows in out.items()}
+
+
 # ----------------------------------------------------------------------------- registry and prepare
 
 
@@ -548,9 +620,22 @@ def prepare(layout: str, root: str | Path, out_dir: str | Path, **options: Any) 
     ``{split: {"clips": n, "classes": k, "skipped": m}}`` (``classes``: label ids present
     in the split; ``skipped``: clips its split file lists whose audio is missing).
     Manifest paths under ``out_dir`` are stored relative to it, other paths absolute.
+    A layout read as one split ``all`` (``folder``) is split by ``split`` ("80,10,10"),
+    ``split_seed`` and ``group_by`` (:func:`split_entries`) when they are given.
     """
     out_dir = Path(out_dir).expanduser()
+    split, seed, group_by = (options.pop(k, None) for k in ("split", "split_seed", "group_by"))
+    if seed is not None and split is None and group_by is None:
+        raise ValueError("a split seed chooses the clips of a split: give the split too (--split 80,10,10)")
     result = read_layout(layout, root, out_dir=out_dir, **options)
+    if split is not None or group_by is not None:
+        if set(result.splits) != {"all"}:
+            raise ValueError(f"layout {layout!r} comes with its own splits ({', '.join(result.splits)}); "
+                             "--split and --group-by are for the folder layout")
+        fractions = parse_split(split) if split is not None else parse_split("80,10,10")
+        splits = split_entries(result.splits["all"], fractions, seed or 0, group_by,
+                               Path(root).expanduser().resolve())
+        result = DatasetSplits(splits, result.labels, {})
     out_dir.mkdir(parents=True, exist_ok=True)
     for split, entries in result.splits.items():
         write_manifest(entries, out_dir / f"{split}.json", relative=True)
