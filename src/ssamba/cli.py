@@ -255,8 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help=cmd_evaluate.__doc__, description=cmd_evaluate.__doc__)
     p.add_argument("model", help="model directory, checkpoint, or a fine-tuning run's out_dir")
     p.add_argument("manifest", help="manifest JSON of the clips to score")
-    p.add_argument("labels", help="label CSV (index,mid,display_name) the model was trained with")
-    p.add_argument("--loss", default="ce", choices=["ce", "bce"], help="ce: softmax scores; bce: sigmoid (multi-label)")
+    p.add_argument("labels", nargs="?", default=None,
+                   help="label CSV (index,mid,display_name) the model was trained with; only for models that do "
+                        "not carry their classes (fine-tuned models carry them)")
+    p.add_argument("--loss", default=None, choices=["ce", "bce"],
+                   help="ce: softmax scores; bce: sigmoid (multi-label); default: the model's own")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.set_defaults(func=cmd_evaluate)
@@ -296,9 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .benchmarks.cli import add_bench_parser
     from .corpora.cli import add_corpus_parser
     from .demo import add_demo_parser
-    from .interfaces.cli import add_embed_parser, add_explain_parser, add_export_parser
+    from .interfaces.cli import add_embed_parser, add_explain_parser, add_export_parser, add_predict_parser
     from .interfaces.convert_cli import add_convert_parser
 
+    add_predict_parser(sub)
     add_embed_parser(sub)
     add_explain_parser(sub)
     add_export_parser(sub)

@@ -33,6 +33,44 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """The top classes, with their probabilities, of a fine-tuned model for each audio file."""
+    from ..models import load_model
+    from .predict import predict_files
+
+    model = load_model(args.model)
+    result = predict_files(args.inputs, model, args.out, args.top_k, args.batch_size, args.labels,
+                           progress=not args.no_progress, overwrite=args.overwrite)
+    if args.out is None:
+        for p in result["predictions"]:
+            tops = ", ".join(f"{t['name']} {t['probability']:.3f}" for t in p["top"])
+            print(f"{p['audio']}\t{tops}")
+    else:
+        resumed = f" ({result['resumed']} from an earlier run)" if result["resumed"] else ""
+        print(f"predicted {len(result['predictions'])} file(s){resumed} into {args.out}")
+    for failure in result["failed"]:
+        print(f"skipped {failure['audio']}: {failure['error']}", file=sys.stderr)
+    return 0
+
+
+def add_predict_parser(sub) -> None:
+    p = sub.add_parser("predict", help=cmd_predict.__doc__, description=cmd_predict.__doc__ + (
+        " Each clip is scored on its first target_length frames, as in training and evaluate. Written to "
+        "--out after every batch; a rerun into the same file skips the files already predicted by the same "
+        "model."))
+    p.add_argument("model", help="fine-tuned model directory, training run, or Hugging Face repo id")
+    p.add_argument("inputs", nargs="+", help="audio files, folders (searched recursively) or manifest JSONs")
+    p.add_argument("--top-k", type=at_least(1), default=5, help="classes per clip, most probable first (default 5)")
+    p.add_argument("--out", default=None, help="a .csv (audio,rank,id,name,probability,model) or .json file; "
+                                               "default: print one line per file")
+    p.add_argument("--labels", default=None,
+                   help="label CSV, only for models that do not carry their classes")
+    p.add_argument("--batch-size", type=at_least(1), default=8, help="clips per forward (default 8)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out instead of resuming it")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
+
+
 def add_embed_parser(sub) -> None:
     p = sub.add_parser("embed", help=cmd_embed.__doc__, description=cmd_embed.__doc__ + (
         " Writes one .npz per file (scene, timestamp_embeddings, timestamps_ms), or .npy files, or one"

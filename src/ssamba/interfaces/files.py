@@ -275,15 +275,10 @@ def _made_by(embedder: Embedder, mode: str, output_format: str) -> dict:
     """What decides a folder's embeddings: the model's weights and config (a content
     hash), the layer, the hop, the mode, the window, the front end and the format."""
     import dataclasses
-    import hashlib
 
-    digest = hashlib.sha256()
-    for name, tensor in sorted(embedder.encoder.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(str(tensor.dtype).encode())
-        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
-    digest.update(repr(embedder.encoder.config).encode())
-    return {"model": digest.hexdigest()[:20], "layer": embedder.layer if isinstance(embedder.layer, (int, str))
+    from ..models.serialization import model_fingerprint
+
+    return {"model": model_fingerprint(embedder.encoder), "layer": embedder.layer if isinstance(embedder.layer, (int, str))
             else list(embedder.layer), "hop_ms": embedder.hop_ms, "mode": mode,
             "window_frames": embedder.window_frames, "frontend": dataclasses.asdict(embedder.frontend.config),
             "format": output_format}

@@ -51,6 +51,24 @@ class SpectrogramEncoder(nn.Module):
             else None
         )
 
+    #: The classes of a classifier's outputs, in output order: ``{"ids": [...], "names":
+    #: [...], "multilabel": bool}`` (label ids, display names, sigmoid rather than softmax
+    #: scores), or None where unknown. Declared by fine-tuning (:meth:`use_labels`) and
+    #: saved in ``config.json``, so that evaluate, predict and exports name the classes.
+    labels: dict | None = None
+
+    def use_labels(self, ids, names=None, multilabel: bool = False) -> "SpectrogramEncoder":
+        """Declare the classes of the classifier's outputs; returns the encoder.
+        ``ValueError`` if their number is not ``num_classes`` or an id is not a string."""
+        ids = [str(i) for i in ids] if all(isinstance(i, str) for i in ids) else None
+        names = list(names) if names is not None else ids
+        if ids is None or len(ids) != self.config.num_classes or len(names) != len(ids) \
+                or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"labels must be {self.config.num_classes} string ids (and as many names) for this "
+                             f"model's {self.config.num_classes} classes")
+        self.labels = {"ids": ids, "names": names, "multilabel": bool(multilabel)}
+        return self
+
     def use_frontend(self, frontend: FrontendConfig | None) -> "SpectrogramEncoder":
         """Declare the front end of this encoder's input (None: unknown); returns the
         encoder. ``ValueError`` if its mel bins are not the encoder's ``input_fdim``."""

@@ -36,7 +36,24 @@ def model_meta(model: nn.Module) -> dict:
     frontend = model.frontend_config  # declared by training runs and conversions
     if frontend is not None:
         meta["frontend"] = config_to_dict(frontend)
+    if getattr(model, "labels", None) is not None:  # a fine-tuned classifier's classes
+        meta["labels"] = model.labels
+        meta["id2label"] = {str(i): name for i, name in enumerate(model.labels["names"])}  # as Hugging Face
     return meta
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A content hash of ``model``: its weights (names, dtypes, values) and config; equal
+    for the same model loaded anywhere, different for other weights or options."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    digest.update(repr(model.config).encode())
+    return digest.hexdigest()[:20]
 
 
 def save_model(model: nn.Module, directory: str | Path) -> Path:
@@ -160,6 +177,14 @@ def load_native(directory: str | Path, map_location: str = "cpu", **overrides) -
     check_weights(config, weights_path)
     model = model_from_config(config)
     model.load_state_dict(load_file(str(weights_path), device=map_location), strict=True)
+    if "labels" in meta:
+        labels = meta["labels"]
+        if not isinstance(labels, dict):
+            raise ValueError(f"{config_path}: 'labels' must be an object with 'ids' and 'names'")
+        try:
+            model.use_labels(labels.get("ids") or [], labels.get("names"), bool(labels.get("multilabel", False)))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{config_path}: {err}") from None
     if "frontend" in meta:
         from ..frontend import FrontendConfig
 

@@ -158,6 +158,7 @@ def finetune(config: ExperimentConfig, resume: bool = False, overwrite: bool = F
     torch.manual_seed(config.run.seed)
     labels = _label_map(config)
     model, note = build_finetune_model(config, labels.num_classes)
+    model.use_labels(labels.ids, labels.names, multilabel=config.finetune.loss == "bce")  # saved with the model
     log.info(note)
     model.use_frontend(config.frontend)  # saved with every checkpoint; checks the mel bins
     train = _dataset(config.data.train, config, labels, augment=True, shuffle=True)
@@ -178,10 +179,27 @@ def finetune(config: ExperimentConfig, resume: bool = False, overwrite: bool = F
     return summary
 
 
-def evaluate(model_dir: str, manifest: str, label_csv: str, loss: str = "ce", batch_size: int = 32,
-             device: str = "auto") -> dict[str, Any]:
+def model_label_map(model, label_csv: str | None = None) -> LabelMap:
+    """The classes of a fine-tuned ``model``: those it carries, or ``label_csv``'s (which
+    must then agree with them where the model has its own); ``ValueError`` if neither."""
+    own = LabelMap(model.labels["ids"], model.labels["names"]) if getattr(model, "labels", None) else None
+    if label_csv:
+        given = read_label_csv(label_csv)
+        if own is not None and given.ids != own.ids:
+            raise ValueError(f"the label CSV {label_csv} lists other classes than the model was trained with "
+                             f"(e.g. {given.ids[:3]} vs {own.ids[:3]}); leave it out to use the model's")
+        return given
+    if own is None:
+        raise ValueError("this model does not carry its class names (fine-tuned before they were saved): "
+                         "give the label CSV it was trained with")
+    return own
+
+
+def evaluate(model_dir: str, manifest: str, label_csv: str | None = None, loss: str | None = None,
+             batch_size: int = 32, device: str = "auto") -> dict[str, Any]:
     """Classification metrics of a saved fine-tuned model on a labelled manifest, with the
-    front end the model was trained with."""
+    front end and the classes the model was trained with (``label_csv`` for a model that
+    does not carry its classes); ``loss`` (ce or bce) defaults to the model's own."""
     from torch.utils.data import DataLoader
 
     from ..data import collate_clips
@@ -190,7 +208,9 @@ def evaluate(model_dir: str, manifest: str, label_csv: str, loss: str = "ce", ba
     if model.frontend_config is None:
         raise ValueError(f"{model_dir} carries no front-end config; it was not saved by a training run")
     config = ExperimentConfig(task="finetune", frontend=model.frontend_config)
-    labels = read_label_csv(label_csv)
+    labels = model_label_map(model, label_csv)
+    if loss is None:
+        loss = "bce" if getattr(model, "labels", None) and model.labels["multilabel"] else "ce"
     if getattr(model, "head", None) is None or model.config.num_classes != labels.num_classes:
         raise ValueError(
             f"{model_dir} has {model.config.num_classes} classes, the label CSV {labels.num_classes}"
