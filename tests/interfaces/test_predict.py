@@ -100,3 +100,22 @@ def test_predict_refuses_another_models_file_and_an_embedding_model(trained, cap
     encoder = save_test_model(tmp_path / "encoder")
     assert main(["predict", str(encoder), str(wav)]) == 2
     assert "needs a fine-tuned classifier" in capsys.readouterr().err
+
+
+def test_training_and_embedding_summarise_conversions_in_one_line(trained, capsys, caplog, tmp_path):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    capsys.readouterr()
+    assert main(["finetune", "model.preset=ssamba_test", "frontend.target_length=64",
+                 f"data.train={trained / 'lists' / 'train.json'}", f"data.label_csv={trained / 'lists' / 'labels.csv'}",
+                 f"run.out_dir={tmp_path / 'run'}", "run.epochs=2", "run.steps_per_epoch=2", "run.batch_size=8",
+                 "run.progress=false", "run.plot=false", "data.num_workers=0"]) == 0
+    captured = capsys.readouterr()
+    text = captured.out + captured.err + caplog.text
+    assert "resampled 44100 Hz" not in text and "downmixed 2 channels" not in text  # no line per file
+    lines = [line for line in text.splitlines() if "resampled from" in line]
+    assert lines == ["first epoch: 16 of 16 clips resampled from 44.1 kHz to 16 kHz; 16 downmixed to mono"]
+    assert main(["embed", str(trained / "data" / "bird"), "--checkpoint", str(trained / "run"),
+                 "--out", str(tmp_path / "e"), "--no-progress"]) == 0
+    assert "12 of 12 clips resampled from 44.1 kHz to 16 kHz; 12 downmixed to mono" in capsys.readouterr().err

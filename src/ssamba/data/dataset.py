@@ -169,10 +169,10 @@ class ClipDataset(torch.utils.data.Dataset):
             return torch.zeros(0)
         return self.label_map.encode(self.entries[index])
 
-    def load_waveform(self, index: int) -> Tensor | None:
+    def load_waveform(self, index: int, info: dict | None = None) -> Tensor | None:
         """Waveform ``(S,)`` of entry ``index``, or ``None`` (with a warning) if it is unusable."""
         path = self.entries[index].wav
-        wave, problem = load_clip(path, self.frontend)
+        wave, problem = load_clip(path, self.frontend, info)
         if wave is None:
             _warn_bad(path, problem)
         return wave
@@ -183,7 +183,8 @@ class ClipDataset(torch.utils.data.Dataset):
             raise IndexError(f"index {index} out of range for {len(self.entries)} clips")
         c = self.config
         gen = item_generator(c.seed, self.epoch, index)
-        wave = self.load_waveform(index)
+        source: dict = {}
+        wave = self.load_waveform(index, source)
         if wave is None:
             return None
         target = self.target(index)
@@ -201,7 +202,7 @@ class ClipDataset(torch.utils.data.Dataset):
         except NonFiniteFeaturesError as err:  # a bad clip like the others: named, counted, skipped
             _warn_bad(self.entries[index].wav, str(err))
             return None
-        return {"spec": spec, "target": target.float(), "index": index}
+        return {"spec": spec, "target": target.float(), "index": index, **_source_fields(source, c.frontend)}
 
 
 def clip_features(wave: Tensor, frontend: LogMelFrontend, config: ClipDatasetConfig,
@@ -225,16 +226,17 @@ def clip_features(wave: Tensor, frontend: LogMelFrontend, config: ClipDatasetCon
     return spec.float().contiguous()
 
 
-def load_clip(path: str, frontend: LogMelFrontend) -> tuple[Tensor | None, str]:
+def load_clip(path: str, frontend: LogMelFrontend, info: dict | None = None) -> tuple[Tensor | None, str]:
     """``(waveform (S,), "")`` if ``path`` is a usable clip, else ``(None, reason)``.
 
     Usable: the file exists and decodes, and the front end accepts its samples
     (:meth:`LogMelFrontend.problem`: non-empty, finite, at least one frame long).
+    ``info`` receives the file's ``rate`` and ``channels`` (:func:`load_audio`).
     """
     if not Path(path).exists():
         return None, "file does not exist"
     try:
-        wave = load_audio(path, frontend.config.sample_rate)
+        wave = load_audio(path, frontend.config.sample_rate, info=info)
     except ValueError as err:
         return None, str(err)
     except Exception as err:  # resampling or decoding failures of any kind
@@ -243,27 +245,43 @@ def load_clip(path: str, frontend: LogMelFrontend) -> tuple[Tensor | None, str]:
     return (None, problem) if problem else (wave, "")
 
 
+def _source_fields(source: dict, frontend: FrontendConfig) -> dict[str, int]:
+    """An item's record of the conversions its audio needed: ``resampled_from`` (the file's
+    rate, 0 when it was already at the front end's) and ``downmixed`` (0 or 1)."""
+    rate = int(source.get("rate", frontend.sample_rate))
+    return {"resampled_from": 0 if rate == frontend.sample_rate else rate,
+            "downmixed": int(source.get("channels", 1) > 1)}
+
+
 def collate_clips(items: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
     """Batch :class:`ClipDataset` items, dropping ``None`` (bad) ones.
 
-    Returns ``{"spec": (B, T, F), "target": (B, C), "index": (B,) int64, "num_bad": int}``
-    where ``B`` counts the good items. If every item is bad, ``B = 0`` and ``spec`` /
-    ``target`` are empty ``(0,)`` tensors.
+    Returns ``{"spec": (B, T, F), "target": (B, C), "index": (B,) int64, "num_bad": int,
+    "resampled": {source rate: clips}, "downmixed": int}`` where ``B`` counts the good
+    items. If every item is bad, ``B = 0`` and ``spec`` / ``target`` are empty ``(0,)``
+    tensors.
     """
     good = [item for item in items if item is not None]
     num_bad = len(items) - len(good)
+    resampled: dict[int, int] = {}
+    for item in good:
+        if item.get("resampled_from"):
+            resampled[item["resampled_from"]] = resampled.get(item["resampled_from"], 0) + 1
+    conversions = {"resampled": resampled, "downmixed": sum(item.get("downmixed", 0) for item in good)}
     if not good:
         return {
             "spec": torch.zeros(0),
             "target": torch.zeros(0),
             "index": torch.zeros(0, dtype=torch.long),
             "num_bad": num_bad,
+            **conversions,
         }
     return {
         "spec": torch.stack([item["spec"] for item in good]),
         "target": torch.stack([item["target"] for item in good]),
         "index": torch.tensor([item["index"] for item in good], dtype=torch.long),
         "num_bad": num_bad,
+        **conversions,
     }
 
 

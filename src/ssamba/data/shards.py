@@ -37,7 +37,7 @@ from ..frontend import LogMelFrontend
 from ..frontend.logmel import NonFiniteFeaturesError
 from ..frontend.audio import decode_audio
 from .augment import mixup_waveforms, sample_mixup_lambda
-from .dataset import BadClipWarning, ClipDatasetConfig, clip_features, item_generator
+from .dataset import BadClipWarning, ClipDatasetConfig, _source_fields, clip_features, item_generator
 from ..fileio import atomic_write_text, new_mode, read_json
 from .manifest import ClipEntry, LabelMap, read_manifest, split_labels
 
@@ -433,7 +433,8 @@ class ShardDataset(torch.utils.data.IterableDataset):
             return None
         index = meta.get("index")
         index = int(index) if isinstance(index, int) else zlib.crc32(key.encode("utf-8"))
-        wave, problem = self._decode(members[audio_ext], f"{name} ({key}.{audio_ext})")
+        source: dict = {}
+        wave, problem = self._decode(members[audio_ext], f"{name} ({key}.{audio_ext})", source)
         if wave is None:
             _warn_bad(name, problem)
             return None
@@ -463,13 +464,14 @@ class ShardDataset(torch.utils.data.IterableDataset):
         except NonFiniteFeaturesError as err:
             _warn_bad(name, str(err))
             return None
-        return {"spec": spec, "target": target_mixed.float(), "index": index}
+        return {"spec": spec, "target": target_mixed.float(), "index": index,
+                **_source_fields(source, self.config.frontend)}
 
-    def _decode(self, data: bytes, name: str) -> tuple[Tensor | None, str]:
+    def _decode(self, data: bytes, name: str, info: dict | None = None) -> tuple[Tensor | None, str]:
         """The checks of :func:`ssamba.data.load_clip`, on encoded bytes."""
         frontend = self.config.frontend
         try:
-            wave = decode_audio(data, frontend.sample_rate, name=name)
+            wave = decode_audio(data, frontend.sample_rate, name=name, info=info)
         except ValueError as err:
             return None, str(err)
         except Exception as err:  # resampling or decoding failures of any kind

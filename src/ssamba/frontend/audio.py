@@ -41,22 +41,38 @@ def _truncated(header: str) -> tuple[int, int] | None:
     return announced, present
 
 
-def load_audio(path: str | Path, sample_rate: int = 16000) -> Tensor:
+def load_audio(path: str | Path, sample_rate: int = 16000, info: dict | None = None) -> Tensor:
     """Load ``path`` as a float32 mono waveform ``(S,)`` at ``sample_rate``.
 
-    Multi-channel audio is averaged to mono; other sample rates are resampled (and
-    logged at INFO level). Any file ``soundfile`` (libsndfile) reads works: WAV, FLAC,
-    OGG, MP3 with a recent libsndfile. An unreadable file raises ``ValueError``
-    naming it.
+    Multi-channel audio is averaged to mono; other sample rates are resampled (logged at
+    DEBUG level; ``info``, a dict, receives the file's ``rate`` and ``channels`` so that a
+    caller can summarise the conversions of a run in one line). Any file ``soundfile``
+    (libsndfile) reads works: WAV, FLAC, OGG, MP3 with a recent libsndfile. An unreadable
+    file raises ``ValueError`` naming it.
     """
     path = Path(path)
-    return decode_audio(str(path), sample_rate, name=str(path))
+    return decode_audio(str(path), sample_rate, name=str(path), info=info)
+
+
+def conversion_summary(rates: dict[int, int], downmixed: int, total: int, sample_rate: int) -> str:
+    """One line for a run's conversions: ``"48 of 60 clips resampled from 44.1 kHz to 16
+    kHz; 12 downmixed to mono"``, or ``""`` when nothing was converted. ``rates``: source
+    rate -> clips resampled from it."""
+    parts = []
+    resampled = sum(rates.values())
+    if resampled:
+        sources = ", ".join(f"{r / 1000:g} kHz" for r in sorted(rates))
+        parts.append(f"{resampled} of {total} clips resampled from {sources} to {sample_rate / 1000:g} kHz")
+    if downmixed:
+        parts.append(f"{downmixed} of {total} downmixed to mono" if not resampled else f"{downmixed} downmixed to mono")
+    return "; ".join(parts)
 
 
 def decode_audio(
     source: str | Path | bytes | bytearray | memoryview | BinaryIO,
     sample_rate: int = 16000,
     name: str | None = None,
+    info: dict | None = None,
 ) -> Tensor:
     """Decode audio from a path, encoded bytes or a binary file object (see :func:`load_audio`).
 
@@ -97,9 +113,11 @@ def decode_audio(
     if mono.size == 0:
         raise ValueError(f"audio file {name!r} has no samples")
     if channels > 1:
-        log.info("%s: downmixed %d channels to mono", name, channels)
+        log.debug("%s: downmixed %d channels to mono", name, channels)
     if rate != sample_rate:
-        log.info("%s: resampled %d Hz -> %d Hz", name, rate, sample_rate)
+        log.debug("%s: resampled %d Hz -> %d Hz", name, rate, sample_rate)
+    if info is not None:
+        info.update(rate=rate, channels=channels)
     return torch.from_numpy(mono)
 
 

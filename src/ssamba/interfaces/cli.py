@@ -26,6 +26,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
               "(--overwrite recomputes them)", file=sys.stderr)
     print(f"embedded {len(index['files']) - len(index['resumed'])} file(s) into {args.out} "
           f"(D={index['embedding_size']}, hop {index['model_hop_ms']:.0f} ms)")
+    if index["conversions"]:
+        print(index["conversions"], file=sys.stderr)
     for failure in index["failed"]:
         print(f"skipped {failure['audio']}: {failure['error']}", file=sys.stderr)
     if args.json:

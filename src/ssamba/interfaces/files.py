@@ -199,12 +199,15 @@ def embed_files(inputs: list[str | Path], embedder: Embedder, out_dir: str | Pat
     frames_of = {path: _frames(path) for path, _ in items}  # one header read per file
     items = sorted(items, key=lambda item: frames_of[item[0]])
     collected: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    rates: dict[int, int] = {}  # source rate -> files resampled from it
+    downmixed = 0
     bar = progress_bar(len(items), "embedding", unit="file", enabled=progress, every=max(1, len(items) // 20))
     for group in _groups(items, frames_of, batch_size):
         batch, waves = [], []
         for path, name in group:
+            source: dict = {}
             try:
-                wave = load_audio(path, embedder.sample_rate)
+                wave = load_audio(path, embedder.sample_rate, info=source)
             except (ValueError, OSError) as err:
                 index["failed"].append({"audio": str(path), "error": str(err)})
                 continue
@@ -214,6 +217,9 @@ def embed_files(inputs: list[str | Path], embedder: Embedder, out_dir: str | Pat
                 continue
             waves.append(wave)
             batch.append((path, name))
+            if source.get("rate", embedder.sample_rate) != embedder.sample_rate:
+                rates[source["rate"]] = rates.get(source["rate"], 0) + 1
+            downmixed += source.get("channels", 1) > 1
         if batch:
             lengths = [w.numel() for w in waves]
             embedded = _embed_batch(embedder, batch, waves, index["failed"])
@@ -243,6 +249,10 @@ def embed_files(inputs: list[str | Path], embedder: Embedder, out_dir: str | Pat
             f, scene=np.stack([s for s, _, _ in collected]),
             timestamp_embeddings=np.concatenate([e for _, e, _ in collected]),
             timestamps_ms=np.concatenate([t for _, _, t in collected]), offsets=offsets))
+    from ..frontend.audio import conversion_summary
+
+    index["conversions"] = conversion_summary(rates, downmixed, len(index["files"]) - len(index["resumed"]),
+                                              embedder.sample_rate)
     _atomic_save(out_dir / "index.json", lambda f: f.write(json.dumps(index, indent=2).encode()))
     return index
 

@@ -136,6 +136,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self._tensorboard = None
         self._saved_step = -1
+        self._conversions: dict | None = {"clips": 0, "downmixed": 0, "rates": {}}  # until the first epoch ends
 
     # -- data -------------------------------------------------------------------------
     def _loader(self, dataset, batches: list[list[int]]) -> DataLoader:
@@ -306,6 +307,27 @@ class Trainer:
                     self.averaged[k] += weights[k]
             self.averaged_count += 1
 
+    def _count_conversions(self, batch: dict) -> None:
+        """Tally the resampled and downmixed clips of the first epoch (one line, not one per file)."""
+        if self._conversions is None:
+            return
+        counts = self._conversions
+        counts["clips"] += batch["spec"].shape[0]
+        counts["downmixed"] += batch.get("downmixed", 0)
+        for rate, n in batch.get("resampled", {}).items():
+            counts["rates"][rate] = counts["rates"].get(rate, 0) + n
+
+    def _report_conversions(self, progress) -> None:
+        from ..frontend.audio import conversion_summary
+
+        counts, self._conversions = self._conversions, None
+        if counts is None or not self.world.is_main:
+            return
+        line = conversion_summary(counts["rates"], counts["downmixed"], counts["clips"],
+                                  self.train_set.config.frontend.sample_rate)
+        if line:
+            progress.write(f"first epoch: {line}")
+
     def _open_tensorboard(self) -> None:
         """TensorBoard event files beside metrics.csv, when tensorboard is installed."""
         if not self.world.is_main:
@@ -355,6 +377,7 @@ class Trainer:
             micro = [next(batches) for _ in range(accum)]
             for batch in micro:
                 self.bad.update(batch["spec"].shape[0] + batch["num_bad"], batch["num_bad"])
+                self._count_conversions(batch)
             micro = [b for b in micro if b["spec"].shape[0] > 0]
             if not micro:
                 continue
@@ -370,6 +393,7 @@ class Trainer:
                            "lr": self.optimizer.param_groups[0]["lr"], **{f"train_{k}": v for k, v in out.items()},
                            "clips_per_s": rate})
             if self.step % self.steps_per_epoch == 0:
+                self._report_conversions(progress)
                 self._end_epoch(self.step // self.steps_per_epoch, progress)
                 self.save()
             elif self.step % self.run.save_every == 0:
