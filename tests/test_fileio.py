@@ -112,3 +112,13 @@ def test_written_files_get_the_mode_open_would_give_or_keep_theirs(tmp_path):
         assert stat.S_IMODE(fresh.stat().st_mode) == 0o600  # a replaced file keeps its mode
     finally:
         os.umask(umask)
+
+
+def test_strict_json_writes_null_for_nan_and_infinity():
+    import json
+
+    from ssamba.fileio import strict_json
+
+    text = strict_json({"d_prime": float("inf"), "x": [1.0, float("nan")], "ok": 2.5, "n": (float("-inf"),)})
+    assert json.loads(text) == {"d_prime": None, "x": [1.0, None], "ok": 2.5, "n": [None]}
+    assert "Infinity" not in text and "NaN" not in text

@@ -12,6 +12,7 @@ import sys
 
 from .argtypes import at_least
 from .errors import USER_ERRORS, UserError, one_line
+from .fileio import strict_json
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -116,7 +117,6 @@ def _options_epilog() -> str:
 
 
 def _run_experiment(args: argparse.Namespace, task: str) -> int:
-    import json
     import logging
 
     from .allocator import apply_allocator_policy
@@ -134,7 +134,7 @@ def _run_experiment(args: argparse.Namespace, task: str) -> int:
     if args.resume and args.overwrite:
         raise UserError("--resume continues the run in run.out_dir and --overwrite replaces it: give one")
     summary = (pretrain if task == "pretrain" else finetune)(config, resume=args.resume, overwrite=args.overwrite)
-    print(json.dumps(summary, indent=2))
+    print(strict_json(summary, indent=2))
     return 0
 
 
@@ -150,13 +150,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Accuracy, mAP, AUC and d-prime of a fine-tuned model on a labelled manifest."""
-    import json
-
     from .training.run import evaluate
 
     metrics = evaluate(args.model, args.manifest, args.labels, loss=args.loss,
                        batch_size=args.batch_size, device=args.device)
-    print(json.dumps(metrics, indent=2))
+    print(strict_json(metrics, indent=2))
     return 0
 
 

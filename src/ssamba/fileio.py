@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["atomic_write", "atomic_write_text", "is_write_failure", "new_mode", "read_json"]
+__all__ = ["atomic_write", "atomic_write_text", "is_write_failure", "new_mode", "read_json", "strict_json"]
 
 
 def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
@@ -81,3 +81,20 @@ def read_json(path: str | Path, what: str = "file"):
         raise ValueError(f"{what} {str(path)!r} is not valid JSON: {' '.join(str(err).split())}") from None
     except RecursionError:
         raise ValueError(f"{what} {str(path)!r} nests its JSON too deeply to read") from None
+
+
+def strict_json(value, **options) -> str:
+    """``json.dumps(value)`` as strict JSON: NaN and infinities become ``null`` (Python's
+    default writes ``NaN`` / ``Infinity``, which other readers refuse)."""
+    import math
+
+    def finite(node):
+        if isinstance(node, float) and not math.isfinite(node):
+            return None
+        if isinstance(node, dict):
+            return {k: finite(v) for k, v in node.items()}
+        if isinstance(node, (list, tuple)):
+            return [finite(v) for v in node]
+        return node
+
+    return json.dumps(finite(value), allow_nan=False, **options)

@@ -8,12 +8,11 @@ import argparse
 import sys
 
 from ..argtypes import at_least
+from ..fileio import strict_json
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
     """Clip-level (scene) and frame-level (timestamp) embeddings of audio files."""
-    import json
-
     from .embedder import load
     from .files import embed_files
 
@@ -31,7 +30,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     for failure in index["failed"]:
         print(f"skipped {failure['audio']}: {failure['error']}", file=sys.stderr)
     if args.json:
-        print(json.dumps(index, indent=2))
+        print(strict_json(index, indent=2))
     return 0
 
 

@@ -296,12 +296,10 @@ def explain_file(audio: str | Path, checkpoint: str | Path, out_dir: str | Path,
     """``ssamba explain``: maps of ``checkpoint`` (and of ``compare``, drawn beside it) on
     ``audio``; writes ``maps.npz``, ``explain.json``, ``token_maps.png`` and
     ``spectrogram_attention.png`` to ``out_dir`` and returns the summary."""
-    import json
-
     import numpy as np
 
     from ..errors import require
-    from ..fileio import atomic_write, atomic_write_text
+    from ..fileio import atomic_write, atomic_write_text, strict_json
     from .embedder import load
 
     require("matplotlib", "the explain figures")
@@ -344,7 +342,7 @@ def explain_file(audio: str | Path, checkpoint: str | Path, out_dir: str | Path,
     draw_spectrogram_attention(runs, times, columns_of, layer_of, frame_shift_ms, geometry,
                                out / "spectrogram_attention.png")
     summary["files"] = ["maps.npz", "token_maps.png", "spectrogram_attention.png", "explain.json"]
-    atomic_write_text(out / "explain.json", json.dumps(summary, indent=2))
+    atomic_write_text(out / "explain.json", strict_json(summary, indent=2))
     return summary
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..fileio import atomic_write
+from ..fileio import atomic_write, strict_json
 from ..frontend import load_audio
 from .embedder import Embedder
 
@@ -253,7 +253,7 @@ def embed_files(inputs: list[str | Path], embedder: Embedder, out_dir: str | Pat
 
     index["conversions"] = conversion_summary(rates, downmixed, len(index["files"]) - len(index["resumed"]),
                                               embedder.sample_rate)
-    _atomic_save(out_dir / "index.json", lambda f: f.write(json.dumps(index, indent=2).encode()))
+    _atomic_save(out_dir / "index.json", lambda f: f.write(strict_json(index, indent=2).encode()))
     return index
 
 

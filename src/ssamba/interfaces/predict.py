@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, strict_json
 from .files import collect_inputs
 
 CSV_COLUMNS = ("audio", "rank", "id", "name", "probability", "model")
@@ -56,7 +56,7 @@ def _read_previous(out: Path, fingerprint: str) -> dict[str, list[dict]]:
 
 def _write(out: Path, fingerprint: str, classes: list[dict], predictions: list[dict], failed: list[dict]) -> None:
     if out.suffix == ".json":
-        atomic_write_text(out, json.dumps({"model": fingerprint, "classes": classes, "predictions": predictions,
+        atomic_write_text(out, strict_json({"model": fingerprint, "classes": classes, "predictions": predictions,
                                            "failed": failed}, indent=1))
         return
     text = io.StringIO()

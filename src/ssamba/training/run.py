@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, strict_json
 from ..data import ClipDataset, ClipDatasetConfig, LabelMap, read_label_csv
 from ..models import create_model, load_model
 from ..models.adapt import load_encoder_weights
@@ -89,8 +88,8 @@ def _write_summary(config: ExperimentConfig, summary: dict[str, Any]) -> None:
         return
     out = Path(config.run.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "experiment.json", json.dumps(config.to_dict(), indent=2))
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(out / "experiment.json", strict_json(config.to_dict(), indent=2))
+    atomic_write_text(out / "summary.json", strict_json(summary, indent=2))
 
 
 def pretrain(config: ExperimentConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
