@@ -164,3 +164,22 @@ def test_hostile_revisions_and_planted_caches_are_refused(offline_cache, tmp_pat
         hub.resolve_repo("org/tiny@" + "f" * 40)
     assert main(["embed", str(tmp_path), "--checkpoint", "org/tiny@evil", "--out", str(tmp_path / "e")]) == 2
     assert capsys.readouterr().err.count("ssamba: error:") == 1
+
+
+def test_a_mistyped_local_path_is_not_looked_up_on_the_hub(offline_cache, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    assert not hub.is_repo_id("runs/typo") and hub.is_repo_id("hf://runs/typo") and hub.is_repo_id("org/tiny")
+    with pytest.raises(FileNotFoundError, match="no such model folder: runs/typo"):
+        ssamba.load_model("runs/typo")
+
+
+def test_a_runs_latest_pointer_cannot_lead_the_loader_elsewhere(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    torch.manual_seed(3)
+    ssamba.save_model(ssamba.create_model("ssamba_test", input_tdim=64), elsewhere)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "latest").write_text(str(elsewhere))
+    with pytest.raises(ValueError, match="must name a checkpoint folder"):
+        ssamba.load_model(run)

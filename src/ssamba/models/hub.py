@@ -36,9 +36,13 @@ class HubError(UserError):
 
 
 def is_repo_id(spec: str | Path) -> bool:
-    """``org/name`` or ``org/name@revision`` (``hf://`` allowed) that is not a local path."""
+    """``org/name`` or ``org/name@revision`` (``hf://`` allowed) that is not a local path.
+    Without ``hf://``, a spec whose first part is a local folder (``runs/x`` beside a
+    ``runs/`` folder) is a mistyped path, not a repo id."""
     text = str(spec)
-    return bool(_REPO_ID.match(text)) and not Path(text).exists()
+    if not _REPO_ID.match(text) or Path(text).exists():
+        return False
+    return text.startswith("hf://") or not Path(text.split("@")[0]).parent.is_dir()
 
 
 def _offline() -> bool:

@@ -12,6 +12,7 @@ the safetensors header: a hand-edited or mismatched config is an error, not 15 G
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from torch import nn
@@ -84,10 +85,17 @@ def resolve_model_dir(path: str | Path) -> Path:
     elif hub.is_repo_id(path):
         path = hub.resolve_repo(path)
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such model folder: {path} (nor a shipped encoder or a Hugging "
+                                "Face repo id: org/name)")
     candidates = [path, path / "final"]
     pointer = path / "checkpoints" / "latest"
     if pointer.is_file():
-        candidates.append(path / "checkpoints" / pointer.read_text().strip())
+        name = pointer.read_text(encoding="utf-8", errors="replace").strip()
+        if not re.fullmatch(r"step-\d+", name):  # only a checkpoint of this run, never a path elsewhere
+            raise ValueError(f"{pointer} must name a checkpoint folder of {pointer.parent} (step-<N>), "
+                             f"not {name[:200]!r}")
+        candidates.append(path / "checkpoints" / name)
     for candidate in candidates:
         if (candidate / CONFIG_NAME).is_file():
             return candidate
