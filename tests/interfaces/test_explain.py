@@ -119,3 +119,14 @@ def test_a_causal_mixer_under_pairing_scans_forward_in_even_layers_and_backward_
     assert torch.equal(ex.layer_map(1), ex.maps["layer1/anticausal"])
     draw_token_maps([("m", ex)], tmp_path / "t.png")
     assert (tmp_path / "t.png").stat().st_size > 5_000
+
+
+def test_a_file_longer_than_the_explained_stretch_is_said(tmp_path, gen, caplog):
+    import logging
+
+    model = save_test_model(tmp_path / "m")  # 64 frames: 0.64 s
+    soundfile.write(tmp_path / "long.wav", speech_like(16000 * 2, gen).numpy(), 16000)
+    caplog.set_level(logging.WARNING)
+    assert main(["explain", str(tmp_path / "long.wav"), "--checkpoint", str(model), "--out", str(tmp_path / "x"),
+                 "--no-progress"]) == 0
+    assert "explaining 0.64 s of its 2.00 s from 0 s" in caplog.text

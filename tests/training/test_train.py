@@ -225,3 +225,16 @@ def test_a_new_run_refuses_a_folder_that_holds_one(audio, tmp_path, capsys):
     assert main([*argv, "--resume", "--overwrite"]) == 2
     assert main([*argv, "run.seed=1", "--overwrite"]) == 0  # replaced: other weights
     assert (tmp_path / "final" / "model.safetensors").read_bytes() != final
+
+
+def test_a_warm_up_longer_than_the_run_is_said(audio, tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.WARNING)
+    _trainer(pretrain_config(audio, tmp_path, **{"run.epochs": 1, "run.steps_per_epoch": 5,
+                                                 "optim.warmup_steps": 50}))
+    assert "optim.warmup_steps 50 is not shorter than the run's 5 steps" in caplog.text
+    caplog.clear()
+    _trainer(pretrain_config(audio, tmp_path, **{"run.epochs": 1, "run.steps_per_epoch": 60,
+                                                 "optim.warmup_steps": 50}))
+    assert "warmup" not in caplog.text

@@ -20,11 +20,14 @@ than ``max_tokens`` tokens are refused with a message instead of filling the mem
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
 
 MAX_TOKENS = 2048
 
@@ -184,7 +187,13 @@ def _input(path: str | Path, encoder, frames: int | None, start_s: float) -> tup
     first = int(round(start_s * config.sample_rate))
     if start_s < 0 or first >= wave.numel():
         raise ValueError(f"--start {start_s:g} s is outside {path} ({wave.numel() / config.sample_rate:.2f} s)")
-    return LogMelFrontend(config)(wave[first:])[0], config
+    frontend = LogMelFrontend(config)
+    available = frontend.num_frames(wave.numel() - first)
+    if available > config.target_length:  # said, never done silently
+        log.warning("%s: explaining %.2f s of its %.2f s from %g s (%d frames; --frames and --start choose "
+                    "another stretch)", path, config.target_length * config.frame_shift_ms / 1000,
+                    (wave.numel() - first) / config.sample_rate, start_s, config.target_length)
+    return frontend(wave[first:])[0], config
 
 
 def _query_columns(explanation: Explanation, times_s: list[float] | None, frame_shift_ms: float,

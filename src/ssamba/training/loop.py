@@ -128,6 +128,10 @@ class Trainer:
         self.total_steps = run.epochs * self.steps_per_epoch
         if run.max_steps:
             self.total_steps = min(self.total_steps, run.max_steps)
+        if optim.warmup_steps >= self.total_steps and self.world.is_main:
+            log.warning("optim.warmup_steps %d is not shorter than the run's %d steps: the learning rate never "
+                        "reaches optim.lr %g (it ends at %.2g)", optim.warmup_steps, self.total_steps, optim.lr,
+                        optim.lr * self.total_steps / max(1, optim.warmup_steps))
         self.step = 0
         self.bad = BadClipTracker(max_bad_fraction)
         self.average_epochs = average_epochs
