@@ -331,3 +331,32 @@ def test_a_diverging_run_is_one_line_that_does_not_blame_the_data(capsys, data, 
             "run.epochs=1", "optim.lr=1e30", "optim.warmup_steps=0", "objective.num_masked=8"]
     message = user_error(capsys, argv)
     assert "the run diverged" in message and "lower optim.lr" in message
+
+
+def test_the_model_comes_first_in_embed_and_explain_and_the_old_spelling_still_works(capsys, model_dir, tmp_path):
+    wav = tmp_path / "a.wav"
+    soundfile.write(wav, 0.1 * np.sin(np.arange(16000) / 5.0), 16000)
+    assert main(["embed", str(model_dir), str(wav), "--out", str(tmp_path / "new"), "--no-progress"]) == 0
+    assert main(["embed", str(wav), "--checkpoint", str(model_dir), "--out", str(tmp_path / "old"),
+                 "--no-progress"]) == 0
+    assert np.array_equal(np.load(tmp_path / "new" / "a.npz")["scene"], np.load(tmp_path / "old" / "a.npz")["scene"])
+    assert "give the model first" in user_error(capsys, ["embed", str(model_dir), "--out", str(tmp_path / "x")])
+    assert "one audio file at a time" in user_error(
+        capsys, ["explain", str(model_dir), str(wav), str(wav), "--out", str(tmp_path / "y")])
+    for command in ("embed", "explain"):
+        main_help = subprocess.run([sys.executable, "-m", "ssamba.cli", command, "--help"], capture_output=True,
+                                   text=True).stdout
+        assert f"usage: ssamba {command} MODEL" in main_help and "--checkpoint" not in main_help
+
+
+def test_each_training_command_lists_only_its_own_options():
+    pretrain = subprocess.run([sys.executable, "-m", "ssamba.cli", "pretrain", "--help"], capture_output=True,
+                              text=True).stdout
+    finetune = subprocess.run([sys.executable, "-m", "ssamba.cli", "finetune", "--help"], capture_output=True,
+                              text=True).stdout
+    assert "objective.num_masked" in pretrain and "finetune.loss" not in pretrain
+    assert "finetune.loss" in finetune and "objective.num_masked" not in finetune
+    for text in (pretrain, finetune):
+        table = text.split("options (set in the YAML recipe")[1]
+        rows = [line.split() for line in table.splitlines() if line.startswith("  ") and "." in line.split()[0]]
+        assert rows and all(len(row) >= 3 for row in rows), [r for r in rows if len(r) < 3]  # every option has help

@@ -93,21 +93,28 @@ def cmd_fbank(args: argparse.Namespace) -> int:
     return 0
 
 
-_OPTIONS = "(experiment options)"  # placeholder epilog, expanded only when help is printed
+class _Options(str):
+    """Placeholder epilog of a training command, expanded only when help is printed."""
+
+    def __new__(cls, task: str):
+        value = super().__new__(cls, f"(experiment options of {task})")
+        value.task = task
+        return value
 
 
 class _OptionsFormatter(argparse.RawDescriptionHelpFormatter):
     """Expands the options table on demand, so that building the parser imports no torch."""
 
     def add_text(self, text):
-        super().add_text(_options_epilog() if text is _OPTIONS else text)
+        super().add_text(_options_epilog(text.task) if isinstance(text, _Options) else text)
 
 
-def _options_epilog() -> str:
+def _options_epilog(task: str) -> str:
     from .config import describe_fields
     from .training.experiment import ExperimentConfig
 
-    rows = describe_fields(ExperimentConfig)
+    other = {"pretrain": "finetune.", "finetune": "objective."}[task]  # the other task's section
+    rows = [row for row in describe_fields(ExperimentConfig) if not row[0].startswith(other) and row[0] != "task"]
     width = max(len(name) for name, _, _ in rows)
     lines = [f"  {name:<{width}}  {default:<14} {text}" for name, default, text in rows]
     return (
@@ -239,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_fbank)
 
     for name, func in (("pretrain", cmd_pretrain), ("finetune", cmd_finetune)):
-        p = sub.add_parser(name, help=func.__doc__, description=func.__doc__, epilog=_OPTIONS,
+        p = sub.add_parser(name, help=func.__doc__, description=func.__doc__, epilog=_Options(name),
                            formatter_class=_OptionsFormatter)
         p.add_argument("config", nargs="?", help="YAML recipe (see configs/); omit to start from the defaults")
         p.add_argument("overrides", nargs="*", metavar="section.key=value",

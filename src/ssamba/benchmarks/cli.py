@@ -11,6 +11,11 @@ from __future__ import annotations
 import argparse
 
 from ..argtypes import at_least, positive_float
+
+
+def _plain(text: str | None) -> str | None:
+    """A docstring as help text: RST's ``literal`` marks dropped."""
+    return text.replace("``", "") if text else text
 from .common import DEFAULT_TOKENS, QUICK_TOKENS
 
 DEFAULT_MODEL_SPECS = ("ssamba_tiny", "ssast_tiny_patch:sdpa", "ssast_tiny_patch:explicit")
@@ -149,7 +154,7 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _add_scan_parser(sub) -> None:
-    p = sub.add_parser("scan", help=cmd_bench_scan.__doc__, description=_SCAN_DESCRIPTION,
+    p = sub.add_parser("scan", help=_plain(cmd_bench_scan.__doc__), description=_SCAN_DESCRIPTION,
                        formatter_class=_Formatter)
     p.add_argument("--lengths", type=at_least(1), nargs="+", default=[2048, 8192, 22000], metavar="L",
                    help="sequence lengths of the forward table")
@@ -168,7 +173,7 @@ def _add_scan_parser(sub) -> None:
 
 
 def _add_model_parser(sub) -> None:
-    p = sub.add_parser("model", help=cmd_bench_model.__doc__, description=_MODEL_DESCRIPTION,
+    p = sub.add_parser("model", help=_plain(cmd_bench_model.__doc__), description=_MODEL_DESCRIPTION,
                        formatter_class=_Formatter)
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODEL_SPECS), metavar="SPEC",
                    help=_MODEL_SPEC_HELP + "; the first is compared with the others")
@@ -202,7 +207,7 @@ def _add_model_parser(sub) -> None:
 
 
 def _add_train_parser(sub) -> None:
-    p = sub.add_parser("train", help=cmd_bench_train.__doc__, description=_TRAIN_DESCRIPTION,
+    p = sub.add_parser("train", help=_plain(cmd_bench_train.__doc__), description=_TRAIN_DESCRIPTION,
                        formatter_class=_Formatter)
     p.add_argument("--models", nargs="+", default=list(DEFAULT_TRAIN_SPECS), metavar="SPEC",
                    help=_MODEL_SPEC_HELP + "; the first is compared with the others")
@@ -229,7 +234,7 @@ def _add_train_parser(sub) -> None:
 
 
 def _add_embed_parser(sub) -> None:
-    p = sub.add_parser("embed", help=cmd_bench_embed.__doc__, formatter_class=_Formatter,
+    p = sub.add_parser("embed", help=_plain(cmd_bench_embed.__doc__), formatter_class=_Formatter,
                        description="Time `ssamba embed` on seeded short clips (tones in noise, 0.5-1.5 s) in "
                                    "a fresh process; with --under-load again beside a second process that "
                                    "keeps the cores busy, and print the slowdown.")
@@ -243,7 +248,7 @@ def _add_embed_parser(sub) -> None:
 
 
 def _add_long_parser(sub) -> None:
-    p = sub.add_parser("long", help=cmd_bench_long.__doc__, formatter_class=_Formatter,
+    p = sub.add_parser("long", help=_plain(cmd_bench_long.__doc__), formatter_class=_Formatter,
                        description="Embed seeded files of --minutes minutes (noise-modulated tones) with each "
                                    "model in each mode, every run a fresh `ssamba embed` process, and print "
                                    "its wall time and peak resident memory. A model whose run times out is not "
@@ -264,7 +269,7 @@ def _add_long_parser(sub) -> None:
 
 
 def _add_onnx_parser(sub) -> None:
-    p = sub.add_parser("onnx", help=cmd_bench_onnx.__doc__, formatter_class=_Formatter,
+    p = sub.add_parser("onnx", help=_plain(cmd_bench_onnx.__doc__), formatter_class=_Formatter,
                        description="Export each preset (random weights) as `ssamba export` does, then time "
                                    "onnxruntime (CPU) and PyTorch on the same random spectrograms at each "
                                    "length, and print the largest difference, both times and their ratio. "

@@ -80,7 +80,8 @@ def add_corpus_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
                    help="default: ~15k clips for CPU training; quick: ~2k clips; mini: ~100 clips (tests)")
     p.add_argument("--workers", type=int, default=None, help="synthesis processes (default: the CPU cores, at most 8)")
     p.add_argument("--force", action="store_true", help="rebuild even if the cache matches")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", "--quiet", dest="quiet", action="store_true",
+                   help="no progress bar (--quiet: the earlier spelling)")
     p.add_argument("--json", action="store_true", help="print the suite description as JSON")
     p.add_argument("--no-recordings", action="store_true",
                    help="the synthetic suite only: do not cut the real recordings of the pretraining pool")

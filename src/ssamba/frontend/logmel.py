@@ -28,7 +28,7 @@ DATASET_STATS: dict[str, tuple[float, float]] = {
 class FrontendConfig:
     """Options of :class:`LogMelFrontend`; defaults are the pretraining front end."""
 
-    sample_rate: PositiveInt = 16000  # Hz; inputs at other rates must be resampled first
+    sample_rate: PositiveInt = 16000  # Hz the filterbank runs at; files at other rates are resampled to it on loading
     num_mel_bins: PositiveInt = 128  # F
     frame_length_ms: PositiveFloat = 25.0  # window length
     frame_shift_ms: PositiveFloat = 10.0  # hop between frames

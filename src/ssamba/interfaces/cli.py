@@ -11,14 +11,28 @@ from ..argtypes import at_least
 from ..fileio import strict_json
 
 
+def _model_and_rest(args: argparse.Namespace, positional: str, at_least_after: int = 1) -> tuple[str, list[str]]:
+    """The model (the first positional argument, or the hidden ``--checkpoint``) and the
+    positional arguments after it; a ``UserError`` when inputs are missing."""
+    from ..errors import UserError
+
+    values = list(getattr(args, positional))
+    model = args.checkpoint or (values.pop(0) if values else None)
+    if model is None or len(values) < at_least_after:
+        raise UserError(f"give the model first, then the {positional}: ssamba {args.command} MODEL "
+                        f"{positional.upper()}...")
+    return model, values
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     """Clip-level (scene) and frame-level (timestamp) embeddings of audio files."""
     from .embedder import load
     from .files import embed_files
 
     layer: int | str = args.layer if args.layer == "mean" else int(args.layer)
-    embedder = load(args.checkpoint, hop_frames=args.hop_frames, layer=layer, whole=args.whole)
-    index = embed_files(args.inputs, embedder, args.out, args.format, args.batch_size,
+    model, inputs = _model_and_rest(args, "inputs")
+    embedder = load(model, hop_frames=args.hop_frames, layer=layer, whole=args.whole)
+    index = embed_files(inputs, embedder, args.out, args.format, args.batch_size,
                         progress=not args.no_progress, overwrite=args.overwrite)
     if index["resumed"]:
         print(f"resumed: {len(index['resumed'])} file(s) already embedded in {args.out} were skipped "
@@ -73,13 +87,15 @@ def add_predict_parser(sub) -> None:
 
 
 def add_embed_parser(sub) -> None:
-    p = sub.add_parser("embed", help=cmd_embed.__doc__, description=cmd_embed.__doc__ + (
+    p = sub.add_parser("embed", usage="%(prog)s MODEL INPUTS... --out OUT [options]", help=cmd_embed.__doc__,
+                       description=cmd_embed.__doc__ + (
         " Writes one .npz per file (scene, timestamp_embeddings, timestamps_ms), or .npy files, or one"
         " embeddings.npz for the set, plus index.json listing every file and every skipped one. Output"
         " names mirror the inputs' paths (x/a.wav -> OUT/x/a.npz); running again into OUT resumes."))
-    p.add_argument("inputs", nargs="+", help="audio files, folders (searched recursively) or manifest JSONs")
-    p.add_argument("--checkpoint", required=True,
-                   help="model directory, checkpoint or training run folder (or a preset name: random weights)")
+    p.add_argument("inputs", nargs="+", metavar="MODEL INPUTS...",
+                   help="the model (directory, training run, checkpoint, shipped name, Hub repo id, or a preset "
+                        "name: random weights), then audio files, folders (searched recursively) or manifest JSONs")
+    p.add_argument("--checkpoint", default=None, help=argparse.SUPPRESS)  # the earlier spelling of MODEL
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--format", default="npz", choices=["npz", "npy", "set"],
                    help="npz: one file per input; npy: three .npy per input; set: one embeddings.npz")
@@ -166,7 +182,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     """Attention maps of an audio file: SSAMBA's hidden attention per Mamba layer and direction, SSAST's softmax attention."""
     from .explain import explain_file
 
-    summary = explain_file(args.audio, args.checkpoint, args.out, layers=args.layers, channels=args.channels or [],
+    model, audio = _model_and_rest(args, "audio")
+    if len(audio) != 1:
+        from ..errors import UserError
+
+        raise UserError(f"explain draws one audio file at a time, got {len(audio)}")
+    summary = explain_file(audio[0], model, args.out, layers=args.layers, channels=args.channels or [],
                            times_s=args.at, frames=args.frames, start_s=args.start, compare=args.compare,
                            absolute=not args.signed, max_tokens=args.max_tokens, progress=not args.no_progress)
     for key, model in summary["models"].items():
@@ -178,7 +199,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def add_explain_parser(sub) -> None:
-    p = sub.add_parser("explain", help=cmd_explain.__doc__, description=cmd_explain.__doc__ + (
+    p = sub.add_parser("explain", usage="%(prog)s MODEL AUDIO --out OUT [options]", help=cmd_explain.__doc__, description=cmd_explain.__doc__ + (
         " A selective scan is an implicit attention (Ali, Zimerman & Wolf, 2024): for each Mamba layer, the"
         " direction that scans forward in token order gives a causal L x L map, the other an anti-causal one,"
         " averaged over inner channels (of |alpha| unless --signed). SSAST's maps are its blocks' softmax"
@@ -186,9 +207,10 @@ def add_explain_parser(sub) -> None:
         " tokens first, then patches frequency row by row), explain.json, token_maps.png (patch-to-patch maps"
         " of up to 6 layers) and spectrogram_attention.png (what chosen times read, over the spectrogram)."
         " Maps are L^2 floats per layer and direction: inputs over --max-tokens are refused."))
-    p.add_argument("audio", help="audio file (resampled to the model's rate, mono)")
-    p.add_argument("--checkpoint", required=True,
-                   help="model directory, checkpoint, training run folder or preset name (random weights)")
+    p.add_argument("audio", nargs="+", metavar="MODEL AUDIO",
+                   help="the model (directory, training run, checkpoint, shipped name, Hub repo id, or a preset "
+                        "name: random weights), then the audio file (resampled to the model's rate, mono)")
+    p.add_argument("--checkpoint", default=None, help=argparse.SUPPRESS)  # the earlier spelling of MODEL
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--compare", default=None, metavar="MODEL",
                    help="a second model (e.g. SSAST beside SSAMBA) drawn in the same figures")

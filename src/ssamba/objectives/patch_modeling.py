@@ -45,9 +45,7 @@ class PatchModelingConfig:
     """Options of :class:`MaskedPatchModeling`; defaults are the official recipe."""
 
     num_masked: PositiveInt = 400  # patches hidden per clip (250 / 300 / 400 of 512)
-    # "official": gen_maskid_patch for patches, uniform for frames; "cluster": centred
-    # c x c blocks; "random": uniform; "auto": centred blocks for square patches, else uniform
-    masking: Masking = "official"
+    masking: Masking = "official"  # "official" (the research code's: blocks for patches, uniform for frames), "cluster", "random" or "auto"
     cluster_sizes: tuple[PositiveInt, ...] = (3, 4, 5)  # c of the c x c blocks, drawn per clip
     mse_weight: NonNegativeFloat = 10.0  # L = nce + mse_weight * mse
     nce_softmax: NceSoftmax = "official"  # axis of the InfoNCE softmax: "official" or "paper"

@@ -28,7 +28,7 @@ class OptimConfig:
     optimizer: OptimizerName = "adamw"  # "adamw" or "adam" (Adam's weight decay is L2, as in SSAST)
     lr: PositiveFloat = 1e-4  # peak learning rate (after warm-up)
     weight_decay: NonNegativeFloat = 5e-8  # not applied to tagged parameters (A_log, D, positions, tokens)
-    betas: tuple[Fraction, Fraction] = (0.95, 0.999)
+    betas: tuple[Fraction, Fraction] = (0.95, 0.999)  # Adam's moment decay rates (beta1, beta2)
     head_lr_multiplier: PositiveFloat = 1.0  # lr of the classifier head relative to lr (AS-20K: 3)
     warmup_steps: NonNegativeInt = 1000  # linear warm-up, in optimiser steps
     schedule: Schedule = "plateau"  # "plateau", "step" or "constant"
