@@ -119,3 +119,26 @@ def test_training_and_embedding_summarise_conversions_in_one_line(trained, capsy
     assert main(["embed", str(trained / "data" / "bird"), "--checkpoint", str(trained / "run"),
                  "--out", str(tmp_path / "e"), "--no-progress"]) == 0
     assert "12 of 12 clips resampled from 44.1 kHz to 16 kHz; 12 downmixed to mono" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # the ONNX export traces the model (about a minute)
+def test_export_with_frontend_runs_on_a_raw_waveform_and_agrees_with_predict(trained, tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from ssamba.frontend import load_audio
+
+    out = tmp_path / "model.onnx"
+    assert main(["export", str(trained / "run"), str(out), "--with-frontend"]) == 0  # checks 1 s and 3.3 s itself
+    captured = capsys.readouterr()
+    assert "export: tracing" in captured.err and "wrote" in captured.out
+    wav = sorted((trained / "data" / "hum").glob("*.wav"))[0]
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    meta = json.loads(session.get_modelmeta().custom_metadata_map["ssamba_config"])
+    assert meta["labels"]["names"] == list(CLASSES) and meta["onnx"]["input"] == "waveform"
+    wave = load_audio(wav).numpy()[None]  # the 44.1 kHz stereo file, read as predict reads it
+    probabilities = session.run(["probabilities"], {"waveform": wave})[0][0]
+    assert main(["predict", str(trained / "run"), str(wav), "--top-k", "4", "--out", str(tmp_path / "p.json"),
+                 "--no-progress"]) == 0
+    top = json.loads((tmp_path / "p.json").read_text())["predictions"][0]["top"]
+    for entry in top:
+        assert abs(probabilities[CLASSES.index(entry["id"])] - entry["probability"]) < 1e-4

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -29,11 +30,29 @@ def num_frames(num_samples: int, frame_length: int, frame_shift: int) -> int:
     return 1 + (num_samples - frame_length) // frame_shift
 
 
-def _mel(freq: Tensor | float) -> Tensor:
-    return 1127.0 * torch.log1p(torch.as_tensor(freq, dtype=torch.float64) / 700.0)
+def _mel(freq):
+    return 1127.0 * np.log1p(np.asarray(freq, dtype=np.float64) / 700.0)
 
 
+# The constant tables are cached as NumPy arrays and turned into tensors at each call: a
+# tensor cached while torch.export traces would be a fake one, and poison later calls.
 @lru_cache(maxsize=16)
+def _mel_banks(num_mel_bins: int, fft_size: int, sample_rate: float, low_freq: float, high_freq: float) -> np.ndarray:
+    num_fft_bins = fft_size // 2
+    mel_low, mel_high = _mel(low_freq), _mel(high_freq)
+    delta = (mel_high - mel_low) / (num_mel_bins + 1)
+    edges = mel_low + delta * np.arange(num_mel_bins + 2, dtype=np.float64)
+    left, center, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]  # (M, 1)
+    bin_mel = _mel(np.arange(num_fft_bins, dtype=np.float64) * (sample_rate / fft_size))
+    up = (bin_mel - left) / (center - left)
+    down = (right - bin_mel) / (right - center)
+    weights = np.where(bin_mel <= center, up, down)
+    weights = np.where((bin_mel > left) & (bin_mel < right), weights, 0.0)
+    weights = np.pad(weights, ((0, 0), (0, 1)))  # zero weight for the Nyquist bin
+    weights.flags.writeable = False
+    return weights
+
+
 def mel_banks(
     num_mel_bins: int, fft_size: int, sample_rate: float, low_freq: float, high_freq: float
 ) -> Tensor:
@@ -45,23 +64,18 @@ def mel_banks(
     triangle falls between two FFT bins and is empty: its energy is 0 and its log is
     log(eps).
     """
-    num_fft_bins = fft_size // 2
-    mel_low, mel_high = _mel(low_freq), _mel(high_freq)
-    delta = (mel_high - mel_low) / (num_mel_bins + 1)
-    edges = mel_low + delta * torch.arange(num_mel_bins + 2, dtype=torch.float64)
-    left, center, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]  # (M, 1)
-    bin_mel = _mel(torch.arange(num_fft_bins, dtype=torch.float64) * (sample_rate / fft_size))
-    up = (bin_mel - left) / (center - left)
-    down = (right - bin_mel) / (right - center)
-    weights = torch.where(bin_mel <= center, up, down)
-    weights = torch.where((bin_mel > left) & (bin_mel < right), weights, torch.zeros(()))
-    return torch.nn.functional.pad(weights, (0, 1))  # zero weight for the Nyquist bin
+    return torch.tensor(_mel_banks(num_mel_bins, fft_size, float(sample_rate), float(low_freq), float(high_freq)))
 
 
 @lru_cache(maxsize=8)
+def _hanning_table(length: int) -> np.ndarray:
+    window = 0.5 - 0.5 * np.cos(2 * math.pi * np.arange(length, dtype=np.float64) / (length - 1))
+    window.flags.writeable = False
+    return window
+
+
 def _hanning(length: int) -> Tensor:
-    n = torch.arange(length, dtype=torch.float64)
-    return 0.5 - 0.5 * torch.cos(2 * math.pi * n / (length - 1))
+    return torch.tensor(_hanning_table(length))
 
 
 def waveform_problem(waveform, frame_length: int = 0) -> str:

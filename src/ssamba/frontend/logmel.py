@@ -49,10 +49,9 @@ class FrontendConfig:
 
 def pad_or_crop(fbank: Tensor, target_length: int) -> Tensor:
     """Zero-pad at the end or truncate ``(B, T, F)`` to ``target_length`` frames."""
-    frames = fbank.shape[1]
-    if frames < target_length:
-        return nn.functional.pad(fbank, (0, 0, 0, target_length - frames))
-    return fbank[:, :target_length]
+    # padded by a whole target_length, then cut: no branch on the length, so that the
+    # exported (ONNX) front end takes any length in one graph
+    return nn.functional.pad(fbank, (0, 0, 0, target_length))[:, :target_length]
 
 
 class NonFiniteFeaturesError(ValueError):
@@ -106,6 +105,8 @@ class LogMelFrontend(nn.Module):
         c = self.config
         fbank = compute_fbank(waveform, c.sample_rate, c.num_mel_bins, c.frame_length_ms, c.frame_shift_ms,
                               c.preemphasis, True, c.low_freq, 0.0)
+        if torch.compiler.is_exporting():  # traced into a graph: no data-dependent check
+            return fbank
         finite = torch.isfinite(fbank)
         if not bool(finite.all()):  # finite samples can still overflow the power spectrum
             rows = (~finite).flatten(1).any(dim=1).nonzero().flatten().tolist()

@@ -123,7 +123,7 @@ def add_embed_parser(sub) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     """Export an encoder to ONNX (spectrogram -> tokens, dynamic batch and length) and check it with onnxruntime."""
     from ..models import create_model, list_models, load_model
-    from .export import MIN_FRAMES, check_onnx, export_onnx
+    from .export import MIN_FRAMES, check_onnx, check_onnx_waveforms, export_onnx
 
     if args.model in list_models():
         encoder = create_model(args.model)
@@ -133,9 +133,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     lengths = args.check_frames or [encoder.config.input_tdim, 2 * encoder.config.input_tdim + 16]
     if any(t < MIN_FRAMES for t in lengths):
         raise ValueError(f"--check-frames must be at least {MIN_FRAMES} frames (two 16-frame patch columns)")
-    path = export_onnx(encoder, args.out)
+    def say(text: str) -> None:
+        print(f"export: {text}", file=sys.stderr, flush=True)
+
+    path = export_onnx(encoder, args.out, with_frontend=args.with_frontend, say=say)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     if args.no_check:
+        return 0
+    say("checking the file with onnxruntime against PyTorch")
+    if args.with_frontend:
+        rows = check_onnx_waveforms(path, encoder, [1.0, 3.3])
+        print(f"{'seconds':>8} {'max |diff|':>11} {'rel':>9}")
+        for r in rows:
+            print(f"{r['seconds']:>8.1f} {r['max_abs_diff']:>11.2e} {r['max_rel_diff']:>9.1e}")
+        worst = max(r["max_rel_diff"] for r in rows)
+        if worst > 1e-4:
+            print(f"ssamba: error: onnxruntime differs from torch by {worst:.1e} (relative), more than 1e-4",
+                  file=sys.stderr)
+            return 1
         return 0
     rows = check_onnx(path, encoder, lengths)
     print(f"{'frames':>7} {'tokens':>7} {'max |diff|':>11} {'rel':>9} {'torch s':>9} {'onnxruntime s':>14}")
@@ -161,6 +176,11 @@ def add_export_parser(sub) -> None:
     p.add_argument("--check-frames", type=at_least(1), nargs="+", default=None, metavar="T",
                    help="input lengths of the check, in frames (default: the trained length and 2x + 16)")
     p.add_argument("--no-check", action="store_true", help="write the file without the onnxruntime check")
+    p.add_argument("--with-frontend", action="store_true",
+                   help="the graph takes a waveform (batch, samples) at the model's rate (16 kHz) and holds the "
+                        "model's front end (Kaldi filterbank, padding, normalisation); a classifier's output is "
+                        "its class probabilities (class names in the file's metadata), an encoder's its tokens; "
+                        "checked on waveforms of 1 s and 3.3 s")
     p.set_defaults(func=cmd_export)
 
 
