@@ -131,3 +131,21 @@ def test_errors_and_undefined_cases():
     assert math.isnan(roc_auc(scores, one_class))  # no class has both kinds
     m = classification_metrics(scores, one_class, multilabel=True)
     assert math.isnan(m["AUC"]) and math.isnan(m["d_prime"]) and m["mAP"] == 1.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("ties", [False, True])
+def test_map_auc_and_d_prime_agree_with_scikit_learn_and_scipy(seed, ties):
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(seed)
+    targets = (rng.random((60, 5)) < 0.3).astype(int)
+    targets[0], targets[1] = 1, 0  # every class has both outcomes
+    scores = rng.standard_normal((60, 5)) + targets
+    if ties:
+        scores = np.round(scores, 1)
+    assert mean_average_precision(scores, targets) == pytest.approx(
+        sklearn_metrics.average_precision_score(targets, scores, average="macro"), abs=1e-12)
+    auc = roc_auc(scores, targets)
+    assert auc == pytest.approx(sklearn_metrics.roc_auc_score(targets, scores, average="macro"), abs=1e-12)
+    assert d_prime(auc) == pytest.approx(np.sqrt(2) * stats.norm.ppf(auc), abs=1e-9)

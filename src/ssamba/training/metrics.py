@@ -1,6 +1,7 @@
 """Evaluation metrics of SSAST / SSAMBA fine-tuning: accuracy, mAP, ROC AUC, d-prime.
 
-Pure torch (no sklearn / scipy). Ranking metrics follow sklearn's definitions, ties
+Pure torch (no sklearn / scipy at run time; tests/training/test_metrics.py checks them against
+scikit-learn and scipy). Ranking metrics follow sklearn's definitions, ties
 included: average precision as ``average_precision_score`` (step-wise, one step per
 distinct score) and ROC AUC as ``roc_auc_score`` (tied positive/negative pairs count 1/2).
 Class averages are macro (unweighted means over classes).
