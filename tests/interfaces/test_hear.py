@@ -63,3 +63,21 @@ def test_empty_path_warns_and_gives_random_tiny():
     with pytest.warns(UserWarning, match="random weights"):
         model = hear.load_model("")
     assert model.scene_embedding_size == 192
+
+
+def test_the_x_ares_encoder_passes_the_benchmarks_encoder_check(monkeypatch):
+    # what X-ARES's check_audio_encoder asks, without installing xares: an nn.Module whose
+    # class name ends with "Encoder", output_dim and sampling_rate, and (B, S) -> (B, T, output_dim)
+    from ssamba.xares import SSAMBAEncoder
+
+    monkeypatch.setenv("SSAMBA_XARES_MODEL", "ssamba_test")
+    encoder = SSAMBAEncoder()
+    assert type(encoder).__name__.endswith("Encoder") and isinstance(encoder, torch.nn.Module)
+    assert encoder.sampling_rate == 16000 and encoder.output_dim == encoder.embedder.embedding_size
+    audio = torch.randn(2, 50000)
+    out = encoder(audio)
+    assert out.dim() == 3 and out.shape[0] == 2 and out.shape[2] == encoder.output_dim
+    assert out.shape[1] == encoder.embedder.columns_for(50000)  # one frame per hop over the clip
+    assert torch.allclose(out[1], encoder(audio[1:])[0], atol=1e-5)  # a clip's frames do not depend on its batch
+    monkeypatch.delenv("SSAMBA_XARES_MODEL")
+    assert SSAMBAEncoder().output_dim == ssamba.load_model("ssast-demo").config.embed_dim  # the shipped default
