@@ -42,6 +42,7 @@ def test_bar_styles_keep_one_colour_per_family_and_shade_by_init():
     assert styles["random init"]["alpha"] < styles["pretrained"]["alpha"] < styles["long"]["alpha"]
     assert demo._bar_style("ssast scratch")["color"] == demo.FAMILY_COLOURS["ssast"] != styles["long"]["color"]
     assert demo._bar_style("log-mel")["label"] == "log-mel"
+    assert styles["random init"]["hatch"] and not styles["pretrained"]["hatch"]  # untrained bars hatched
 
 
 def test_pretrain_steps_reaches_the_demo_and_rejects_nonsense(monkeypatch, capsys):

@@ -558,10 +558,11 @@ def draw_plots(out: Path, settings: DemoSettings, pre_summary: dict, probes: dic
             history = list(csv.DictReader(handle))
         points = [(float(r["step"]), float(r["train_loss"])) for r in history if r.get("train_loss")]
         if points:
-            axes[0].plot(*zip(*points), label=_label(family))
+            axes[0].plot(*zip(*points), label=_label(family), color=FAMILY_COLOURS.get(family))
         acc = pre_summary[family]["valid_acc_by_step"]
         if acc:
-            axes[1].plot([s for s, _ in acc], [100 * a for _, a in acc], "o-", label=_label(family), markersize=4)
+            axes[1].plot([s for s, _ in acc], [100 * a for _, a in acc], "o-", label=_label(family), markersize=4,
+                         color=FAMILY_COLOURS.get(family))
     axes[1].axhline(100 / settings.num_masked, color="grey", ls=":", label="chance")
     axes[0].set_title("pretraining loss (InfoNCE + 10 x MSE)")
     axes[0].set_ylabel("loss")
@@ -606,7 +607,7 @@ def draw_plots(out: Path, settings: DemoSettings, pre_summary: dict, probes: dic
         save(fig, name)
 
     # gain against pretraining steps
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.6), squeeze=False, sharey=True)
     for ax, task in zip(axes[0], tasks):
         for family in families:
             points = curve[task][family]
@@ -614,7 +615,7 @@ def draw_plots(out: Path, settings: DemoSettings, pre_summary: dict, probes: dic
                     label=_label(family))
         ax.axhline(100 * probes[task]["chance"], color="grey", ls=":", label="chance")
         ax.set_xscale("symlog", linthresh=100)  # the demo's steps and a long-pretrained encoder's, on one axis
-        ax.set_title(f"{task}: linear probe vs pretraining (first seed)")
+        ax.set_title(f"{task}: linear probe vs pretraining\n(one seed; the tables average {settings.seeds})", fontsize=9)
         ax.set_xlabel("pretraining step (0 = random init)")
         ax.set_ylabel("probe test accuracy (%)")
         ax.grid(alpha=0.3)
@@ -630,8 +631,8 @@ def draw_plots(out: Path, settings: DemoSettings, pre_summary: dict, probes: dic
 
 #: One colour per family in every figure; within it, the shade says how it was initialised.
 FAMILY_COLOURS = {"ssamba": "tab:blue", "ssast": "tab:orange", "mambaout": "tab:green"}
-_INIT_STYLES = {"random init": ("random init", 0.3), "scratch": ("scratch", 0.3),
-                "pretrained": ("fresh pretraining", 0.65), "long": ("long-pretrained", 1.0)}
+_INIT_STYLES = {"random init": ("random init", 0.3, "//"), "scratch": ("scratch", 0.3, "//"),
+                "pretrained": ("fresh pretraining", 0.65, ""), "long": ("long-pretrained", 1.0, "")}
 
 
 def _bar_style(series: str) -> dict:
@@ -639,9 +640,9 @@ def _bar_style(series: str) -> dict:
     if series == "log-mel":
         return {"color": "grey", "label": "log-mel"}
     family, init = series.split(" ", 1)
-    name, alpha = _INIT_STYLES[init]
+    name, alpha, hatch = _INIT_STYLES[init]  # untrained bars hatched, beside their family's solid ones
     return {"color": FAMILY_COLOURS.get(family, "k"), "alpha": alpha, "edgecolor": FAMILY_COLOURS.get(family, "k"),
-            "label": f"{_label(family)} {name}"}
+            "hatch": hatch, "label": f"{_label(family)} {name}"}
 
 
 def _label(family: str) -> str:
