@@ -173,10 +173,10 @@ def attention_to_patches(explanation: Explanation, layer: int, column: int) -> T
 
 # -- files and figures ---------------------------------------------------------------------
 
-def _input(path: str | Path, encoder, frames: int | None, start_s: float) -> tuple[Tensor, object]:
+def _input(path: str | Path, encoder, frames: int | None, start_s: float) -> tuple[Tensor, object, int]:
     """The model input ``(T, F)`` of an audio file as the model's front end makes it,
     from ``start_s`` seconds on, padded or cropped to ``frames`` (default: the front end's
-    length)."""
+    length); its front-end config; and how many of its frames are audio, not padding."""
     from ..frontend import FrontendConfig, LogMelFrontend, load_audio
 
     config = encoder.frontend_config or FrontendConfig(num_mel_bins=encoder.config.input_fdim,
@@ -193,7 +193,7 @@ def _input(path: str | Path, encoder, frames: int | None, start_s: float) -> tup
         log.warning("%s: explaining %.2f s of its %.2f s from %g s (%d frames; --frames and --start choose "
                     "another stretch)", path, config.target_length * config.frame_shift_ms / 1000,
                     (wave.numel() - first) / config.sample_rate, start_s, config.target_length)
-    return frontend(wave[first:])[0], config
+    return frontend(wave[first:])[0], config, min(available, config.target_length)
 
 
 def _query_columns(explanation: Explanation, times_s: list[float] | None, frame_shift_ms: float,
@@ -222,7 +222,8 @@ def draw_token_maps(explanations: list[tuple[str, Explanation]], path: Path, max
     rows = [(name, ex, d) for name, ex in explanations for d in ex.directions]
     picks = {name: _spread(ex.layers, max_layers) for name, ex in explanations}
     width = max(len(p) for p in picks.values())
-    fig, axes = plt.subplots(len(rows), width, figsize=(max(4.0, 2.3 * width), 2.4 * len(rows) + 0.4), squeeze=False)
+    fig, axes = plt.subplots(len(rows), width, figsize=(max(4.0, 2.7 * width), 2.6 * len(rows) + 0.6), squeeze=False,
+                             layout="constrained")
     for r, (name, ex, direction) in enumerate(rows):
         n = ex.num_prefix_tokens
         for c in range(width):
@@ -239,15 +240,15 @@ def draw_token_maps(explanations: list[tuple[str, Explanation]], path: Path, max
                 continue
             m = ex.maps[key][n:, n:].abs().numpy()
             top = float(m.max()) or 1.0
-            ax.imshow(m.clip(min=top * 1e-4), cmap="magma", norm=LogNorm(vmin=top * 1e-4, vmax=top),
-                      interpolation="nearest")
+            image = ax.imshow(m.clip(min=top * 1e-4), cmap="magma", norm=LogNorm(vmin=top * 1e-4, vmax=top),
+                              interpolation="nearest")
+            fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
             ax.set_title(f"{name} layer {layer}\n{direction}", fontsize=8)
             if c == 0:
                 ax.set_ylabel("output patch", fontsize=7)
             if r == len(rows) - 1:
                 ax.set_xlabel("source patch", fontsize=7)
     fig.suptitle("token-to-token attention\n(patch tokens, frequency row by row; log scale per panel)", fontsize=8)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -260,20 +261,25 @@ def _spread(values: list[int], count: int) -> list[int]:
 
 def draw_spectrogram_attention(explanations: list[tuple[str, Explanation]], times_s: list[float],
                                columns_of: dict[str, list[int]], layer_of: dict[str, int], frame_shift_ms: float,
-                               geometry: dict[str, tuple], path: Path) -> None:
+                               geometry: dict[str, tuple], path: Path, real_frames: dict[str, int] | None = None) -> None:
     """Per model a row: the spectrogram, then for each query column the attention its
     output tokens pay to every patch (directions summed; log scale over three decades),
-    over the spectrogram."""
+    over the spectrogram. Frames past ``real_frames[name]`` (padding) are left blank."""
     import matplotlib.pyplot as plt
+    import numpy as np
     from matplotlib.colors import LogNorm
 
-    fig, axes = plt.subplots(len(explanations), 1 + len(times_s), figsize=(3.6 * (1 + len(times_s)),
-                             2.6 * len(explanations)), squeeze=False)
+    fig, axes = plt.subplots(len(explanations), 1 + len(times_s), figsize=(3.9 * (1 + len(times_s)),
+                             2.8 * len(explanations)), squeeze=False, layout="constrained")
     for r, (name, ex) in enumerate(explanations):
-        spec = ex.spectrogram.numpy().T  # (F, T)
+        spec = np.ma.masked_array(ex.spectrogram.numpy().T)  # (F, T)
+        if real_frames and real_frames.get(name) is not None:
+            spec[:, real_frames[name]:] = np.ma.masked  # padding: drawn as background, not as loud energy
         seconds = spec.shape[1] * frame_shift_ms / 1000
         extent = (0, seconds, 0, spec.shape[0])
-        axes[r][0].imshow(spec, origin="lower", aspect="auto", cmap="viridis", extent=extent)
+        image = axes[r][0].imshow(spec, origin="lower", aspect="auto", cmap="viridis", extent=extent)
+        fig.colorbar(image, ax=axes[r][0], fraction=0.046, pad=0.02).ax.tick_params(
+            labelsize=6)
         axes[r][0].set_title(f"{name}: input (log-mel)", fontsize=8)
         axes[r][0].set_ylabel("mel bin", fontsize=7)
         (kf, kt), (sf, st) = geometry[name]
@@ -285,15 +291,15 @@ def draw_spectrogram_attention(explanations: list[tuple[str, Explanation]], time
             ax.imshow(spec, origin="lower", aspect="auto", cmap="gray", extent=extent)
             heat = attention_to_patches(ex, layer_of[name], column).abs().numpy()
             top = float(heat.max()) or 1.0
-            ax.imshow(heat.clip(min=top * 1e-3), origin="lower", aspect="auto", cmap="inferno", alpha=0.7,
-                      norm=LogNorm(vmin=top * 1e-3, vmax=top), extent=(0, covered, 0, (rows - 1) * sf + kf),
-                      interpolation="nearest")
+            heat_image = ax.imshow(heat.clip(min=top * 1e-3), origin="lower", aspect="auto", cmap="inferno",
+                                   alpha=0.7, norm=LogNorm(vmin=top * 1e-3, vmax=top),
+                                   extent=(0, covered, 0, (rows - 1) * sf + kf), interpolation="nearest")
+            fig.colorbar(heat_image, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
             ax.axvline(t, color="cyan", lw=1)
             ax.set_title(f"{name.split(' (')[-1].rstrip(')')} layer {layer_of[name]}: what {t:.2f} s reads "
                          "(log)", fontsize=8)
     for ax in axes[-1]:
         ax.set_xlabel("time (s)", fontsize=7)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -317,15 +323,16 @@ def explain_file(audio: str | Path, checkpoint: str | Path, out_dir: str | Path,
     matplotlib.use("Agg")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    runs, geometry, layer_of = [], {}, {}
+    runs, geometry, layer_of, real_frames = [], {}, {}, {}
     arrays: dict[str, np.ndarray] = {}
     summary: dict = {"audio": str(audio), "start_s": start_s, "absolute": absolute, "models": {}}
     for source in [checkpoint] + ([compare] if compare else []):
         encoder = load(source).encoder  # weights and front end as ssamba embed loads them
-        spec, config = _input(audio, encoder, frames, start_s)
+        spec, config, real = _input(audio, encoder, frames, start_s)
         ex = explain(encoder, spec, layers, channels, absolute, max_tokens, progress)
         name = f"{Path(str(source)).name or source} ({ex.family})"
         runs.append((name, ex))
+        real_frames[name] = real
         geometry[name] = (encoder.config.patch_size, encoder.config.patch_stride)
         layer_of[name] = ex.layers[-1]
         prefix = f"model{len(runs) - 1}/"
@@ -349,7 +356,7 @@ def explain_file(audio: str | Path, checkpoint: str | Path, out_dir: str | Path,
     atomic_write(out / "maps.npz", lambda tmp: np.savez_compressed(tmp, **arrays))
     draw_token_maps(runs, out / "token_maps.png")
     draw_spectrogram_attention(runs, times, columns_of, layer_of, frame_shift_ms, geometry,
-                               out / "spectrogram_attention.png")
+                               out / "spectrogram_attention.png", real_frames)
     summary["files"] = ["maps.npz", "token_maps.png", "spectrogram_attention.png", "explain.json"]
     atomic_write_text(out / "explain.json", strict_json(summary, indent=2))
     return summary
