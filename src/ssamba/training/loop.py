@@ -402,6 +402,7 @@ class Trainer:
                 self.save()
             elif self.step % self.run.save_every == 0:
                 self.save()
+        self._report_conversions(progress)  # a run shorter than one epoch says it too
         progress.close()
         if out_of_time and self.valid_set is not None and self.step % self.steps_per_epoch:
             metrics = self.evaluate(self.valid_set)  # the run's last word, off the epoch grid
