@@ -68,8 +68,11 @@ def test_load_refuses_unknown_config_keys(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(meta))
     with pytest.raises(TypeError, match="if_bidirectional"):
         ssamba.load_model(tmp_path)
-    with pytest.raises(FileNotFoundError, match="not an ssamba model"):
+    with pytest.raises(FileNotFoundError, match="no such model folder"):  # a path that is not there
         ssamba.load_model(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="not an ssamba model"):  # a folder that holds no model
+        ssamba.load_model(tmp_path / "empty")
 
 def test_the_front_end_is_declared_metadata(tmp_path):
     from ssamba.frontend import FrontendConfig
