@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -119,18 +118,6 @@ def mib(n) -> float | None:
 def fmt(x, spec: str, empty: str = "-") -> str:
     """``x`` formatted with ``spec``, or ``empty`` for None."""
     return empty if x is None else format(x, spec)
-
-
-def timeit(fn, repeats: int, warmup: int = 1) -> float:
-    """Median seconds of ``repeats`` calls of ``fn`` after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 #: The competing process of ``--under-load``: PyTorch matrix products on its default threads.

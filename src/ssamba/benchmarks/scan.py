@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from ssamba.ops import scan_cpu, selective_scan
 
-from .common import timeit
+from ..timing import timeit
 
 DIM, D_STATE, BATCH = 384, 16, 1
 

@@ -37,7 +37,7 @@ from ..frontend import LogMelFrontend
 from ..frontend.logmel import NonFiniteFeaturesError
 from ..frontend.audio import decode_audio
 from .augment import mixup_waveforms, sample_mixup_lambda
-from .dataset import BadClipWarning, ClipDatasetConfig, _source_fields, clip_features, item_generator
+from .dataset import BadClipWarning, ClipDatasetConfig, _source_fields, _warn_bad, clip_features, item_generator
 from ..fileio import atomic_write_text, new_mode, read_json
 from .manifest import ClipEntry, LabelMap, read_manifest, split_labels
 
@@ -260,10 +260,6 @@ def iter_samples(shard: str | Path, headers_only: bool = False) -> Iterator[tupl
         return
     if key is not None:
         yield key, members
-
-
-def _warn_bad(name: str, reason: str) -> None:
-    warnings.warn(f"skipping bad clip {name!r}: {reason}", BadClipWarning, stacklevel=3)
 
 
 class ShardDataset(torch.utils.data.IterableDataset):

@@ -180,7 +180,7 @@ def check_onnx(path: str | Path, encoder: nn.Module, lengths: list[int], batch: 
     """Run the exported file with onnxruntime (CPU) and ``encoder`` in PyTorch on the
     same random spectrograms of each length; per length the largest absolute and relative
     difference and both median times."""
-    from ..benchmarks.common import timeit
+    from ..timing import timeit
 
     ort = require("onnxruntime", "checking an ONNX export")
     options = ort.SessionOptions()
