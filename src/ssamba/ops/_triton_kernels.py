@@ -48,13 +48,11 @@ def _step_inputs(u_row, delta_row, b_row, c_row, t, bias, dmask, nmask,
 
 
 @triton.jit
-def scan_fwd_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr, out_ptr, ckpt_ptr,
-                    L, DIM, N, NCHUNKS,
-                    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                    REVERSE: tl.constexpr, SAVE: tl.constexpr,
-                    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr):
-    pid_b = tl.program_id(0)
-    pid_d = tl.program_id(1)
+def _program_operands(a_ptr, d_ptr, bias_ptr, pid_b, pid_d, L, DIM, N, NCHUNKS,
+                      HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """What both kernels start from for their ``BLOCK_D`` channels of batch element
+    ``pid_b``: indices and masks, ``A``, ``delta_bias`` and ``D`` in fp32, and the offsets of
+    the channels' rows (u, delta, z, out), the states' rows (B, C) and the checkpoints."""
     d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     n = tl.arange(0, BLOCK_N)
     dmask = d < DIM
@@ -63,9 +61,22 @@ def scan_fwd_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_pt
     a = tl.load(a_ptr + d[:, None] * N + n[None, :], mask=tile_mask, other=0.0).to(tl.float32)
     bias = tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros([BLOCK_D], tl.float32)
     skip = tl.load(d_ptr + d, mask=dmask, other=0.0).to(tl.float32) if HAS_D else tl.zeros([BLOCK_D], tl.float32)
-    row = (pid_b * DIM + d) * L  # (BLOCK_D,) offsets of the channels' rows in u, delta, z, out
-    state_row = (pid_b * N + n) * L  # (BLOCK_N,) offsets of the states' rows in B, C
+    row = (pid_b * DIM + d) * L
+    state_row = (pid_b * N + n) * L
     ckpt_tile = ((pid_b * DIM + d[:, None]) * NCHUNKS) * BLOCK_N + n[None, :]
+    return d, n, dmask, nmask, tile_mask, a, bias, skip, row, state_row, ckpt_tile
+
+
+@triton.jit
+def scan_fwd_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr, out_ptr, ckpt_ptr,
+                    L, DIM, N, NCHUNKS,
+                    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                    REVERSE: tl.constexpr, SAVE: tl.constexpr,
+                    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr):
+    pid_b = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    d, n, dmask, nmask, tile_mask, a, bias, skip, row, state_row, ckpt_tile = _program_operands(
+        a_ptr, d_ptr, bias_ptr, pid_b, pid_d, L, DIM, N, NCHUNKS, HAS_D, HAS_BIAS, BLOCK_D, BLOCK_N)
     h = tl.zeros([BLOCK_D, BLOCK_N], tl.float32)
     for chunk in range(0, NCHUNKS):
         if SAVE:
@@ -97,17 +108,8 @@ def scan_bwd_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_pt
     ``(DIM blocks, B, N, L)``; no atomics, so the result does not depend on scheduling."""
     pid_b = tl.program_id(0)
     pid_d = tl.program_id(1)
-    d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    n = tl.arange(0, BLOCK_N)
-    dmask = d < DIM
-    nmask = n < N
-    tile_mask = dmask[:, None] & nmask[None, :]
-    a = tl.load(a_ptr + d[:, None] * N + n[None, :], mask=tile_mask, other=0.0).to(tl.float32)
-    bias = tl.load(bias_ptr + d, mask=dmask, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros([BLOCK_D], tl.float32)
-    skip = tl.load(d_ptr + d, mask=dmask, other=0.0).to(tl.float32) if HAS_D else tl.zeros([BLOCK_D], tl.float32)
-    row = (pid_b * DIM + d) * L
-    state_row = (pid_b * N + n) * L
-    ckpt_tile = ((pid_b * DIM + d[:, None]) * NCHUNKS) * BLOCK_N + n[None, :]
+    d, n, dmask, nmask, tile_mask, a, bias, skip, row, state_row, ckpt_tile = _program_operands(
+        a_ptr, d_ptr, bias_ptr, pid_b, pid_d, L, DIM, N, NCHUNKS, HAS_D, HAS_BIAS, BLOCK_D, BLOCK_N)
     scratch_tile = ((pid_b * DIM + d[:, None]) * CHUNK) * BLOCK_N + n[None, :]
     shared_row = ((pid_d * BATCH + pid_b) * N + n) * L  # (BLOCK_N,) rows of this block's gB, gC partials
 
