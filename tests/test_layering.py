@@ -102,13 +102,16 @@ def test_no_import_cycles():
 
 def test_rooms_keep_to_their_floors():
     # data never imports models; encoders and layers never import objectives or training;
-    # the front end and the ops import nothing above them.
+    # the front end and the ops import nothing above them; only the CPU kernels (and the
+    # scan benchmark's roofline, built against the kernel's SIMD header) use the build module.
     graph = import_graph()
     below = {
         "ssamba.data": ("ssamba.models", "ssamba.training", "ssamba.objectives"),
         "ssamba.frontend": ("ssamba.models", "ssamba.layers", "ssamba.data", "ssamba.training"),
         "ssamba.ops": ("ssamba.layers", "ssamba.models", "ssamba.training"),
-        "ssamba.layers": ("ssamba.models", "ssamba.objectives", "ssamba.training"),
+        # layers reach the ops through their dispatch, never a backend or the kernels' build
+        "ssamba.layers": ("ssamba.models", "ssamba.objectives", "ssamba.training", "ssamba.ops.scan_",
+                          "ssamba.ops.conv_cpu", "ssamba.ops.build"),
         "ssamba.models": ("ssamba.objectives", "ssamba.training", "ssamba.data"),
         "ssamba.interfaces": ("ssamba.benchmarks",),  # the benchmarks measure the interfaces, not the other way
     }
@@ -117,3 +120,16 @@ def test_rooms_keep_to_their_floors():
             if module == room or module.startswith(room + "."):
                 bad = sorted(t for t in targets if t.startswith(forbidden))
                 assert not bad, f"{module} imports {bad}"
+    builders = {m for m, targets in graph.items() if "ssamba.ops.build" in targets}
+    assert builders == {"ssamba.ops.scan_cpu", "ssamba.ops.conv_cpu", "ssamba.benchmarks.scan"}, builders
+
+
+def test_no_function_in_the_package_is_over_80_lines():
+    # a function that long does several jobs: split it where they part
+    long = []
+    for path in sorted(ROOT.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} "
+                            f"({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long

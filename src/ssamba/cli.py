@@ -219,44 +219,8 @@ def cmd_shard(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ssamba",
-        description="Self-supervised audio Mamba (SSAMBA) and transformer (SSAST) encoders.",
-    )
-    parser.add_argument("--version", action="store_true", help="print the version and exit")
-    parser.add_argument("--debug", action="store_true",
-                        help="show the Python traceback of an error (also SSAMBA_DEBUG=1; allowed anywhere on the line)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    p = sub.add_parser("models", help=cmd_models.__doc__, description=cmd_models.__doc__)
-    p.add_argument("pattern", nargs="?", default="*", help="glob over preset names, e.g. 'ssamba_*'")
-    p.set_defaults(func=cmd_models)
-
-    p = sub.add_parser("fbank", help=cmd_fbank.__doc__, description=cmd_fbank.__doc__)
-    p.add_argument("audio", help="audio file (any rate or channel count: resampled to 16 kHz mono)")
-    p.add_argument("--out", help="write the (T, F) features to this .npy file")
-    p.add_argument("--target-length", type=at_least(1), default=1024, help="frames after padding/cropping (default 1024)")
-    p.add_argument(
-        "--stats",
-        default="audioset",
-        choices=["audioset", "esc50", "speechcommands"],
-        help="dataset statistics to normalise with (default audioset)",
-    )
-    p.set_defaults(func=cmd_fbank)
-
-    for name, func in (("pretrain", cmd_pretrain), ("finetune", cmd_finetune)):
-        p = sub.add_parser(name, help=func.__doc__, description=func.__doc__, epilog=_Options(name),
-                           formatter_class=_OptionsFormatter)
-        p.add_argument("config", nargs="?", help="YAML recipe (see configs/); omit to start from the defaults")
-        p.add_argument("overrides", nargs="*", metavar="section.key=value",
-                       help="override any option, e.g. optim.lr=3e-4 run.out_dir=runs/x")
-        p.add_argument("--resume", action="store_true",
-                       help="continue from the newest checkpoint in run.out_dir/checkpoints")
-        p.add_argument("--overwrite", action="store_true",
-                       help="replace the run already in run.out_dir (without it, or --resume, such a folder is refused)")
-        p.set_defaults(func=func)
-
+def _add_data_parsers(sub) -> None:
+    """The commands on a data set: evaluate, stats, prepare, shard."""
     p = sub.add_parser("evaluate", help=cmd_evaluate.__doc__, description=cmd_evaluate.__doc__)
     p.add_argument("model", help="model directory, checkpoint, or a fine-tuning run's out_dir")
     p.add_argument("manifest", help="manifest JSON of the clips to score")
@@ -301,6 +265,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-mb", type=float, default=1024, metavar="MB", help="MiB per shard at most (default 1024)")
     p.add_argument("--overwrite", action="store_true", help="replace shards already in OUT")
     p.set_defaults(func=cmd_shard)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ssamba",
+        description="Self-supervised audio Mamba (SSAMBA) and transformer (SSAST) encoders.",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error (also SSAMBA_DEBUG=1; allowed anywhere on the line)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("models", help=cmd_models.__doc__, description=cmd_models.__doc__)
+    p.add_argument("pattern", nargs="?", default="*", help="glob over preset names, e.g. 'ssamba_*'")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("fbank", help=cmd_fbank.__doc__, description=cmd_fbank.__doc__)
+    p.add_argument("audio", help="audio file (any rate or channel count: resampled to 16 kHz mono)")
+    p.add_argument("--out", help="write the (T, F) features to this .npy file")
+    p.add_argument("--target-length", type=at_least(1), default=1024, help="frames after padding/cropping (default 1024)")
+    p.add_argument(
+        "--stats",
+        default="audioset",
+        choices=["audioset", "esc50", "speechcommands"],
+        help="dataset statistics to normalise with (default audioset)",
+    )
+    p.set_defaults(func=cmd_fbank)
+
+    for name, func in (("pretrain", cmd_pretrain), ("finetune", cmd_finetune)):
+        p = sub.add_parser(name, help=func.__doc__, description=func.__doc__, epilog=_Options(name),
+                           formatter_class=_OptionsFormatter)
+        p.add_argument("config", nargs="?", help="YAML recipe (see configs/); omit to start from the defaults")
+        p.add_argument("overrides", nargs="*", metavar="section.key=value",
+                       help="override any option, e.g. optim.lr=3e-4 run.out_dir=runs/x")
+        p.add_argument("--resume", action="store_true",
+                       help="continue from the newest checkpoint in run.out_dir/checkpoints")
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace the run already in run.out_dir (without it, or --resume, such a folder is refused)")
+        p.set_defaults(func=func)
+
+    _add_data_parsers(sub)
     from .benchmarks.cli import add_bench_parser
     from .corpora.cli import add_corpus_parser
     from .demo import add_demo_parser

@@ -11,6 +11,7 @@ float, ``"8"`` becomes ``8`` for an int, ``8.5`` is refused for an int; lists be
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import math
@@ -146,21 +147,18 @@ def _deep_copy(values: dict[str, Any]) -> dict[str, Any]:
     return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in values.items()}
 
 
-def describe_fields(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
-    """``(dotted name, default, help)`` of every leaf field, help from ``metadata["help"]``
-    or the field's inline comment in the source (of the class or the dataclass it
-    inherits the field from)."""
-    import inspect
-    import re
+def option(default, help: str):
+    """A config field with its help text: ``name: int = option(3, "what it is")``. The
+    help reaches ``--help`` and the CLI's option lists through :func:`describe_fields`;
+    a list or dict default is copied for each instance."""
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
 
-    comments: dict[str, str] = {}
-    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
-        try:
-            source = inspect.getsource(klass)
-        except (OSError, TypeError):
-            continue
-        for name, comment in re.findall(r"^\s+(\w+)\s*:[^#\n]*#\s*(.*)$", source, re.M):
-            comments[name] = comment.strip()
+
+def describe_fields(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
+    """``(dotted name, default, help)`` of every leaf field, the help from the field's
+    metadata (:func:`option`)."""
     rows = []
     types = _field_types(cls)
     for f in dataclasses.fields(cls):
@@ -170,5 +168,5 @@ def describe_fields(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
             continue
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else "")
-        rows.append((f"{prefix}{f.name}", repr(default), f.metadata.get("help", comments.get(f.name, ""))))
+        rows.append((f"{prefix}{f.name}", repr(default), f.metadata.get("help", "")))
     return rows

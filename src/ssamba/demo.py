@@ -416,6 +416,61 @@ def _clean_checkpoints(run: Path, keep: bool) -> None:
         shutil.rmtree(run / "checkpoints", ignore_errors=True)
 
 
+def _pretraining_summary(family: str, summary: dict, out: Path, settings: DemoSettings) -> dict:
+    """A fresh pretraining run in the results: steps, seconds and its masked-patch
+    accuracy on validation, last and by step (printed as well)."""
+    with open(out / f"pretrain_{family}" / "metrics.csv") as handle:
+        history = [r for r in csv.DictReader(handle) if r.get("valid_acc")]
+    curve = [(int(float(r["step"])), float(r["valid_acc"])) for r in history]
+    found = {"steps": summary["steps"], "seconds": summary["seconds"],
+             "valid_acc": curve[-1][1] if curve else float("nan"), "valid_acc_by_step": curve}
+    print(f"pretraining {family}: {summary['steps']} steps in {summary['seconds']:.0f} s; masked-patch "
+          f"accuracy (official definition, validation) {100 * found['valid_acc']:.1f}% "
+          f"(chance {100 / settings.num_masked:.1f}%)")
+    return found
+
+
+def _low_label_runs(suite, settings: DemoSettings, stats, out: Path, seeds: list[int], long: dict,
+                    progress: bool, keep_checkpoints: bool) -> list[dict]:
+    """Stage 4: each task, seed, family and initialisation (fresh pretraining, random,
+    the shipped long-pretrained encoder) fine-tuned on a few labels; one row each."""
+    rows = []
+    for task in settings.tasks:
+        for s in seeds:
+            manifest = _few_labels_manifest(suite, task, settings.labels_per_class, s, out)
+            for family in settings.families:
+                for init in ("pretrained", "scratch") + (("long",) if family in long else ()):
+                    name = f"lowlabel/{task}_{family}_{init}_seed{s}"
+                    source = {"pretrained": out / f"pretrain_{family}", "scratch": None,
+                              "long": long.get(family, {}).get("path")}[init]
+                    summary = _finetune(family, task, source, manifest, settings, suite, stats, out / name, s,
+                                        progress)
+                    _clean_checkpoints(out / name, keep_checkpoints)
+                    rows.append({"task": task, "model": family, "init": init, "seed": s,
+                                 "acc": summary["test"]["acc"], "steps": summary["steps"],
+                                 "seconds": summary["seconds"], "run": name})
+    return rows
+
+
+def _print_results(settings: DemoSettings, seeds: list[int], probes: dict, rows: list[dict],
+                   pre_summary: dict) -> tuple[str, str]:
+    """Stage 5's tables and wall times, printed; returns the two tables."""
+    probe_table = format_probe_table(probes, settings.families)
+    finetune_table = format_finetune_table(rows, probes, settings.families)
+    print(f"linear probes (test accuracy %, mean +- sd over {len(seeds)} seeds; layer chosen on validation; "
+          f"{settings.probe_train_clips} training clips)")
+    print(probe_table)
+    print(f"low-label fine-tuning (test accuracy %, mean +- sd over {len(seeds)} seeds; "
+          f"{settings.labels_per_class} labels per class, {settings.finetune_steps} steps at batch "
+          f"{settings.finetune_batch_size})")
+    print(finetune_table)
+    for family in settings.families:
+        times = [r["seconds"] for r in rows if r["model"] == family]
+        print(f"wall time {family}: pretraining {pre_summary[family]['seconds']:.0f} s, fine-tuning "
+              f"{sum(times):.0f} s over {len(times)} runs")
+    return probe_table, finetune_table
+
+
 def run_demo(out_dir: str | Path = "demo_out", mode: str = "default", seed: int = 0,
              cache_dir: str | Path | None = None, progress: bool = True, keep_checkpoints: bool = False,
              families: tuple[str, ...] = FAMILIES, tasks: tuple[str, ...] = TASKS,
@@ -464,16 +519,8 @@ def run_demo(out_dir: str | Path = "demo_out", mode: str = "default", seed: int 
           f"steps each at batch {settings.batch_size}", flush=True)
     pretrained = {f: _pretrain(f, settings, suite, stats, out / f"pretrain_{f}", seed, progress, pool=pool)
                   for f in settings.families}
-    pre_summary = {}
-    for family, summary in pretrained.items():
-        with open(out / f"pretrain_{family}" / "metrics.csv") as handle:
-            history = [r for r in csv.DictReader(handle) if r.get("valid_acc")]
-        curve = [(int(float(r["step"])), float(r["valid_acc"])) for r in history]
-        pre_summary[family] = {"steps": summary["steps"], "seconds": summary["seconds"],
-                               "valid_acc": curve[-1][1] if curve else float("nan"), "valid_acc_by_step": curve}
-        print(f"pretraining {family}: {summary['steps']} steps in {summary['seconds']:.0f} s; masked-patch "
-              f"accuracy (official definition, validation) {100 * pre_summary[family]['valid_acc']:.1f}% "
-              f"(chance {100 / settings.num_masked:.1f}%)")
+    pre_summary = {family: _pretraining_summary(family, summary, out, settings)
+                   for family, summary in pretrained.items()}
 
     print(f"[3/5] linear probes on frozen embeddings, {len(seeds)} seeds", flush=True)
     long = long_pretrained(settings)
@@ -487,36 +534,10 @@ def run_demo(out_dir: str | Path = "demo_out", mode: str = "default", seed: int 
 
     print(f"[4/5] low-label fine-tuning: {settings.labels_per_class} labelled clips per class, "
           f"{settings.finetune_steps} steps, {len(seeds)} seeds", flush=True)
-    rows = []
-    for task in settings.tasks:
-        for s in seeds:
-            manifest = _few_labels_manifest(suite, task, settings.labels_per_class, s, out)
-            for family in settings.families:
-                for init in ("pretrained", "scratch") + (("long",) if family in long else ()):
-                    name = f"lowlabel/{task}_{family}_{init}_seed{s}"
-                    source = {"pretrained": out / f"pretrain_{family}", "scratch": None,
-                              "long": long.get(family, {}).get("path")}[init]
-                    summary = _finetune(family, task, source, manifest, settings, suite, stats, out / name, s,
-                                        progress)
-                    _clean_checkpoints(out / name, keep_checkpoints)
-                    rows.append({"task": task, "model": family, "init": init, "seed": s,
-                                 "acc": summary["test"]["acc"], "steps": summary["steps"],
-                                 "seconds": summary["seconds"], "run": name})
+    rows = _low_label_runs(suite, settings, stats, out, seeds, long, progress, keep_checkpoints)
 
     print("[5/5] results (test sets: voices, words and programs unseen in training and in the pool)")
-    probe_table = format_probe_table(probes, settings.families)
-    finetune_table = format_finetune_table(rows, probes, settings.families)
-    print(f"linear probes (test accuracy %, mean +- sd over {len(seeds)} seeds; layer chosen on validation; "
-          f"{settings.probe_train_clips} training clips)")
-    print(probe_table)
-    print(f"low-label fine-tuning (test accuracy %, mean +- sd over {len(seeds)} seeds; "
-          f"{settings.labels_per_class} labels per class, {settings.finetune_steps} steps at batch "
-          f"{settings.finetune_batch_size})")
-    print(finetune_table)
-    for family in settings.families:
-        times = [r["seconds"] for r in rows if r["model"] == family]
-        print(f"wall time {family}: pretraining {pre_summary[family]['seconds']:.0f} s, fine-tuning "
-              f"{sum(times):.0f} s over {len(times)} runs")
+    probe_table, finetune_table = _print_results(settings, seeds, probes, rows, pre_summary)
     plots = draw_plots(out, settings, pre_summary, probes, curve, rows, suite)
     seconds["total"] = time.perf_counter() - started
     results = {"mode": mode, "seed": seed, "seeds": seeds, "settings": asdict(settings), "suite": suite.stats(),
@@ -532,26 +553,9 @@ def run_demo(out_dir: str | Path = "demo_out", mode: str = "default", seed: int 
 
 # -- plots -------------------------------------------------------------------------------
 
-def draw_plots(out: Path, settings: DemoSettings, pre_summary: dict, probes: dict, curve: dict, rows: list[dict],
-               suite) -> list[str]:
-    """Pretraining curves, probe and fine-tuning bars with error bars, gain vs steps,
-    a confusion matrix and an embedding projection (file names relative to ``out``)."""
-    from .errors import require
-
-    matplotlib = require("matplotlib", "the demo's plots")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-
-    def save(fig, name):
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        paths.append(name)
-
-    # pretraining curves
-    families, tasks = settings.families, settings.tasks
+def _pretraining_figure(plt, out: Path, settings: DemoSettings, pre_summary: dict):
+    """The fresh pretraining runs' loss and masked-patch accuracy against steps."""
+    families = settings.families
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for family in families:
         with open(out / f"pretrain_{family}" / "metrics.csv") as handle:
@@ -572,7 +576,49 @@ def draw_plots(out: Path, settings: DemoSettings, pre_summary: dict, probes: dic
         ax.set_xlabel("optimiser step")
         ax.grid(alpha=0.3)
         ax.legend()
-    save(fig, "pretraining.png")
+    return fig
+
+
+def _gain_figure(plt, settings: DemoSettings, probes: dict, curve: dict):
+    """Probe accuracy against pretraining steps, per task (0 = random init, the last
+    point the shipped long-pretrained encoder where there is one)."""
+    tasks, families = settings.tasks, settings.families
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.6), squeeze=False, sharey=True)
+    for ax, task in zip(axes[0], tasks):
+        for family in families:
+            points = curve[task][family]
+            ax.plot([s for s, _ in points], [100 * a for _, a in points], "o-", color=FAMILY_COLOURS.get(family),
+                    label=_label(family))
+        ax.axhline(100 * probes[task]["chance"], color="grey", ls=":", label="chance")
+        ax.set_xscale("symlog", linthresh=100)  # the demo's steps and a long-pretrained encoder's, on one axis
+        ax.set_title(f"{task}: linear probe vs pretraining\n(one seed; the tables average {settings.seeds})", fontsize=9)
+        ax.set_xlabel("pretraining step (0 = random init)")
+        ax.set_ylabel("probe test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig
+
+
+def draw_plots(out: Path, settings: DemoSettings, pre_summary: dict, probes: dict, curve: dict, rows: list[dict],
+               suite) -> list[str]:
+    """Pretraining curves, probe and fine-tuning bars with error bars, gain vs steps,
+    a confusion matrix and an embedding projection (file names relative to ``out``)."""
+    from .errors import require
+
+    matplotlib = require("matplotlib", "the demo's plots")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        paths.append(name)
+
+    families, tasks = settings.families, settings.tasks
+    save(_pretraining_figure(plt, out, settings, pre_summary), "pretraining.png")
 
     # probes and fine-tuning: bars with error bars (sd over seeds) and chance lines
     probe_series = ["log-mel"] + [f"{f} {k}" for f in families for k in ("random init", "pretrained", "long")
@@ -606,21 +652,7 @@ def draw_plots(out: Path, settings: DemoSettings, pre_summary: dict, probes: dic
         ax.legend(fontsize=7, ncol=2)
         save(fig, name)
 
-    # gain against pretraining steps
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.6), squeeze=False, sharey=True)
-    for ax, task in zip(axes[0], tasks):
-        for family in families:
-            points = curve[task][family]
-            ax.plot([s for s, _ in points], [100 * a for _, a in points], "o-", color=FAMILY_COLOURS.get(family),
-                    label=_label(family))
-        ax.axhline(100 * probes[task]["chance"], color="grey", ls=":", label="chance")
-        ax.set_xscale("symlog", linthresh=100)  # the demo's steps and a long-pretrained encoder's, on one axis
-        ax.set_title(f"{task}: linear probe vs pretraining\n(one seed; the tables average {settings.seeds})", fontsize=9)
-        ax.set_xlabel("pretraining step (0 = random init)")
-        ax.set_ylabel("probe test accuracy (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    save(fig, "gain_vs_steps.png")
+    save(_gain_figure(plt, settings, probes, curve), "gain_vs_steps.png")
 
     if "kws" in tasks:
         paths.append(_confusion(out, rows, suite, families[0]))

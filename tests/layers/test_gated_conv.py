@@ -37,7 +37,7 @@ def test_mixer_equals_the_literal_definition_and_mirrors(bidirectional, average,
     with torch.no_grad():  # the encoder's inference interface, with a norm and an output to add to
         norm = torch.nn.LayerNorm(16).double()
         out = torch.ones(2, 11, 16, dtype=torch.float64)
-        lean = mixer.forward_lean(hidden, mirrored=True, out=out, norm=norm)
+        lean = mixer.infer(hidden, mirrored=True, out=out, norm=norm)
         assert lean is out and torch.allclose(out, 1 + mixer(norm(hidden), mirrored=True), atol=1e-12)
 
 

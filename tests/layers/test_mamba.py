@@ -120,7 +120,7 @@ def test_mixer_matches_the_literal_flip_based_definition():
 def test_depthwise_conv_matches_conv1d_both_ways():
     import torch.nn.functional as F
 
-    from ssamba.layers.mamba import depthwise_conv
+    from ssamba.ops.conv import depthwise_conv
 
     g = torch.Generator().manual_seed(0)
     for length in (1, 2, 3, 4, 11):
@@ -139,7 +139,7 @@ def test_conv_silu_gradients_match_autograd_through_conv1d():
     # sequences shorter than the kernel too; and torch.autograd.gradcheck on one case.
     import torch.nn.functional as F
 
-    from ssamba.layers.mamba import conv_silu
+    from ssamba.ops.conv import conv_silu
 
     g = torch.Generator().manual_seed(0)
     for length in (1, 2, 3, 4, 11):
@@ -202,16 +202,21 @@ def test_mirrored_mixer_and_block_are_the_flipped_computation_flipped_back():
             assert not torch.allclose(block(hidden, residual, mirrored=True)[0], block(hidden, residual)[0])
 
 
-def test_lean_inference_path_equals_the_autograd_path(monkeypatch):
-    # Without autograd the mixer works in inner-channel blocks (for memory); one block and
-    # several, both directions or one, mirrored or not, must give the autograd path's output.
+@pytest.mark.parametrize("carries", [True, False])
+def test_inference_path_equals_the_autograd_path(carries, monkeypatch):
+    # Without autograd the mixer works in tiles of batch rows (for memory); one tile and
+    # several, both directions or one, mirrored or not, with a scan that carries a state
+    # and one that does not (one piece of the whole length), must give the autograd
+    # path's output.
     torch.manual_seed(0)
     hidden = torch.randn(2, 37, 16)
-    for block_bytes in (1 << 30, 2 * 37 * 5 * 4):  # one block; blocks of 5 of the 32 channels
-        monkeypatch.setattr(BiMambaMixer, "LEAN_BLOCK_BYTES", block_bytes)
-        monkeypatch.setattr(BiMambaMixer, "LEAN_MIN_CHANNELS", 1)
+    if not carries:
+        monkeypatch.setattr(mamba, "scan_carries_state", lambda backend, u: False)
+    for tile_bytes, rows in ((1 << 30, 2), (4 * 32 * 37, 1)):  # both rows; one row of Di 32 x L 37
+        monkeypatch.setattr(BiMambaMixer, "TILE_BYTES", tile_bytes)
         for kwargs in ({}, {"bidirectional": False}, {"average_directions": False}):
             mixer = BiMambaMixer(16, scan_backend="cpu", **kwargs)
+            assert mixer.tile(2, 37, carries) == (rows, 37)
             for mirrored in (False, True):
                 with torch.enable_grad():
                     ref = mixer(hidden, mirrored=mirrored)
@@ -223,6 +228,19 @@ def test_lean_inference_path_equals_the_autograd_path(monkeypatch):
                 assert not lean.requires_grad and lean.shape == ref.shape
                 assert torch.allclose(lean, ref.detach(), atol=1e-6, rtol=1e-4), (lean - ref).abs().max()
                 assert torch.equal(lean, lean_inf)
+
+
+def test_tiles_respect_the_budget():
+    # A tile is the whole batch in pieces of at least MIN_PIECE tokens where that fits;
+    # a large batch of short clips is cut into rows instead; without a carried state the
+    # piece is the whole length.
+    mixer = BiMambaMixer(192)  # Di = 384
+    unit = 4 * 384
+    assert mixer.tile(1, 100_000) == (1, BiMambaMixer.TILE_BYTES // unit)
+    rows, piece = mixer.tile(140, 100)
+    assert piece == 100 and rows * piece * unit <= BiMambaMixer.TILE_BYTES < (rows + 1) * piece * unit
+    assert mixer.tile(4, 5000, carries_state=False) == (1, 5000)
+    assert mixer.tile(2, 10) == (2, 10)
 
 
 @pytest.mark.parametrize("piece", [1, 2, 5, 16, 36])
@@ -237,9 +255,9 @@ def test_sequence_pieces_equal_the_autograd_path(piece, kept, monkeypatch):
     torch.manual_seed(0)
     hidden = torch.randn(2, 37, 16)
     full = 4 * 2 * 32 * 37  # bytes of one (batch 2, Di 32, L 37) fp32 tensor
-    monkeypatch.setattr(BiMambaMixer, "LEAN_PIECE_BYTES", 4 * 2 * 32 * piece)
-    monkeypatch.setattr(BiMambaMixer, "LEAN_MIN_PIECE", 1)
-    monkeypatch.setattr(BiMambaMixer, "LEAN_REUSE_BYTES", kept * full if kept else full - 1)
+    monkeypatch.setattr(BiMambaMixer, "TILE_BYTES", 4 * 2 * 32 * piece)
+    monkeypatch.setattr(BiMambaMixer, "MIN_PIECE", 1)
+    monkeypatch.setattr(BiMambaMixer, "REUSE_BYTES", kept * full if kept else full - 1)
     products = []
     real_matmul = mamba.channel_matmul
     monkeypatch.setattr(mamba, "channel_matmul", lambda w, x: products.append(w.shape) or real_matmul(w, x))
@@ -249,14 +267,13 @@ def test_sequence_pieces_equal_the_autograd_path(piece, kept, monkeypatch):
         norm.bias.uniform_(-0.5, 0.5)
     for kwargs in ({}, {"bidirectional": False}, {"average_directions": False}):
         mixer = BiMambaMixer(16, scan_backend="cpu", **kwargs)
-        assert mixer.piece_length(2) == piece
+        assert mixer.tile(2, 37) == (2, piece)
         for mirrored in (False, True):
             with torch.enable_grad():
                 ref = mixer(norm(hidden), mirrored=mirrored)
             with torch.no_grad():
-                assert mixer._pieces_apply(hidden)
                 products.clear()
-                lean = mixer.forward_lean(hidden, mirrored=mirrored, norm=norm)
+                lean = mixer.infer(hidden, mirrored=mirrored, norm=norm)
                 # The work done, counted in products: in_proj's x and z rows (both (32,
                 # 16)) once per piece, the x rows again for a backward-running direction's
                 # first pass unless kept; one x_proj product ((33, 32)) per piece scanned.
@@ -273,7 +290,7 @@ def test_sequence_pieces_equal_the_autograd_path(piece, kept, monkeypatch):
                     assert (rows, scans) == (3 * pieces, directions * pieces)
                 else:  # and its rows kept for the second pass
                     assert (rows, scans) == (2 * pieces, directions * pieces)
-                added = mixer.forward_lean(hidden, mirrored=mirrored, out=torch.ones_like(hidden), norm=norm)
+                added = mixer.infer(hidden, mirrored=mirrored, out=torch.ones_like(hidden), norm=norm)
             assert torch.allclose(lean, ref.detach(), atol=1e-6, rtol=1e-4), (lean - ref).abs().max()
             assert torch.allclose(added, lean + 1, atol=1e-6)
 

@@ -78,12 +78,12 @@ def test_the_front_end_is_declared_metadata(tmp_path):
     from ssamba.frontend import FrontendConfig
     from ssamba.interfaces.embedder import Embedder
 
-    model = ssamba.create_model("ssamba_test")
-    assert model.frontend_config is None
-    with pytest.raises(ValueError, match="mel bins"):
-        model.use_frontend(FrontendConfig(num_mel_bins=64))
+    assert ssamba.create_model("ssamba_test").frontend_config is None
+    with pytest.raises(ValueError, match="mel bins"):  # given at construction, checked there
+        ssamba.create_model("ssamba_test", frontend=FrontendConfig(num_mel_bins=64))
     frontend = FrontendConfig(target_length=64, mean=-5.0, std=3.0)
-    assert model.use_frontend(frontend) is model
+    model = ssamba.create_model("ssamba_test", frontend=frontend)
+    assert model.frontend_config == frontend
     ssamba.save_model(model, tmp_path / "m")
     loaded = ssamba.load_model(tmp_path / "m")
     assert loaded.frontend_config == frontend

@@ -176,15 +176,15 @@ def test_families_and_fine_tuning_geometry():
 @pytest.mark.parametrize("pairing", [True, False])
 def test_ssamba_inference_path_equals_the_autograd_path(name, pairing, pieces, gen, monkeypatch):
     # Under no_grad in eval, SSAMBA (and MambaOut, its blocks without the SSM) runs lean
-    # (in-place layer pairs; channel-blocked mixers, or for long inputs mixers along the
-    # sequence in pieces); hidden states and outputs must be those of the autograd path.
+    # (in-place layer pairs; mixers in tiles of batch rows, or along the sequence in
+    # pieces); hidden states and outputs must be those of the autograd path.
     from ssamba.layers import BiMambaMixer
 
-    monkeypatch.setattr(BiMambaMixer, "LEAN_BLOCK_BYTES", 4096)  # several channel blocks
-    monkeypatch.setattr(BiMambaMixer, "LEAN_MIN_CHANNELS", 1)
     if pieces:  # 33 tokens in pieces of 5 (batch 2, Di = 64)
-        monkeypatch.setattr(BiMambaMixer, "LEAN_PIECE_BYTES", 4 * 2 * 64 * 5)
-        monkeypatch.setattr(BiMambaMixer, "LEAN_MIN_PIECE", 1)
+        monkeypatch.setattr(BiMambaMixer, "TILE_BYTES", 4 * 2 * 64 * 5)
+        monkeypatch.setattr(BiMambaMixer, "MIN_PIECE", 1)
+    else:  # one batch row per tile
+        monkeypatch.setattr(BiMambaMixer, "TILE_BYTES", 4 * 64 * 33)
     model = ssamba.create_model(name, use_layer_pairing=pairing).eval()
     spec = torch.randn(2, 64, 128, generator=gen)
     with torch.enable_grad():

@@ -1,11 +1,10 @@
-"""The C++ SiLU(depthwise conv) kernel against its PyTorch oracle (ssamba.layers.mamba)."""
+"""The C++ SiLU(depthwise conv) kernel against its PyTorch oracle (ssamba.ops.conv)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from ssamba.layers import mamba
-from ssamba.layers.mamba import conv_silu, conv_silu_backward_reference, depthwise_conv
+from ssamba.ops.conv import conv_silu, conv_silu_backward_reference, depthwise_conv
 from ssamba.ops import conv_cpu
 
 
@@ -120,7 +119,7 @@ def test_other_dtypes_take_the_pytorch_path(monkeypatch):
     for dtype in (torch.float64, torch.bfloat16):
         x = torch.randn(1, 2, 8, dtype=dtype, requires_grad=True)
         w = torch.randn(2, 1, 4, dtype=dtype, requires_grad=True)
-        out = mamba.conv_silu(x, w, None)
+        out = conv_silu(x, w, None)
         out.sum().backward()
         assert out.dtype == dtype and x.grad is not None
     assert not calls

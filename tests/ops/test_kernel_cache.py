@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ssamba.ops import scan_cpu
+from ssamba.ops import build, scan_cpu
 
 pytestmark = pytest.mark.skipif(shutil.which(os.environ.get("CXX") or "g++") is None, reason="needs a C++ compiler")
 
@@ -31,17 +31,19 @@ __attribute__((constructor)) static void planted(void) {
 """
 
 
+SOURCE = scan_cpu.SOURCE
+
+
 @pytest.fixture
 def fast(monkeypatch):
-    monkeypatch.setattr(scan_cpu, "_FLAG_SETS", (["-O0"],))
-    return scan_cpu
+    monkeypatch.setattr(build, "FLAG_SETS", (["-O0"],))
+    return build
 
 
 def _name(flags=("-O0",)) -> str:
-    cxx = scan_cpu._find_compiler()
+    cxx = build.find_compiler()
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
-    return scan_cpu._library_name(scan_cpu._SOURCE.stem, scan_cpu.source_text(scan_cpu._SOURCE), cxx, version,
-                                  list(flags))
+    return build.library_name(SOURCE.stem, build.source_text(SOURCE), cxx, version, list(flags))
 
 
 def _mode(path: Path) -> int:
@@ -52,7 +54,7 @@ def _load_in_subprocess(cache_root: Path, mark: Path) -> subprocess.CompletedPro
     """Load the kernel from ``cache_root`` in a fresh process (as a user would) at -O0."""
     code = (
         "import warnings; warnings.simplefilter('ignore');"
-        "from ssamba.ops import scan_cpu; scan_cpu._FLAG_SETS = (['-O0'],);"
+        "from ssamba.ops import build, scan_cpu; build.FLAG_SETS = (['-O0'],);"
         "lib = scan_cpu.load_library(); print('loaded' if lib else scan_cpu._load_error)"
     )
     env = {**os.environ, "SSAMBA_CACHE_DIR": str(cache_root), "SSAMBA_PLANTED_MARK": str(mark)}
@@ -62,7 +64,7 @@ def _load_in_subprocess(cache_root: Path, mark: Path) -> subprocess.CompletedPro
 def _plant(tmp_path: Path) -> tuple[Path, Path, Path]:
     """A private cache ``root/ext`` holding a library under the kernel's computed name whose
     constructor writes ``$SSAMBA_PLANTED_MARK``: ``(root, ext, planted library)``."""
-    ext = scan_cpu.private_dir(tmp_path / "cache", "ext")
+    ext = build.private_dir(tmp_path / "cache", "ext")
     source = tmp_path / "planted.c"
     source.write_text(PLANTED)
     target = ext / _name()
@@ -75,7 +77,7 @@ def test_a_planted_library_under_the_computed_name_never_runs(fast, tmp_path):
     target.chmod(0o777)  # writable by anyone: whoever wrote it, it is not trusted
     mark = tmp_path / "ran"
     with pytest.warns(RuntimeWarning, match="untrusted"):
-        path = fast._compile(fast._SOURCE, ext)
+        path = fast.compile_library(SOURCE, ext)
     assert path == target and not (os.lstat(target).st_mode & 0o022)
     result = _load_in_subprocess(root, mark)
     assert result.stdout.strip() == "loaded", result.stderr
@@ -97,8 +99,8 @@ def test_files_and_folders_of_another_user_are_not_trusted(fast, tmp_path):
     for p in (theirs, theirs / "ext"):
         os.chown(p, other, other)
         p.chmod(0o700)
-    with pytest.raises(scan_cpu.UnsafeCacheError, match="owned by uid 65534"):
-        fast._compile(fast._SOURCE, theirs / "ext")
+    with pytest.raises(build.UnsafeCacheError, match="owned by uid 65534"):
+        fast.compile_library(SOURCE, theirs / "ext")
     assert list((theirs / "ext").iterdir()) == []
 
 
@@ -109,12 +111,12 @@ def test_a_symlinked_cache_folder_is_refused_and_nothing_lands_behind_it(fast, t
     root.mkdir(mode=0o700)
     root.chmod(0o700)
     (root / "ext").symlink_to(attacker)
-    with pytest.raises(scan_cpu.UnsafeCacheError, match="symlink"):
-        fast._compile(fast._SOURCE, root / "ext")
+    with pytest.raises(build.UnsafeCacheError, match="symlink"):
+        fast.compile_library(SOURCE, root / "ext")
     linked_root = tmp_path / "linked"
     linked_root.symlink_to(attacker)
-    with pytest.raises(scan_cpu.UnsafeCacheError, match="symlink"):
-        fast._compile(fast._SOURCE, linked_root / "ext")
+    with pytest.raises(build.UnsafeCacheError, match="symlink"):
+        fast.compile_library(SOURCE, linked_root / "ext")
     assert list(attacker.iterdir()) == []
 
 
@@ -122,31 +124,31 @@ def test_group_writable_cache_folder_is_refused(fast, tmp_path):
     root = tmp_path / "cache"
     root.mkdir()
     root.chmod(0o777)
-    with pytest.raises(scan_cpu.UnsafeCacheError, match="writable by group or others"):
-        fast._compile(fast._SOURCE, root / "ext")
+    with pytest.raises(build.UnsafeCacheError, match="writable by group or others"):
+        fast.compile_library(SOURCE, root / "ext")
     assert not (root / "ext").exists()
 
 
 def test_planted_failed_markers_do_not_force_the_slow_path(fast, tmp_path):
-    ext = scan_cpu.private_dir(tmp_path / "cache", "ext")
+    ext = build.private_dir(tmp_path / "cache", "ext")
     marker = (ext / _name()).with_suffix(".failed")
     marker.write_text("planted")
     marker.chmod(0o666)
     with pytest.warns(RuntimeWarning, match="untrusted"):
-        path = fast._compile(fast._SOURCE, ext)
+        path = fast.compile_library(SOURCE, ext)
     assert path.name == _name() and path.is_file() and not marker.exists()
     # a marker the user wrote (a real failure) is honoured
     path.unlink()
     marker.write_text("it failed")
     marker.chmod(0o600)
     with pytest.raises(RuntimeError, match="failed before"):
-        fast._compile(fast._SOURCE, ext)
+        fast.compile_library(SOURCE, ext)
 
 
 def test_umask_000_still_makes_private_folders_and_library(fast, tmp_path):
     old = os.umask(0)
     try:
-        path = fast._compile(fast._SOURCE, tmp_path / "cache" / "ext")
+        path = fast.compile_library(SOURCE, tmp_path / "cache" / "ext")
     finally:
         os.umask(old)
     for p in (tmp_path / "cache", tmp_path / "cache" / "ext"):
@@ -155,11 +157,11 @@ def test_umask_000_still_makes_private_folders_and_library(fast, tmp_path):
 
 
 def test_a_builder_killed_midway_leaves_nothing_behind(fast, tmp_path):
-    ext = scan_cpu.private_dir(tmp_path / "cache", "ext")
-    stale = ext / "tmpabc123.so.tmp"
+    ext = build.private_dir(tmp_path / "cache", "ext")
+    stale = ext / f".{_name()}.abc123.tmp.so"  # what fileio.atomic_write names its temporary file
     stale.write_bytes(b"half a library")
     stale.chmod(0o600)
-    path = fast._compile(fast._SOURCE, ext)
+    path = fast.compile_library(SOURCE, ext)
     assert sorted(p.name for p in ext.iterdir()) == sorted([".lock", path.name])
 
 
@@ -167,8 +169,8 @@ def test_two_builders_at_once_share_one_build(tmp_path):
     root = tmp_path / "cache"
     mark = tmp_path / "unused"
     code = (
-        "from ssamba.ops import scan_cpu; scan_cpu._FLAG_SETS = (['-O0'],);"
-        "print(scan_cpu._compile(scan_cpu._SOURCE, scan_cpu._cache_dir()))"
+        "from ssamba.ops import build, scan_cpu; build.FLAG_SETS = (['-O0'],);"
+        "print(build.compile_library(scan_cpu.SOURCE, build.cache_dir()))"
     )
     env = {**os.environ, "SSAMBA_CACHE_DIR": str(root), "SSAMBA_PLANTED_MARK": str(mark)}
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
@@ -184,10 +186,10 @@ def test_unusable_cache_falls_back_to_a_private_temp_folder(fast, tmp_path, monk
     squatted = tmp_path / "tmp" / "ssamba-squatted"  # a predictable temp name someone else made
     squatted.mkdir(parents=True)
     squatted.chmod(0o777)
-    monkeypatch.setattr(scan_cpu, "_build_dirs", lambda: [(unsafe, ""), (squatted, "temp fallback")])
-    monkeypatch.setattr(scan_cpu.tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setattr(build, "build_dirs", lambda: [(unsafe, ""), (squatted, "temp fallback")])
+    monkeypatch.setattr(build.tempfile, "tempdir", str(tmp_path / "tmp"))
     with pytest.warns(RuntimeWarning, match="no private kernel cache") as caught:
-        path = scan_cpu._build()
+        path = build.build(SOURCE)
     message = next(str(w.message) for w in caught if "no private kernel cache" in str(w.message))
     assert "writable by group or others" in message
     assert path.parent.parent.parent == tmp_path / "tmp" and path.parent.parent != squatted

@@ -174,8 +174,10 @@ def test_portable_build_matches_the_reference(kernel, gen, monkeypatch):
 
     if platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("the AVX2 build is an x86 check")
-    monkeypatch.setattr(kernel, "_FLAG_SETS", (["-O2", "-march=x86-64-v3", "-fopenmp"],))
-    lib = kernel._configure(kernel.build_extension(kernel._SOURCE))
+    from ssamba.ops import build
+
+    monkeypatch.setattr(build, "FLAG_SETS", (["-O2", "-march=x86-64-v3", "-fopenmp"],))
+    lib = kernel._configure(build.load(kernel.SOURCE))
     assert lib is not kernel._lib
     monkeypatch.setattr(kernel, "_lib", lib)
     check_softplus_and_sigmoid()
@@ -266,7 +268,9 @@ def test_auto_falls_back_to_reference_with_one_warning(gen, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("no compiler here")
 
-    monkeypatch.setattr(scan_cpu, "_compile", broken)
+    from ssamba.ops import build
+
+    monkeypatch.setattr(build, "compile_library", broken)
     monkeypatch.setattr(scan_cpu, "_lib", None)
     monkeypatch.setattr(scan_cpu, "_load_error", None)
     monkeypatch.setattr(scan_cpu, "_warned", False)
@@ -288,11 +292,13 @@ def test_auto_falls_back_to_reference_with_one_warning(gen, monkeypatch):
 @pytest.mark.slow
 def test_compiles_into_a_fresh_cache_and_reuses_it(kernel, tmp_path, monkeypatch):
     monkeypatch.setenv("SSAMBA_CACHE_DIR", str(tmp_path))
-    cache = scan_cpu._cache_dir()
+    from ssamba.ops import build
+
+    cache = build.cache_dir()
     assert cache.is_relative_to(tmp_path)
-    first = scan_cpu._compile(scan_cpu._SOURCE, cache)
+    first = build.compile_library(scan_cpu.SOURCE, cache)
     mtime = first.stat().st_mtime_ns
-    second = scan_cpu._compile(scan_cpu._SOURCE, cache)
+    second = build.compile_library(scan_cpu.SOURCE, cache)
     assert first == second and second.stat().st_mtime_ns == mtime
     assert sorted(p.name for p in cache.iterdir()) == sorted([first.name, ".lock"])  # no temporary files left
 
@@ -333,12 +339,11 @@ def test_pieces_with_carried_state_equal_one_scan(kernel, gen, where, reverse, d
     if where == "reference":  # the fallback where the kernel cannot run
         import dataclasses
 
-        monkeypatch.setitem(ops._BACKENDS, "cpu", dataclasses.replace(ops._BACKENDS["cpu"], is_available=lambda u: False))
-
         def not_here(*args):
             raise AssertionError("the kernel ran where it is unavailable")
 
-        monkeypatch.setattr(kernel, "selective_scan_cpu_with_state", not_here)
+        monkeypatch.setitem(ops._BACKENDS, "cpu", dataclasses.replace(ops._BACKENDS["cpu"], is_available=lambda u: False,
+                                                                      with_state=not_here))
     chunk = kernel.chunk_size()
     length = 2 * chunk + 20
     x = make_inputs(gen, batch=2, channels=5, length=length, d_state=d_state)
@@ -369,4 +374,22 @@ def test_the_shipped_kernel_holds_no_benchmark(kernel):
     # the roofline micro-benchmark is built from ssamba/benchmarks/csrc, not the kernel
     lib = kernel.load_library()
     assert hasattr(lib, "ssamba_scan_fwd") and not hasattr(lib, "ssamba_scan_bound")
-    assert "bound" not in kernel._SOURCE.read_text()
+    assert "bound" not in kernel.SOURCE.read_text()
+
+
+def test_backends_declare_whether_they_carry_a_state(gen):
+    # The carried-state scan is a property each backend declares in the registry: the
+    # kernel and the reference have one, the exportable and GPU backends do not, and
+    # asking one of those for it is a clear error, not a silent fallback.
+    from ssamba import ops
+
+    x = make_inputs(gen, batch=2, channels=5, length=8)
+    assert ops.scan_carries_state("reference", x["u"]) and ops.scan_carries_state("cpu", x["u"])
+    assert ops.scan_carries_state("auto", x["u"])
+    assert not ops.scan_carries_state("export", x["u"])
+    assert ops._BACKENDS["triton"].with_state is None and ops._BACKENDS["cuda"].with_state is None
+    with pytest.raises(ValueError, match="cannot scan from a carried state"):
+        ops.selective_scan_with_state(**x, backend="export")
+    out, state = ops.selective_scan_with_state(**x, backend="reference")
+    assert_close(out, selective_scan_reference(**x), 1e-6, "reference piece")
+    assert state.shape == (2, 5, x["A"].shape[1])

@@ -162,6 +162,18 @@ def run_job(job: dict) -> dict:
         "device": str(device),
         "torch": torch.__version__,
     }
+    step = _step(job, model, spec, device, info)
+    memory = CudaMemory(device) if cuda else CpuMemory()
+    memory.start()
+    timed = _measure(step, sync, job)
+    return dict(info, **memory.stop(), **timed)
+
+
+def _step(job: dict, model, spec, device, info: dict):
+    """The call to time: an eval forward without autograd, or a pretraining step (under
+    autocast for a reduced ``precision``); what it adds to the result goes in ``info``."""
+    import torch
+
     if job["mode"] == "forward":
         model.eval()
 
@@ -173,7 +185,7 @@ def run_job(job: dict) -> dict:
         from ssamba.allocator import apply_allocator_policy
         from ssamba.benchmarks.steps import pretraining_step
 
-        if not cuda:
+        if device.type != "cuda":
             info["malloc_policy"] = apply_allocator_policy()  # as the CPU training commands do
         step, info["num_masked"] = pretraining_step(model, spec, job.get("mask_ratio", 400 / 512),
                                                     job.get("seed", 0))
@@ -188,8 +200,12 @@ def run_job(job: dict) -> dict:
             with torch.autocast(device.type, dtype=dtype):
                 plain_step()
 
-    memory = CudaMemory(device) if cuda else CpuMemory()
-    memory.start()
+    return step
+
+
+def _measure(step, sync, job: dict) -> dict:
+    """Warm-up and timed calls of ``step`` within the job's repeats and time budget: the
+    result's timing fields."""
     budget = float(job.get("time_budget", float("inf")))
     warm: list[float] = []
     times: list[float] = []
@@ -210,8 +226,7 @@ def run_job(job: dict) -> dict:
             if sum(times) >= budget:
                 break
     cpu = time.process_time() - cpu0
-    result = dict(info, **memory.stop())
-    result.update(
+    return dict(
         time_s=statistics.median(times),
         time_min_s=min(times),
         time_max_s=max(times),
@@ -223,7 +238,6 @@ def run_job(job: dict) -> dict:
         # thread count when the cores were ours, lower when other processes competed.
         cpu_util=round(cpu / sum(times), 2) if sum(times) > 0 else None,
     )
-    return result
 
 
 def main(argv: list[str] | None = None) -> int:

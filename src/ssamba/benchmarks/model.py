@@ -228,6 +228,55 @@ def print_report(rows: list[dict], labels: list[str], summary: dict, header: str
         print(f"crossover, {first} faster than {other}: {c['text']}")
 
 
+def _cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what the platform says."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return cpu
+
+
+def _configuration(spec, tokens: int, args, device: str, warmup: int, repeats: int, failed: dict[str, str],
+                   t_start: float) -> dict:
+    """One model at one length, measured in a fresh process (or skipped: over the memory
+    cap, or after the same model failed at a shorter length, noted in ``failed``)."""
+    frames = frames_for_tokens(spec.config, tokens)
+    grid = patch_grid(spec.config, frames)
+    est = estimate_bytes(spec, frames, args.batch_size)
+    row = {"model": spec.label, "preset": spec.preset, "variant": spec.variant,
+           "family": spec.family, "tokens_requested": tokens, "tokens": grid[0] * grid[1],
+           "frames": frames, "batch": args.batch_size, "device": device,
+           "est_mb": mib(est), "load1": round(load1(), 2)}
+    if spec.label in failed:
+        return dict(row, status="skipped", reason=f"after {failed[spec.label]}")
+    if est > args.max_memory_gb * 2**30:
+        return dict(row, status="skipped",
+                    reason=f"estimated {est / 2**30:.1f} GiB > --max-memory-gb {args.max_memory_gb:g}")
+    print(f"[{time.perf_counter() - t_start:7.1f} s] {spec.label} at {row['tokens']} tokens "
+          f"({frames} frames) ...", file=sys.stderr, flush=True)
+    job = {"mode": "forward", "preset": spec.preset, "overrides": spec.overrides,
+           "frames": frames, "batch": args.batch_size, "threads": args.threads,
+           "warmup": warmup, "repeats": repeats, "time_budget": args.time_budget,
+           "device": device, "seed": args.seed, "precision": args.precision}
+    res = run_configuration(job, args.timeout)
+    row.update({k: v for k, v in res.items() if k in COLUMNS})
+    row["wall_s"] = round(res["wall_s"], 2)
+    if res["status"] == "ok":
+        row.update(peak_extra_mb=mib(res["peak_extra_bytes"]), peak_mb=mib(res["peak_bytes"]),
+                   baseline_mb=mib(res["baseline_bytes"]))
+        print(f"           -> {res['time_s']:.3f} s (median of {res['runs']}"
+              f"{', cold' if res.get('cold') else ''}), "
+              f"{row['peak_extra_mb']:.1f} MiB, cpu util {res['cpu_util']}",
+              file=sys.stderr, flush=True)
+    else:
+        failed[spec.label] = f"{res['status']} at {row['tokens']} tokens"
+        print(f"           -> {res['status']}: {res['reason']}", file=sys.stderr, flush=True)
+    return row
+
+
 def run(args) -> int:
 
     try:
@@ -245,7 +294,6 @@ def run(args) -> int:
     device = resolve_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cap = args.max_memory_gb * 2**30
     load_start = load1()
 
     rows: list[dict] = []
@@ -253,49 +301,12 @@ def run(args) -> int:
     t_start = time.perf_counter()
     for tokens in sorted(set(tokens_list)):
         for spec in specs:
-            frames = frames_for_tokens(spec.config, tokens)
-            grid = patch_grid(spec.config, frames)
-            est = estimate_bytes(spec, frames, args.batch_size)
-            row = {"model": spec.label, "preset": spec.preset, "variant": spec.variant,
-                   "family": spec.family, "tokens_requested": tokens, "tokens": grid[0] * grid[1],
-                   "frames": frames, "batch": args.batch_size, "device": device,
-                   "est_mb": mib(est), "load1": round(load1(), 2)}
-            if spec.label in failed:
-                row.update(status="skipped", reason=f"after {failed[spec.label]}")
-            elif est > cap:
-                row.update(status="skipped",
-                           reason=f"estimated {est / 2**30:.1f} GiB > --max-memory-gb {args.max_memory_gb:g}")
-            else:
-                print(f"[{time.perf_counter() - t_start:7.1f} s] {spec.label} at {row['tokens']} tokens "
-                      f"({frames} frames) ...", file=sys.stderr, flush=True)
-                job = {"mode": "forward", "preset": spec.preset, "overrides": spec.overrides,
-                       "frames": frames, "batch": args.batch_size, "threads": args.threads,
-                       "warmup": warmup, "repeats": repeats, "time_budget": args.time_budget,
-                       "device": device, "seed": args.seed, "precision": args.precision}
-                res = run_configuration(job, args.timeout)
-                row.update({k: v for k, v in res.items() if k in COLUMNS})
-                row["wall_s"] = round(res["wall_s"], 2)
-                if res["status"] == "ok":
-                    row.update(peak_extra_mb=mib(res["peak_extra_bytes"]), peak_mb=mib(res["peak_bytes"]),
-                               baseline_mb=mib(res["baseline_bytes"]))
-                    print(f"           -> {res['time_s']:.3f} s (median of {res['runs']}"
-                          f"{', cold' if res.get('cold') else ''}), "
-                          f"{row['peak_extra_mb']:.1f} MiB, cpu util {res['cpu_util']}",
-                          file=sys.stderr, flush=True)
-                else:
-                    failed[spec.label] = f"{res['status']} at {row['tokens']} tokens"
-                    print(f"           -> {res['status']}: {res['reason']}", file=sys.stderr, flush=True)
-            rows.append(row)
+            rows.append(_configuration(spec, tokens, args, device, warmup, repeats, failed, t_start))
     elapsed = time.perf_counter() - t_start
 
     summary = summarize(rows, labels, tuple(args.slope_range))
     threads = next((r["threads"] for r in rows if r.get("threads")), args.threads)
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
+    cpu = _cpu_name()
     header = (f"forward (inference, no grad), batch {args.batch_size}, fp32, device {device}, "
               f"{threads} threads, {os.cpu_count()} CPUs ({cpu}); warm-up {warmup}, median of up to "
               f"{repeats} runs (time budget {args.time_budget:g} s; runs marked * are one cold run: the "

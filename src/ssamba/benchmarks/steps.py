@@ -1,5 +1,5 @@
 """The pretraining step ``ssamba bench train`` times, for its worker and the examples that
-profile or A/B it (``examples/step_profile.py``, ``train_floor.py``, ``mixer_ab.py``)."""
+profile or A/B it (``lab/step_profile.py``, ``train_floor.py``, ``mixer_ab.py``)."""
 
 from __future__ import annotations
 

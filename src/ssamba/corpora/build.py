@@ -13,7 +13,6 @@ Layout under ``root``::
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileio import atomic_write_text, file_lock, replace_folder
 from . import music as _music
 from .postprocess import PEAK_LIMIT, finish_clip, rms, trim_silence
 from .plan import SAMPLE_RATE, SPLITS, TASKS, ClipSpec, ScaleSpec, TaskPlan, get_scale, make_plan
@@ -255,20 +255,6 @@ def _cached(root: Path, expected: str) -> Suite | None:
     return suite
 
 
-@contextlib.contextmanager
-def _lock(root: Path):
-    """An exclusive lock on ``root`` (so two builds of one cache do not interleave)."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as handle:
-        try:
-            import fcntl
-
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except ImportError:  # pragma: no cover - not POSIX
-            pass
-        yield
-
-
 # --------------------------------------------------------------------------------------
 # Synthesis (runs in job processes)
 # --------------------------------------------------------------------------------------
@@ -436,7 +422,8 @@ def build_suite(
     inputs = fingerprint_inputs(seed, spec, soundfont)
     expected = fingerprint(inputs)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
-    with _lock(root):
+    root.mkdir(parents=True, exist_ok=True)
+    with file_lock(root / ".lock"):  # two builds of one cache do not interleave
         if not force:
             suite = _cached(root, expected)
             if suite is not None:
@@ -501,11 +488,7 @@ def _build(root, seed, spec, soundfont, inputs, expected, progress, workers, log
     for name, task in plan.items():
         tasks[name] = _write_task(task, staging / name, {p: n for (t, p), n in durations.items() if t == name})
     for name in plan:  # swap the finished tasks in
-        target = root / name
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging / name, target)
-        tasks[name] = _relocate(tasks[name], target)
+        tasks[name] = _relocate(tasks[name], replace_folder(staging / name, root / name))
     shutil.rmtree(staging, ignore_errors=True)
     suite = Suite(
         root=root, seed=seed, scale=spec.name, fingerprint=expected, tasks=tasks,
@@ -515,9 +498,7 @@ def _build(root, seed, spec, soundfont, inputs, expected, progress, workers, log
             "cpu_seconds": round(_cpu_seconds() - cpu_start, 2),
         },
     )
-    tmp = root / f".{SUITE_FILE}.tmp"
-    tmp.write_text(json.dumps(suite.to_json(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, root / SUITE_FILE)
+    atomic_write_text(root / SUITE_FILE, json.dumps(suite.to_json(), indent=1, sort_keys=True) + "\n")
     log(f"[corpus] built {total} clips in {suite.build_seconds:.1f} s ({suite.info['cpu_seconds']:.0f} CPU-seconds)")
     return suite
 

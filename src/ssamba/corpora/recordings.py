@@ -289,9 +289,7 @@ def build_recordings(root: str | Path | None = None, seed: int = 0, scale: str =
     ``"quick"``, ``"mini"``: a few clips each, for smoke runs and tests). ``roots``
     (package -> folders to look in) replaces the default places, for tests.
     """
-    from ..data.manifest import ClipEntry, write_manifest
-    from ..fileio import atomic_write_text
-    from .build import _lock
+    from ..fileio import file_lock
 
     if scale not in SCALE_HOURS:
         raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALE_HOURS)}")
@@ -310,60 +308,79 @@ def build_recordings(root: str | Path | None = None, seed: int = 0, scale: str =
     }
     expected = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
-    with _lock(root):
+    root.mkdir(parents=True, exist_ok=True)
+    with file_lock(root / ".lock"):  # two builds of one cache do not interleave
         cached = _cached(root, expected)
         if cached is not None and not force:
             cached.missing = sorted(set(missing))
             return cached
-        started = time.perf_counter()
-        log(f"[recordings] cutting {len(found)} sources into {CLIP_SECONDS} s clips in {root}")
-        # cut into a staging folder, then swap it in: a run reading the old clips loses none
-        staging = root / f".building-{expected[:12]}"
-        for old in root.glob(".building-*"):
-            shutil.rmtree(old, ignore_errors=True)
-        plans = _plan(found, seed, scale)
-        jobs = []
-        for plan in plans:
-            for split in ("train", "validation"):
-                (staging / plan["source"].name / split).mkdir(parents=True, exist_ok=True)
-            # whole files for the default pool; for capped (smoke-run) scales, the middle
-            # of each file, a few times the windows it gives
-            jobs += [(str(staging), plan["source"], split, i, str(path), per_file,
-                      None if SCALE_HOURS[scale] is None else 4 * per_file * CLIP_SECONDS)
-                     for split, i, path, per_file in plan["jobs"]]
-        results = _run_jobs(jobs, workers, progress)
-        rows, entries = [], {"train": [], "validation": []}
-        for plan in plans:
-            source = plan["source"]
-            mine = sorted((r for job, result in zip(jobs, results) if job[1] is source for r in result),
-                          key=lambda r: r[1])
-            kept = {split: [r for r in mine if r[0] == split][:plan["budgets"][split]] for split in entries}
-            for split, clips in kept.items():
-                entries[split] += [ClipEntry(wav=str(root / rel), labels=(source.kind,)) for _, rel, _ in clips]
-            for extra in set(r[1] for r in mine) - {r[1] for clips in kept.values() for r in clips}:
-                (staging / extra).unlink()
-            rows.append({"source": source.name, "package": source.package, "kind": source.kind,
-                         "licence": source.licence, "description": source.description, "files": plan["files"],
-                         "train": len(kept["train"]), "validation": len(kept["validation"]),
-                         "hours": sum(n for clips in kept.values() for _, _, n in clips) / SAMPLE_RATE / 3600})
-        (root / RECORDED_FILE).unlink(missing_ok=True)  # the cache is invalid until the swap is done
-        for name in {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")} | \
-                {plan["source"].name for plan in plans}:
-            if (root / name).exists():
-                shutil.rmtree(root / name)
-            if (staging / name).exists():
-                os.replace(staging / name, root / name)
-        shutil.rmtree(staging, ignore_errors=True)
-        manifests = {split: root / f"{split}.json" for split in entries}
-        for split, path in manifests.items():
-            write_manifest(entries[split], path, relative=True)
-        pool = RecordedPool(root, expected, manifests, rows, sorted(set(missing)),
-                            time.perf_counter() - started)
-        atomic_write_text(root / RECORDED_FILE, json.dumps(
-            {"fingerprint": expected, "sources": rows, "build_seconds": round(pool.build_seconds, 2)}, indent=1))
-        log(f"[recordings] {pool.hours:.2f} h in {sum(r['train'] + r['validation'] for r in rows)} clips, "
-            f"cut in {pool.build_seconds:.0f} s")
-        return pool
+        return _cut_sources(root, expected, found, sorted(set(missing)), seed, scale, workers, progress, log)
+
+
+def _cut_sources(root: Path, expected: str, found: list, missing: list[str], seed: int, scale: str,
+         workers: int | None, progress: bool, log) -> RecordedPool:
+    """:func:`build_recordings`'s work, under its lock: cut the ``found`` sources into a
+    staging folder, swap it in (a run reading the old clips loses none) and write the
+    manifests and the pool's record."""
+    from ..data.manifest import write_manifest
+    from ..fileio import atomic_write_text, replace_folder
+
+    started = time.perf_counter()
+    log(f"[recordings] cutting {len(found)} sources into {CLIP_SECONDS} s clips in {root}")
+    staging = root / f".building-{expected[:12]}"
+    for old in root.glob(".building-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    plans = _plan(found, seed, scale)
+    jobs = []
+    for plan in plans:
+        for split in ("train", "validation"):
+            (staging / plan["source"].name / split).mkdir(parents=True, exist_ok=True)
+        # whole files for the default pool; for capped (smoke-run) scales, the middle
+        # of each file, a few times the windows it gives
+        jobs += [(str(staging), plan["source"], split, i, str(path), per_file,
+                  None if SCALE_HOURS[scale] is None else 4 * per_file * CLIP_SECONDS)
+                 for split, i, path, per_file in plan["jobs"]]
+    results = _run_jobs(jobs, workers, progress)
+    rows, entries = _keep(root, staging, plans, jobs, results)
+    (root / RECORDED_FILE).unlink(missing_ok=True)  # the cache is invalid until the swap is done
+    for name in {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")} | \
+            {plan["source"].name for plan in plans}:
+        if (staging / name).exists():
+            replace_folder(staging / name, root / name)
+        elif (root / name).exists():
+            shutil.rmtree(root / name)
+    shutil.rmtree(staging, ignore_errors=True)
+    manifests = {split: root / f"{split}.json" for split in entries}
+    for split, path in manifests.items():
+        write_manifest(entries[split], path, relative=True)
+    pool = RecordedPool(root, expected, manifests, rows, missing, time.perf_counter() - started)
+    atomic_write_text(root / RECORDED_FILE, json.dumps(
+        {"fingerprint": expected, "sources": rows, "build_seconds": round(pool.build_seconds, 2)}, indent=1))
+    log(f"[recordings] {pool.hours:.2f} h in {sum(r['train'] + r['validation'] for r in rows)} clips, "
+        f"cut in {pool.build_seconds:.0f} s")
+    return pool
+
+
+def _keep(root: Path, staging: Path, plans: list[dict], jobs: list[tuple], results: list[list]):
+    """Each source's clips within its budgets (the rest deleted from ``staging``):
+    ``(rows of the pool's record, manifest entries per split)``."""
+    from ..data.manifest import ClipEntry
+
+    rows, entries = [], {"train": [], "validation": []}
+    for plan in plans:
+        source = plan["source"]
+        mine = sorted((r for job, result in zip(jobs, results) if job[1] is source for r in result),
+                      key=lambda r: r[1])
+        kept = {split: [r for r in mine if r[0] == split][:plan["budgets"][split]] for split in entries}
+        for split, clips in kept.items():
+            entries[split] += [ClipEntry(wav=str(root / rel), labels=(source.kind,)) for _, rel, _ in clips]
+        for extra in set(r[1] for r in mine) - {r[1] for clips in kept.values() for r in clips}:
+            (staging / extra).unlink()
+        rows.append({"source": source.name, "package": source.package, "kind": source.kind,
+                     "licence": source.licence, "description": source.description, "files": plan["files"],
+                     "train": len(kept["train"]), "validation": len(kept["validation"]),
+                     "hours": sum(n for clips in kept.values() for _, _, n in clips) / SAMPLE_RATE / 3600})
+    return rows, entries
 
 
 def _run_jobs(jobs: list[tuple], workers: int | None, progress: bool) -> list[list]:

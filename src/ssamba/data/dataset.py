@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import NonNegativeInt, Probability, check_keys
+from ..config import NonNegativeInt, Probability, check_keys, option
 from ..errors import UserError
 from ..frontend import FrontendConfig, LogMelFrontend, load_audio
 from ..frontend.logmel import NonFiniteFeaturesError
@@ -46,10 +46,12 @@ class AugmentOptions:
     mixup=0.6, noise=True``.
     """
 
-    freqm: NonNegativeInt = 0  # SpecAugment frequency mask width is uniform in [0, freqm) bins (training set only)
-    timem: NonNegativeInt = 0  # SpecAugment time mask width is uniform in [0, timem) frames (training set only)
-    mixup: Probability = 0.0  # probability of mixing a clip with another random clip of the set (training set only)
-    noise: bool = False  # add uniform noise and roll in time after normalisation (training set only)
+    freqm: NonNegativeInt = option(0,
+                                   'SpecAugment frequency mask width is uniform in [0, freqm) bins (training set only)')
+    timem: NonNegativeInt = option(0, 'SpecAugment time mask width is uniform in [0, timem) frames (training set only)')
+    mixup: Probability = option(0.0,
+                                'probability of mixing a clip with another random clip of the set (training set only)')
+    noise: bool = option(False, 'add uniform noise and roll in time after normalisation (training set only)')
 
 
 @dataclass

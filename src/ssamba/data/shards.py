@@ -19,10 +19,8 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import re
 import tarfile
-import tempfile
 import warnings
 import zlib
 from collections import deque
@@ -38,7 +36,7 @@ from ..frontend.logmel import NonFiniteFeaturesError
 from ..frontend.audio import decode_audio
 from .augment import mixup_waveforms, sample_mixup_lambda
 from .dataset import BadClipWarning, ClipDatasetConfig, _source_fields, _warn_bad, clip_features, item_generator
-from ..fileio import atomic_write_text, new_mode, read_json
+from ..fileio import AtomicFile, atomic_write_text, read_json
 from .manifest import ClipEntry, LabelMap, read_manifest, split_labels
 
 log = logging.getLogger(__name__)
@@ -62,13 +60,13 @@ def _tar_size(n: int) -> int:
 
 
 class _ShardWriter:
-    """One shard written to a temporary file and renamed into place on close."""
+    """One shard written to a temporary file and renamed into place on close
+    (:class:`ssamba.fileio.AtomicFile`)."""
 
     def __init__(self, path: Path):
         self.path = path
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        self.file = os.fdopen(fd, "wb")
-        self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.USTAR_FORMAT)
+        self.target = AtomicFile(path)
+        self.tar = tarfile.open(fileobj=self.target.file, mode="w", format=tarfile.USTAR_FORMAT)
         self.clips = 0
         self.bytes = 2 * _TAR_HEADER * 10  # end-of-archive blocks and record padding, roughly
 
@@ -82,23 +80,14 @@ class _ShardWriter:
 
     def close(self) -> int:
         self.tar.close()
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.chmod(self.tmp, new_mode())  # mkstemp's file is private (0600)
-        os.replace(self.tmp, self.path)
-        return self.path.stat().st_size
+        return self.target.commit().stat().st_size
 
     def abort(self) -> None:
-        for closer in (self.tar.close, self.file.close):
-            try:
-                closer()
-            except Exception:
-                pass
         try:
-            os.unlink(self.tmp)
-        except FileNotFoundError:
+            self.tar.close()
+        except Exception:
             pass
+        self.target.abort()
 
 
 def write_shards(
@@ -133,6 +122,18 @@ def write_shards(
             f"{str(out_dir)!r} already holds shards ({old[0].name}, ...); choose another folder or overwrite"
         )
 
+    written, index = _pack(entries, out_dir, max_clips_per_shard, max_bytes)
+    for path in old:  # stale shards of an earlier, larger set
+        if path.name != INDEX_NAME and path not in written:
+            path.unlink()
+    atomic_write_text(out_dir / INDEX_NAME, json.dumps(index, indent=1) + "\n")
+    return written
+
+
+def _pack(entries: Sequence[ClipEntry], out_dir: Path, max_clips_per_shard: int,
+          max_bytes: int) -> tuple[list[Path], dict[str, Any]]:
+    """:func:`write_shards`'s packing: ``(shards written, the index to write)``; a shard
+    being written when an error strikes is removed."""
     written: list[Path] = []
     index_rows: list[dict[str, Any]] = []
     label_ids: set[str] = set()
@@ -154,7 +155,7 @@ def write_shards(
                 with open(entry.wav, "rb") as f:
                     audio = f.read()
             except OSError as err:
-                warnings.warn(f"skipping bad clip {entry.wav!r}: {err.strerror or err}", BadClipWarning, stacklevel=2)
+                warnings.warn(f"skipping bad clip {entry.wav!r}: {err.strerror or err}", BadClipWarning, stacklevel=3)
                 skipped.append(entry.wav)
                 continue
             key = f"{i:09d}"
@@ -174,21 +175,11 @@ def write_shards(
         if writer is not None:
             writer.abort()
         raise
-    for path in old:  # stale shards of an earlier, larger set
-        if path.name != INDEX_NAME and path not in written:
-            path.unlink()
-    index = {
-        "format": "webdataset",
-        "shards": index_rows,
-        "num_clips": sum(row["clips"] for row in index_rows),
-        "skipped": len(skipped),
-        "labels": sorted(label_ids),
-        "unlabelled": unlabelled,
-    }
-    atomic_write_text(out_dir / INDEX_NAME, json.dumps(index, indent=1) + "\n")
     if skipped:
         log.warning("write_shards: skipped %d unreadable clip(s), e.g. %s", len(skipped), skipped[0])
-    return written
+    index = {"format": "webdataset", "shards": index_rows, "num_clips": sum(row["clips"] for row in index_rows),
+             "skipped": len(skipped), "labels": sorted(label_ids), "unlabelled": unlabelled}
+    return written, index
 
 
 def read_shard_index(path: str | Path) -> dict[str, Any] | None:

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ..config import NonNegativeFloat, PositiveFloat, PositiveInt, Probability
+from ..config import NonNegativeFloat, PositiveFloat, PositiveInt, Probability, option
 from .kaldi import compute_fbank, frame_geometry, num_frames, waveform_problem
 
 # (mean, std) of the log-mel features, as published with SSAST / SSAMBA.
@@ -28,15 +28,16 @@ DATASET_STATS: dict[str, tuple[float, float]] = {
 class FrontendConfig:
     """Options of :class:`LogMelFrontend`; defaults are the pretraining front end."""
 
-    sample_rate: PositiveInt = 16000  # Hz the filterbank runs at; files at other rates are resampled to it on loading
-    num_mel_bins: PositiveInt = 128  # F
-    frame_length_ms: PositiveFloat = 25.0  # window length
-    frame_shift_ms: PositiveFloat = 10.0  # hop between frames
-    preemphasis: Probability = 0.97  # x[n] - k * x[n-1] within each frame, k in [0, 1]
-    low_freq: NonNegativeFloat = 20.0  # Hz; high edge is Nyquist
-    target_length: PositiveInt = 1024  # T frames after padding / cropping (1024 AudioSet, 512 ESC-50, 128 SC)
-    mean: float = DATASET_STATS["audioset"][0]  # dataset statistics of the log-mel values
-    std: PositiveFloat = DATASET_STATS["audioset"][1]  # input = (fbank - mean) / (2 * std)
+    sample_rate: PositiveInt = option(16000,
+                                      'Hz the filterbank runs at; files at other rates are resampled to it on loading')
+    num_mel_bins: PositiveInt = option(128, 'F')
+    frame_length_ms: PositiveFloat = option(25.0, 'window length')
+    frame_shift_ms: PositiveFloat = option(10.0, 'hop between frames')
+    preemphasis: Probability = option(0.97, 'x[n] - k * x[n-1] within each frame, k in [0, 1]')
+    low_freq: NonNegativeFloat = option(20.0, 'Hz; high edge is Nyquist')
+    target_length: PositiveInt = option(1024, 'T frames after padding / cropping (1024 AudioSet, 512 ESC-50, 128 SC)')
+    mean: float = option(DATASET_STATS["audioset"][0], 'dataset statistics of the log-mel values')
+    std: PositiveFloat = option(DATASET_STATS["audioset"][1], 'input = (fbank - mean) / (2 * std)')
 
     @classmethod
     def for_dataset(cls, name: str, **overrides) -> "FrontendConfig":

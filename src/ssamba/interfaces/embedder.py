@@ -48,9 +48,9 @@ class Embedder(nn.Module):
         config = encoder.config
         if hop_frames is not None and hop_frames != config.patch_stride[1]:
             adapted = model_from_config(replace(config, patch_stride=(config.patch_stride[0], hop_frames),
-                                                num_classes=0))
+                                                num_classes=0), encoder.frontend_config)  # the same input
             load_encoder_weights(adapted, encoder)
-            encoder = adapted.use_frontend(encoder.frontend_config)  # the same input at another stride
+            encoder = adapted
         self.encoder = encoder.eval()
         frontend = frontend or encoder.frontend_config or FrontendConfig(
             num_mel_bins=config.input_fdim)

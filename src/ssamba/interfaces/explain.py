@@ -19,12 +19,10 @@ than ``max_tokens`` tokens are refused with a message instead of filling the mem
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
@@ -54,21 +52,6 @@ class Explanation:
         return sum(self.maps[key] for d in self.directions if (key := f"layer{layer}/{d}") in self.maps)
 
 
-@contextlib.contextmanager
-def _frozen(model: nn.Module):
-    """Parameters that record no autograd graph while grad mode stays on (so that SSAMBA
-    takes the path on which every block calls its mixer, where the hooks see it)."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        with torch.enable_grad():
-            yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
 def _token_count(encoder, frames: int) -> int:
     rows, columns = encoder.patch_grid(frames)
     return encoder.num_prefix_tokens + rows * columns
@@ -83,28 +66,22 @@ def explain(encoder: nn.Module, spec: Tensor, layers: list[int] | None = None, c
     SSAMBA's channel mean of ``|alpha|`` (else of ``alpha``). ``ValueError`` past
     ``max_tokens`` tokens, for MambaOut (no SSM, nothing to draw) and for bad indices.
     """
-    from ..models import SSAMBA, SSAST, MambaOut
-    from ..ops.hidden_attention import hidden_attention
     from ..progress import progress as progress_bar
 
-    if isinstance(encoder, MambaOut):
-        raise ValueError("MambaOut has no SSM and no attention: its mixers are depthwise convs of "
-                         f"{encoder.config.d_conv} taps, so there is no attention map to draw")
-    if not isinstance(encoder, (SSAMBA, SSAST)):
+    if not hasattr(encoder, "attention_maps"):
         raise ValueError(f"explain draws SSAMBA and SSAST encoders, not {type(encoder).__name__}")
     spec = spec.reshape(-1, spec.shape[-1]) if spec.dim() == 3 and spec.shape[0] == 1 else spec
     if spec.dim() != 2:
         raise ValueError(f"explain takes one spectrogram (frames, mel bins), got shape {tuple(spec.shape)}")
-    blocks = encoder.layers if isinstance(encoder, SSAMBA) else encoder.blocks
-    depth = len(blocks)
+    depth = encoder.config.depth
     layers = list(range(depth)) if layers is None else [i + depth if i < 0 else i for i in layers]
     if not layers or any(not 0 <= i < depth for i in layers) or len(set(layers)) != len(layers):
         raise ValueError(f"layers must be distinct indices of the {depth} blocks (negative from the end)")
-    ssamba = isinstance(encoder, SSAMBA)
-    limit = encoder.layers[0].mixer.out_proj.weight.shape[1] if ssamba else encoder.config.num_heads
     channels = list(channels)
-    if any(not 0 <= c < limit for c in channels):
-        raise ValueError(f"channels must be in 0..{limit - 1} ({'inner channels' if ssamba else 'heads'})")
+    limit = encoder.attention_units
+    if limit and any(not 0 <= c < limit for c in channels):
+        unit = "heads" if encoder.family == "ssast" else "inner channels"
+        raise ValueError(f"channels must be in 0..{limit - 1} ({unit})")
     tokens = _token_count(encoder, spec.shape[0])
     if tokens > max_tokens:
         per_map = tokens * tokens * 4 / 2**20
@@ -112,45 +89,19 @@ def explain(encoder: nn.Module, spec: Tensor, layers: list[int] | None = None, c
                          f"({per_map:.0f} MiB) per layer and direction, and explain stops at {max_tokens} tokens: "
                          "shorten the input (--frames, --start) or raise --max-tokens")
 
-    captured: dict[int, tuple[Tensor, bool]] = {}
-
-    def hook_for(index: int):
-        def hook(module, args, kwargs):
-            captured[index] = (args[0].detach(), bool(kwargs.get("mirrored", False)))
-        return hook
-
-    handles = [(blocks[i].mixer if ssamba else blocks[i].attn).register_forward_pre_hook(hook_for(i), with_kwargs=True)
-               for i in layers]
-    was_training = encoder.training
-    encoder.eval()
-    device = next(encoder.parameters()).device
-    try:
-        with _frozen(encoder):
-            encoder.forward_features(spec.unsqueeze(0).to(device))
-    finally:
-        for handle in handles:
-            handle.remove()
-        encoder.train(was_training)
-
     result = Explanation(encoder.family, spec.cpu(), encoder.patch_grid(spec.shape[0]), encoder.num_prefix_tokens,
                          layers, [], channels=channels, absolute=absolute)
+    device = next(encoder.parameters()).device
+    maps = encoder.attention_maps(spec.unsqueeze(0).to(device), layers, channels, absolute)
     bar = progress_bar(len(layers), "explain", unit="layer", enabled=progress, every=max(1, len(layers) // 4))
-    with torch.no_grad():
-        for i in layers:
-            hidden, mirrored = captured[i]
-            if ssamba:
-                for _, reverse, (_, delta, A, B, C, _, _, delta_bias) in blocks[i].mixer.scan_operands(hidden, mirrored):
-                    mean, kept = hidden_attention(delta, A, B, C, delta_bias, True, reverse, absolute=absolute,
-                                                  channels=channels)
-                    key = f"layer{i}/{'anticausal' if reverse else 'causal'}"
-                    result.maps[key] = mean[0].cpu()
-                    if kept is not None:
-                        result.channel_maps[key] = kept[0].cpu()
-            else:
-                weights = blocks[i].attn.attention_weights(hidden)[0]  # (H, L, L)
-                result.maps[f"layer{i}/attention"] = weights.mean(0).cpu()
-                if channels:
-                    result.channel_maps[f"layer{i}/attention"] = weights[channels].cpu()
+    done = set()
+    for key, mean, kept in maps:
+        result.maps[key] = mean[0].cpu()
+        if kept is not None:
+            result.channel_maps[key] = kept[0].cpu()
+        layer = key.split("/")[0]
+        if layer not in done:
+            done.add(layer)
             bar.update(1)
     bar.close()
     # a causal mixer under layer pairing scans forward in the even layers, backward in the odd

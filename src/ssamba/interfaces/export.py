@@ -82,11 +82,9 @@ def exportable(encoder: nn.Module) -> nn.Module:
     config = encoder.config
     if getattr(config, "scan_backend", "export") == "export":
         return encoder.eval()
-    copy = model_from_config(replace(config, scan_backend="export"))
+    copy = model_from_config(replace(config, scan_backend="export"), encoder.frontend_config,
+                             getattr(encoder, "labels", None))
     copy.load_state_dict(encoder.state_dict())
-    copy.use_frontend(encoder.frontend_config)
-    if getattr(encoder, "labels", None) is not None:
-        copy.labels = encoder.labels
     return copy.eval()
 
 

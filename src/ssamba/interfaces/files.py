@@ -185,17 +185,7 @@ def embed_files(inputs: list[str | Path], embedder: Embedder, out_dir: str | Pat
     index: dict = {"model_hop_ms": embedder.hop_ms, "embedding_size": embedder.embedding_size, "mode": mode,
                    "made_by": made_by, "complete": True, "files": [], "failed": [], "resumed": []}
     if occupied and not overwrite:
-        todo = []
-        for path, name in items:
-            outputs = _outputs(out_dir, name, output_format)
-            record = _resumed_record(path, name, outputs, out_dir, output_format) \
-                if all(p.is_file() for p in outputs) else None
-            if record is not None:
-                index["files"].append(record)
-                index["resumed"].append(str(path))
-            else:  # not embedded yet, or its file is damaged or foreign: (re)compute it
-                todo.append((path, name))
-        items = todo
+        items = _not_yet_embedded(items, out_dir, output_format, index)
     frames_of = {path: _frames(path) for path, _ in items}  # one header read per file
     items = sorted(items, key=lambda item: frames_of[item[0]])
     collected: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -203,23 +193,10 @@ def embed_files(inputs: list[str | Path], embedder: Embedder, out_dir: str | Pat
     downmixed = 0
     bar = progress_bar(len(items), "embedding", unit="file", enabled=progress, every=max(1, len(items) // 20))
     for group in _groups(items, frames_of, batch_size):
-        batch, waves = [], []
-        for path, name in group:
-            source: dict = {}
-            try:
-                wave = load_audio(path, embedder.sample_rate, info=source)
-            except (ValueError, OSError) as err:
-                index["failed"].append({"audio": str(path), "error": str(err)})
-                continue
-            if not bool(torch.isfinite(wave).all()):
-                bad = int((~torch.isfinite(wave)).sum())
-                index["failed"].append({"audio": str(path), "error": f"{bad} NaN or infinite sample(s)"})
-                continue
-            waves.append(wave)
-            batch.append((path, name))
-            if source.get("rate", embedder.sample_rate) != embedder.sample_rate:
-                rates[source["rate"]] = rates.get(source["rate"], 0) + 1
-            downmixed += source.get("channels", 1) > 1
+        batch, waves, conversions = _load_group(group, embedder.sample_rate, index["failed"])
+        for rate, count in conversions["rates"].items():
+            rates[rate] = rates.get(rate, 0) + count
+        downmixed += conversions["downmixed"]
         if batch:
             lengths = [w.numel() for w in waves]
             embedded = _embed_batch(embedder, batch, waves, index["failed"])
@@ -255,6 +232,46 @@ def embed_files(inputs: list[str | Path], embedder: Embedder, out_dir: str | Pat
                                               embedder.sample_rate)
     _atomic_save(out_dir / "index.json", lambda f: f.write(strict_json(index, indent=2).encode()))
     return index
+
+
+def _not_yet_embedded(items: list, out_dir: Path, output_format: str, index: dict) -> list:
+    """The inputs whose outputs are not complete in ``out_dir``; those that are go into
+    ``index`` as resumed."""
+    todo = []
+    for path, name in items:
+        outputs = _outputs(out_dir, name, output_format)
+        record = _resumed_record(path, name, outputs, out_dir, output_format) \
+            if all(p.is_file() for p in outputs) else None
+        if record is not None:
+            index["files"].append(record)
+            index["resumed"].append(str(path))
+        else:  # not embedded yet, or its file is damaged or foreign: (re)compute it
+            todo.append((path, name))
+    return todo
+
+
+def _load_group(group: list, sample_rate: int, failed: list) -> tuple[list, list, dict]:
+    """The readable, finite waveforms of ``group`` at ``sample_rate``: ``(items, waves,
+    {"rates": source rate -> files resampled, "downmixed": files})``; the others go into
+    ``failed`` with the reason."""
+    batch, waves, rates, downmixed = [], [], {}, 0
+    for path, name in group:
+        source: dict = {}
+        try:
+            wave = load_audio(path, sample_rate, info=source)
+        except (ValueError, OSError) as err:
+            failed.append({"audio": str(path), "error": str(err)})
+            continue
+        if not bool(torch.isfinite(wave).all()):
+            bad = int((~torch.isfinite(wave)).sum())
+            failed.append({"audio": str(path), "error": f"{bad} NaN or infinite sample(s)"})
+            continue
+        waves.append(wave)
+        batch.append((path, name))
+        if source.get("rate", sample_rate) != sample_rate:
+            rates[source["rate"]] = rates.get(source["rate"], 0) + 1
+        downmixed += source.get("channels", 1) > 1
+    return batch, waves, {"rates": rates, "downmixed": downmixed}
 
 
 def _embed_batch(embedder: Embedder, batch: list, waves: list, failed: list) -> list:

@@ -53,9 +53,9 @@ class GatedConvMixer(nn.Module):
         y = y * F.silu(channel_matmul(w_z, tokens))
         return torch.bmm(y.transpose(1, 2), weight.t().expand(y.shape[0], -1, -1))  # (B, L, D)
 
-    def forward_lean(self, hidden: Tensor, mirrored: bool = False, out: Tensor | None = None,
-                     norm: nn.Module | None = None) -> Tensor:
-        """The interface of :meth:`BiMambaMixer.forward_lean` (the encoder's inference
+    def infer(self, hidden: Tensor, mirrored: bool = False, out: Tensor | None = None,
+              norm: nn.Module | None = None) -> Tensor:
+        """The interface of :meth:`BiMambaMixer.infer` (the encoder's inference
         path): the mixer of ``norm(hidden)``, added into ``out`` when given."""
         y = self.forward(hidden if norm is None else norm(hidden), mirrored)
         return y if out is None else out.add_(y)

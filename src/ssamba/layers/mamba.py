@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import conv_cpu, scan_cpu, selective_scan, selective_scan_with_state
+from ..ops import conv_silu, scan_carries_state, selective_scan, selective_scan_with_state
 from .norms import DropPath, make_norm
 
 
@@ -76,8 +76,8 @@ class _OutProjection(torch.autograd.Function):
     """``out_proj`` of channel-major ``y (B, Di, L)`` with ``weight (D, Di)`` into tokens
     ``(B, L, D)``, whose backward gives ``y``'s gradient contiguous ``(B, Di, L)``: the
     layout the scans' backward reads (autograd's arrives as a transposed view, which each
-    of the two scans copied: most of the 220 ms a step that ``examples/step_profile.py``
-    put in ``aten::copy_`` for ssamba_tiny at 10.24 s, batch 8)."""
+    of the two scans would copy; ``lab/step_profile.py`` shows such copies as
+    ``aten::copy_``)."""
 
     @staticmethod
     def forward(ctx, y: Tensor, weight: Tensor):
@@ -94,100 +94,6 @@ class _OutProjection(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             g_w = torch.bmm(grad.transpose(1, 2), y.transpose(1, 2)).sum(0)  # sum_b (D, L) @ (L, Di)
         return g_y, g_w
-
-
-def depthwise_conv(x: Tensor, weight: Tensor, bias: Tensor | None, reverse: bool = False) -> Tensor:
-    """Depthwise conv over time of ``x (B, C, L)`` with ``weight (C, 1, K)``: causal
-    (``out[t] = sum_i w[i] x[t-K+1+i]``, what ``Conv1d(padding=K-1)`` gives in its first L
-    outputs), or with ``reverse`` the causal conv of the time-flipped sequence, flipped
-    back (``out[t] = sum_i w[i] x[t+K-1-i]``). K shifted multiply-adds: for Mamba's K = 4
-    on CPU this is ~2x faster than the oneDNN depthwise convolution."""
-    k, length = weight.shape[-1], x.shape[-1]
-    w = weight[:, 0, :, None]  # (C, K, 1)
-    # The last tap sees x[t] itself and spans the whole output; tap i is shifted by
-    # s = K-1-i steps and reaches s outputs less (zero padding, without a padded copy).
-    out = x * w[:, k - 1] if bias is None else torch.addcmul(bias[:, None], w[:, k - 1], x)
-    for i in range(k - 1):
-        s = k - 1 - i
-        if s >= length:
-            continue
-        if reverse:  # out[t] += w[i] x[t + s]
-            out[..., : length - s].addcmul_(w[:, i], x[..., s:])
-        else:  # out[t] += w[i] x[t - s]
-            out[..., s:].addcmul_(w[:, i], x[..., : length - s])
-    return out
-
-
-class _ConvSiLU(torch.autograd.Function):
-    """``SiLU(depthwise_conv(x))`` with a hand-written backward.
-
-    On fp32 CPU tensors both directions run in the C++ kernel of
-    :mod:`ssamba.ops.conv_cpu` (one pass forward, the pre-activation recomputed in the
-    backward). Elsewhere they are PyTorch operations: autograd through
-    :func:`depthwise_conv`'s in-place tap updates on slices would record one
-    copy-and-slice node per tap, each building a zero-filled full-size gradient, so the
-    backward is three kinds of full-width operations instead: SiLU's derivative, the
-    transposed conv (the same conv run the other way in time: the transpose of a causal
-    conv is the anti-causal one with the same taps) and one multiply-and-sum per tap for
-    the weights. That formulation is the kernel's oracle (``tests/ops/test_conv_cpu.py``)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, reverse: bool) -> Tensor:
-        ctx.reverse, ctx.has_bias = reverse, bias is not None
-        ctx.kernel = conv_cpu.is_available(x, weight, bias)
-        if ctx.kernel:
-            ctx.save_for_backward(x, weight, bias)
-            return conv_cpu.conv_silu_forward(x, weight, bias, reverse)
-        pre = depthwise_conv(x, weight, bias, reverse)
-        ctx.save_for_backward(x, weight, pre)
-        return F.silu(pre)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor):
-        if ctx.kernel:
-            x, weight, bias = ctx.saved_tensors
-            grad_x, grad_w, grad_b = conv_cpu.conv_silu_backward(grad, x, weight, bias, ctx.reverse,
-                                                                 *ctx.needs_input_grad[:3])
-            return grad_x, grad_w, grad_b, None
-        x, weight, pre = ctx.saved_tensors
-        return (*conv_silu_backward_reference(grad, x, weight, pre, ctx.reverse, ctx.has_bias,
-                                              ctx.needs_input_grad[:3]), None)
-
-
-def conv_silu_backward_reference(grad: Tensor, x: Tensor, weight: Tensor, pre: Tensor, reverse: bool,
-                                 has_bias: bool, needs: tuple[bool, bool, bool] = (True, True, True)):
-    """Gradients ``(x, weight, bias)`` of ``SiLU(depthwise_conv(x, weight, bias, reverse))``
-    in PyTorch operations, given ``grad`` and the pre-activation ``pre``."""
-    k, length = weight.shape[-1], x.shape[-1]
-    g = torch.ops.aten.silu_backward(grad, pre)  # d/d(pre)
-    grad_x = depthwise_conv(g, weight, None, not reverse) if needs[0] else None
-    grad_w = grad_b = None
-    if needs[1]:
-        taps = []
-        for i in range(k):
-            s = k - 1 - i  # tap i reads x[t - s] (x[t + s] reversed)
-            if s >= length:
-                taps.append(g.new_zeros(g.shape[1]))
-            elif reverse:
-                taps.append((g[..., : length - s] * x[..., s:]).sum((0, 2)))
-            else:
-                taps.append((g[..., s:] * x[..., : length - s]).sum((0, 2)))
-        grad_w = torch.stack(taps, dim=1).unsqueeze(1).to(weight.dtype)  # (C, 1, K)
-    if has_bias and needs[2]:
-        grad_b = g.sum((0, 2))
-    return grad_x, grad_w, grad_b
-
-
-def conv_silu(x: Tensor, weight: Tensor, bias: Tensor | None, reverse: bool = False) -> Tensor:
-    """``SiLU(depthwise_conv(x, weight, bias, reverse))``; through :class:`_ConvSiLU` when a
-    gradient is needed, else in the CPU kernel where it runs."""
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                    or (bias is not None and bias.requires_grad)):
-        return _ConvSiLU.apply(x, weight, bias, reverse)
-    if conv_cpu.is_available(x, weight, bias):
-        return conv_cpu.conv_silu_forward(x, weight, bias, reverse)
-    return F.silu(depthwise_conv(x, weight, bias, reverse))
 
 
 class SelectiveSSM(nn.Module):
@@ -235,35 +141,23 @@ class SelectiveSSM(nn.Module):
         """``x, z: (B, Di, L) -> (B, Di, L)``; ``reverse`` runs the direction from the last
         step to the first (equal to flipping ``x`` and ``z`` in time, running forward,
         and flipping the result back)."""
-        x = self.conv_silu(x, reverse)
-        return self.scan(x, channel_matmul(self.x_proj.weight, x), z, scan_backend, reverse)
+        return selective_scan(*self.operands(x, z, reverse), delta_softplus=True, backend=scan_backend,
+                              reverse=reverse)
 
-    def conv_silu(self, x: Tensor, reverse: bool = False, channels: slice = slice(None)) -> Tensor:
-        """``SiLU(conv(x))`` for the inner channels ``channels`` (``x`` holds only those)."""
+    def operands(self, x: Tensor, z: Tensor | None, reverse: bool = False,
+                 window: slice | None = None) -> tuple[Tensor, ...]:
+        """What the scan reads, ``(u, delta, A, B, C, D, z, delta_bias)``, for the
+        ``in_proj`` signal rows ``x (B, Di, L)``: ``u = SiLU(conv(x))`` (cut to the time
+        steps ``window`` when given, after the conv has read its neighbours), ``x_proj``'s
+        ``dt, B, C`` of it and ``dt_proj(dt)``. The one formulation that training,
+        inference and ``ssamba explain`` all scan."""
         bias = self.conv1d.bias
-        return conv_silu(x, self.conv1d.weight[channels], None if bias is None else bias[channels], reverse)
-
-    def scan(self, x: Tensor, proj: Tensor, z: Tensor, scan_backend: str = "auto", reverse: bool = False,
-             channels: slice = slice(None)) -> Tensor:
-        """The SSM and gate over the conv output ``x`` of the inner channels ``channels``,
-        given ``proj = x_proj(conv output)`` over all channels: ``(B, r + 2N, L)``."""
-        return selective_scan(*self._scan_operands(x, proj, z, channels), delta_softplus=True,
-                              backend=scan_backend, reverse=reverse)
-
-    def scan_piece(self, x: Tensor, proj: Tensor, z: Tensor | None, reverse: bool,
-                   state: Tensor | None) -> tuple[Tensor, Tensor]:
-        """:meth:`scan` over all channels of one piece of a longer sequence, from the
-        SSM state ``state`` that the pieces before it (in scan order) left; returns the
-        output and the state after this piece (inference only)."""
-        return selective_scan_with_state(*self._scan_operands(x, proj, z, slice(None)), delta_softplus=True,
-                                         reverse=reverse, state=state)
-
-    def _scan_operands(self, x: Tensor, proj: Tensor, z: Tensor | None, channels: slice):
-        """``u, delta, A, B, C, D, z, delta_bias`` of the scan over ``channels``."""
-        dt, b, c = proj.split([self.dt_rank, self.d_state, self.d_state], dim=1)  # (B, r / N / N, L)
-        delta = channel_matmul(self.dt_proj.weight[channels], dt)  # (B, Di, L); the bias goes in the scan
-        return (x, delta, -torch.exp(self.A_log.float()[channels]), b, c, self.D.float()[channels], z,
-                self.dt_proj.bias.float()[channels])
+        u = conv_silu(x, self.conv1d.weight, bias, reverse)
+        if window is not None:
+            u = u[:, :, window].contiguous()
+        dt, b, c = channel_matmul(self.x_proj.weight, u).split([self.dt_rank, self.d_state, self.d_state], dim=1)
+        delta = channel_matmul(self.dt_proj.weight, dt)  # (B, Di, L); the bias goes in the scan
+        return u, delta, -torch.exp(self.A_log.float()), b, c, self.D.float(), z, self.dt_proj.bias.float()
 
 
 class BiMambaMixer(nn.Module):
@@ -299,236 +193,191 @@ class BiMambaMixer(nn.Module):
         self.backward_ssm = SelectiveSSM(d_inner, d_state, d_conv, dt_rank, **kw) if bidirectional else None
         self.out_proj = nn.Linear(d_inner, d_model, bias=False, **kw)
 
+    def directions(self, mirrored: bool = False) -> list[tuple[str, SelectiveSSM, bool]]:
+        """Each scan direction as ``(name, module, reverse)``; ``mirrored`` swaps which way
+        each one runs (see :meth:`forward`)."""
+        found = [("forward_ssm", self.forward_ssm, mirrored)]
+        if self.backward_ssm is not None:
+            found.append(("backward_ssm", self.backward_ssm, not mirrored))
+        return found
+
+    def _out_weight(self) -> Tensor:
+        """``out_proj``'s weight, halved where the two directions are averaged: ``(y_f +
+        y_b) / 2`` folded into the small weight."""
+        weight = self.out_proj.weight
+        return weight * 0.5 if self.backward_ssm is not None and self.average_directions else weight
+
     def forward(self, hidden: Tensor, mirrored: bool = False) -> Tensor:
         """``(B, L, D) -> (B, L, D)``; ``mirrored`` computes ``mixer(hidden.flip(1)).flip(1)``
         without flipping anything: each direction scans the other way (every other
         operation acts per token, so it commutes with the flip).
 
-        Without autograd (``torch.no_grad`` / ``torch.inference_mode``) the lean path
-        :meth:`forward_lean` computes the same with a fraction of the memory."""
+        This is the training path. Without autograd (``torch.no_grad`` /
+        ``torch.inference_mode``) :meth:`infer` computes the same with a fraction of the
+        memory."""
         if not torch.is_grad_enabled():
-            return self.forward_lean(hidden, mirrored)
+            return self.infer(hidden, mirrored)
         x, z = _InProjection.apply(*_autocast_operands(hidden, *self.in_proj.weight.chunk(2, dim=0)))  # (B, Di, L)
-        y = self.forward_ssm(x, z, self.scan_backend, reverse=mirrored)
-        weight = self.out_proj.weight
-        if self.backward_ssm is not None:
-            y = y + self.backward_ssm(x, z, self.scan_backend, reverse=not mirrored)
-            if self.average_directions:
-                weight = weight * 0.5  # (y_f + y_b) / 2 folded into the small weight
-        return _OutProjection.apply(*_autocast_operands(y, weight))  # (B, L, D)
+        y = None
+        for _, ssm, reverse in self.directions(mirrored):
+            y_dir = ssm(x, z, self.scan_backend, reverse)
+            y = y_dir if y is None else y + y_dir
+        return _OutProjection.apply(*_autocast_operands(y, self._out_weight()))  # (B, L, D)
 
     def scan_operands(self, hidden: Tensor, mirrored: bool = False) -> list[tuple[str, bool, tuple]]:
         """What each direction's scan reads for the mixer input ``hidden (B, L, D)``:
-        ``(name, reverse, (u, delta, A, B, C, D, z, delta_bias))`` per direction, as
-        :meth:`forward` computes them (``ssamba explain`` turns them into attention maps)."""
+        ``(name, reverse, (u, delta, A, B, C, D, z, delta_bias))`` per direction, from
+        :meth:`SelectiveSSM.operands` as both paths compute them (``hidden_attention``
+        turns them into attention maps)."""
         tokens = hidden.transpose(1, 2)
         w_x, w_z = self.in_proj.weight.chunk(2, dim=0)
         x, z = channel_matmul(w_x, tokens), channel_matmul(w_z, tokens)
-        found = []
-        for name, ssm, reverse in (("forward_ssm", self.forward_ssm, mirrored),
-                                   ("backward_ssm", self.backward_ssm, not mirrored)):
-            if ssm is not None:
-                xc = ssm.conv_silu(x, reverse)
-                found.append((name, reverse, ssm._scan_operands(xc, channel_matmul(ssm.x_proj.weight, xc), z,
-                                                                slice(None))))
-        return found
+        return [(name, reverse, ssm.operands(x, z, reverse)) for name, ssm, reverse in self.directions(mirrored)]
 
-    #: Bytes of one (batch, channels, length) fp32 block below which :meth:`forward_lean`
-    #: keeps all inner channels in one block; above, blocks of about this size. At 22k
-    #: tokens (``ssamba bench model``, ssamba_tiny) 8 MiB blocks peaked at 184 MiB in
-    #: 4.09 s, 4 MiB blocks at 188 MiB in 4.35 s.
-    LEAN_BLOCK_BYTES = 8 * 2**20
-    #: Narrowest block, so that a large batch does not cut the projections and scans
-    #: into slivers (140 one-second clips in one batch would be blocks of 14 channels).
-    LEAN_MIN_CHANNELS = 64
-    #: Bytes of one ``(batch, Di, piece)`` fp32 tensor that sets the piece length of
-    #: :meth:`forward_pieces`; inputs of more than one piece take that path.
-    LEAN_PIECE_BYTES = 2 * 2**20
-    #: Shortest piece, so that a large batch does not cut the sequence into slivers.
-    LEAN_MIN_PIECE = 256
-    #: Bytes that :meth:`forward_pieces` may keep between its two passes, in units of one
-    #: ``(batch, Di, length)`` fp32 tensor: first the backward-running direction's outputs
-    #: from the first pass (so that direction is scanned once, not twice, and its conv
-    #: and projections are not computed again), then the ``x`` rows of ``in_proj`` that
-    #: the first pass computed (so the second does not compute them again). At 22k tokens
-    #: (ssamba_tiny, batch 1: 34 MB each) the outputs are kept (both, 64.4 MiB, would
-    #: put the forward's peak near half of SSAST-SDPA's); an hour of audio (180k tokens,
-    #: 276 MB each) keeps neither, so that memory stays independent of the length there.
-    LEAN_REUSE_BYTES = 64 * 2**20
+    #: Bytes of one ``(rows, Di, piece)`` fp32 tensor, the unit of :meth:`infer`'s work:
+    #: its peak memory is a few such tiles besides the input and output, whatever the
+    #: batch and length. Chosen by ``ssamba bench model`` over a few sizes (see
+    #: docs/performance.md): smaller tiles add per-call overhead, larger ones stop
+    #: saving memory and fall out of cache.
+    TILE_BYTES = 2 * 2**20
+    #: Shortest piece along the sequence, so that a large batch does not cut it into
+    #: slivers: a tile then holds fewer batch rows instead.
+    MIN_PIECE = 256
+    #: Bytes that :meth:`infer` may keep between its two passes over a tile's pieces, in
+    #: units of one ``(rows, Di, length)`` fp32 tensor: first the backward-running
+    #: direction's outputs from the first pass (so that direction is scanned once, not
+    #: twice), then the ``x`` rows of ``in_proj`` that the first pass computed. Beyond it,
+    #: memory stays independent of the length (an hour of audio keeps neither).
+    REUSE_BYTES = 64 * 2**20
 
-    def piece_length(self, batch: int) -> int:
-        """Tokens per piece of :meth:`forward_pieces` for this batch size."""
+    def tile(self, batch: int, length: int, carries_state: bool = True) -> tuple[int, int]:
+        """``(rows, piece)``: batch rows and sequence length of one tile of :meth:`infer`.
+        The whole batch in pieces of at least :attr:`MIN_PIECE` tokens where that fits
+        :attr:`TILE_BYTES`, else fewer rows; without a scan that carries a state from
+        piece to piece, one piece of the whole length."""
         d_inner = self.out_proj.weight.shape[1]
-        return max(self.LEAN_MIN_PIECE, self.LEAN_PIECE_BYTES // (4 * batch * d_inner))
+        piece = max(self.MIN_PIECE, self.TILE_BYTES // (4 * batch * d_inner)) if carries_state else length
+        rows = min(batch, max(1, self.TILE_BYTES // (4 * d_inner * min(piece, length))))
+        if carries_state and rows < batch:
+            piece = max(self.MIN_PIECE, self.TILE_BYTES // (4 * rows * d_inner))
+        return rows, min(piece, length)
 
-    def _pieces_apply(self, hidden: Tensor) -> bool:
-        """Whether :meth:`forward_lean` runs :meth:`forward_pieces`: more than one piece
-        long, and the CPU kernel (which scans from a given state) is the scan, called
-        eagerly (torch.compile / torch.export trace the channel-block path, whose scan is
-        a registered operator)."""
-        return (hidden.shape[1] > self.piece_length(hidden.shape[0]) and not torch.compiler.is_compiling()
-                and self.scan_backend in ("auto", "cpu") and hidden.dtype != torch.float64
-                and scan_cpu.is_available(hidden))
-
-    def forward_lean(self, hidden: Tensor, mirrored: bool = False, out: Tensor | None = None,
-                     norm: nn.Module | None = None) -> Tensor:
-        """:meth:`forward` for inference, of ``norm(hidden)`` when a (per-token) ``norm``
-        is given. Long inputs go through :meth:`forward_pieces` (memory independent of
-        the length but for the input and output), others in inner-channel blocks: the
-        peak is a few block-sized temporaries, not the seven full-width ``(B, Di, L)``
-        tensors that autograd's path holds.
-
-        A first pass over channel blocks computes each block's ``x`` rows of ``in_proj``
-        and accumulates, per direction, ``x_proj``'s output (dt, B, C: the only quantity
-        mixing channels). A second, per block, computes the block's ``x`` rows again and
-        its ``z`` rows once for both directions, recomputes each direction's conv and
-        SiLU (cheap, elementwise), runs the scans and adds their sum's share of
-        ``out_proj`` to the output. One block (short inputs) computes ``x`` and the conv
-        once. Equal to :meth:`forward` up to the order of the sums over blocks
-        (``tests/layers``). With ``out`` (``(B, L, D)``) the result is added into it and
-        ``out`` returned."""
-        if self._pieces_apply(hidden):
-            return self.forward_pieces(hidden, mirrored, out, norm)
-        if norm is not None:
-            hidden = norm(hidden)
+    def infer(self, hidden: Tensor, mirrored: bool = False, out: Tensor | None = None,
+              norm: nn.Module | None = None) -> Tensor:
+        """The inference path: :meth:`forward` of ``norm(hidden)`` (``norm`` per token,
+        optional), without autograd, in tiles of :meth:`tile` batch rows and sequence
+        pieces, each scan carrying its state from piece to piece where the backend can
+        (:func:`ssamba.ops.scan_carries_state`). Besides the input and output, memory
+        holds a few tile-sized temporaries (and up to :attr:`REUSE_BYTES` between passes),
+        not the seven full-width ``(B, Di, L)`` tensors of autograd's path. With ``out``
+        (``(B, L, D)``) the result is added into it and ``out`` returned. Equal to
+        :meth:`forward` up to float rounding (``tests/layers``)."""
         batch, length, _ = hidden.shape
-        tokens = hidden.transpose(1, 2)  # (B, D, L), a view
-        w_x, w_z = self.in_proj.weight.chunk(2, dim=0)
-        d_inner = w_x.shape[0]
-        nblocks = max(1, -(-batch * d_inner * length * 4 // self.LEAN_BLOCK_BYTES))
-        size = max(-(-d_inner // nblocks), min(d_inner, self.LEAN_MIN_CHANNELS))
-        blocks = [slice(i, min(i + size, d_inner)) for i in range(0, d_inner, size)]
-        whole = channel_matmul(w_x, tokens) if len(blocks) == 1 else None  # (B, Di, L)
-
-        def x_rows(blk: slice) -> Tensor:
-            return whole if whole is not None else channel_matmul(w_x[blk], tokens)
-
-        scale = 0.5 if self.backward_ssm is not None and self.average_directions else 1.0
         if out is None:
             out = hidden.new_zeros(batch, length, self.out_proj.weight.shape[0])
-        directions = [(self.forward_ssm, mirrored)]
-        if self.backward_ssm is not None:
-            directions.append((self.backward_ssm, not mirrored))
-
-        proj: list[Tensor | None] = [None] * len(directions)  # per direction: x_proj over all channels
-        kept: list[Tensor | None] = [None] * len(directions)  # per direction (one block): the conv output
-        for blk in blocks:
-            x = x_rows(blk)
-            for i, (ssm, reverse) in enumerate(directions):
-                xc = ssm.conv_silu(x, reverse, blk)
-                part = channel_matmul(ssm.x_proj.weight[:, blk], xc)  # (B, r + 2N, L)
-                proj[i] = part if proj[i] is None else proj[i].add_(part)
-                kept[i] = xc if whole is not None else None
-            del x, xc
-        for blk in blocks:
-            x = x_rows(blk) if whole is None else None
-            z = channel_matmul(w_z[blk], tokens)  # once per block, for both directions
-            weight = (self.out_proj.weight[:, blk] * scale).t().expand(batch, -1, -1)  # (B, block, D)
-            y_sum = None
-            for i, (ssm, reverse) in enumerate(directions):
-                xc = kept[i] if kept[i] is not None else ssm.conv_silu(x, reverse, blk)
-                y = ssm.scan(xc, proj[i], z, self.scan_backend, reverse, blk)
-                del xc
-                y_sum = y if y_sum is None else y_sum.add_(y)
-                del y
-            del x, z
-            out.baddbmm_(y_sum.transpose(1, 2), weight)  # one out_proj product for both directions
-            del y_sum
+        carries = scan_carries_state(self.scan_backend, hidden)
+        rows, piece = self.tile(batch, length, carries)
+        for b0 in range(0, batch, rows):
+            _Pieces(self, hidden[b0:b0 + rows], norm, mirrored, piece).run(out[b0:b0 + rows])
         return out
 
-    def forward_pieces(self, hidden: Tensor, mirrored: bool = False, out: Tensor | None = None,
-                       norm: nn.Module | None = None) -> Tensor:
-        """:meth:`forward_lean` along the sequence in pieces of :meth:`piece_length`
-        tokens, each scan carrying its state from piece to piece: besides ``hidden`` and
-        the output, memory holds a few piece-sized temporaries, whatever the length (and
-        up to :attr:`LEAN_REUSE_BYTES` kept between the passes).
 
-        Every operation but the scans and the conv acts per token. The conv reads its
-        ``d_conv - 1`` neighbours across a piece's edge (each piece's window reaches that
-        far into the next ones). A direction that runs forward in time carries its state
-        from one piece to the next; one that runs backward needs the state entering each
-        piece from the right, so a first pass walks the pieces from last to first. Where
-        its outputs fit in :attr:`LEAN_REUSE_BYTES` the first pass keeps them, and the
-        second pass, first to last, scans only the forward-running direction; otherwise
-        the first pass keeps only the states and the second scans both directions.
-        The scans run ungated: both directions share the gate ``SiLU(z)``, so their sum is
-        gated once before the shared ``out_proj`` product. Equal to :meth:`forward` up to
-        float rounding (``tests/layers``)."""
+class _Pieces:
+    """One tile of :meth:`BiMambaMixer.infer`: some batch rows, along the sequence in
+    pieces.
+
+    Every operation but the scans and the conv acts per token. The conv reads its
+    ``d_conv - 1`` neighbours across a piece's edge (each piece's window reaches that far
+    into the next ones). A direction that runs forward in time carries its state from one
+    piece to the next; one that runs backward needs the state entering each piece from
+    the right, so a first pass walks the pieces from last to first. Where its outputs fit
+    in :attr:`BiMambaMixer.REUSE_BYTES` the first pass keeps them, and the second pass,
+    first to last, scans only the forward-running direction; otherwise the first pass
+    keeps only the states and the second scans both directions. The scans run ungated:
+    both directions share the gate ``SiLU(z)``, so their sum is gated once before the
+    shared ``out_proj`` product."""
+
+    def __init__(self, mixer: BiMambaMixer, hidden: Tensor, norm: nn.Module | None, mirrored: bool, piece: int):
+        self.mixer, self.hidden, self.norm = mixer, hidden, norm
         batch, length, _ = hidden.shape
-        piece = self.piece_length(batch)
-        reach = self.forward_ssm.conv1d.weight.shape[-1] - 1
-        edges = [(t0, min(t0 + piece, length)) for t0 in range(0, length, piece)]
-        w_x, w_z = self.in_proj.weight.chunk(2, dim=0)
-        scale = 0.5 if self.backward_ssm is not None and self.average_directions else 1.0
-        weight_t = (self.out_proj.weight * scale).t()  # (Di, D)
-        if out is None:
-            out = hidden.new_zeros(batch, length, self.out_proj.weight.shape[0])
-        directions = [(self.forward_ssm, mirrored)]
-        if self.backward_ssm is not None:
-            directions.append((self.backward_ssm, not mirrored))
+        self.edges = [(t0, min(t0 + piece, length)) for t0 in range(0, length, piece)]
+        self.reach = mixer.forward_ssm.conv1d.weight.shape[-1] - 1
+        self.w_x, self.w_z = mixer.in_proj.weight.chunk(2, dim=0)
+        self.directions = [(ssm, reverse) for _, ssm, reverse in mixer.directions(mirrored)]
+        full = 4 * batch * self.w_x.shape[0] * length  # bytes of one (rows, Di, L) tensor
+        has_reverse = any(reverse for _, reverse in self.directions)
+        self.keep_outputs = has_reverse and full <= mixer.REUSE_BYTES
+        self.keep_rows = self.keep_outputs and 2 * full <= mixer.REUSE_BYTES
+        self.kept_rows: dict[int, Tensor] = {}  # piece index -> its window's x rows, from pass 1 for pass 2
+        self.kept_outputs: dict[int, Tensor] = {}  # piece index -> the backward-running direction's output
+        self.entering: dict[int, list[Tensor | None]] = {}  # direction -> state entering each piece
 
-        # What the budget keeps between the passes, each one (B, Di, L) tensor.
-        full = 4 * batch * w_x.shape[0] * length
-        has_reverse = any(reverse for _, reverse in directions)
-        keep_outputs = has_reverse and full <= self.LEAN_REUSE_BYTES
-        keep_rows = keep_outputs and 2 * full <= self.LEAN_REUSE_BYTES
-        kept_rows: dict[int, Tensor] = {}  # piece index -> its window's x rows, from pass 1 for pass 2
-        kept_outputs: dict[int, Tensor] = {}  # piece index -> the backward-running direction's output
+    def window(self, k: int) -> tuple[Tensor, Tensor, int]:
+        """The (normed) tokens of piece ``k`` and of the conv's reach on both sides
+        ``(B, w, D)``, their ``x`` rows of in_proj ``(B, Di, w)`` (kept from pass 1 where
+        the budget allows), and the piece's offset in them."""
+        t0, t1 = self.edges[k]
+        lo, hi = max(0, t0 - self.reach), min(self.hidden.shape[1], t1 + self.reach)
+        tokens = self.hidden[:, lo:hi]
+        if self.norm is not None:
+            tokens = self.norm(tokens)
+        x = self.kept_rows.pop(k, None)
+        if x is None:
+            x = channel_matmul(self.w_x, tokens.transpose(1, 2))
+        return tokens, x, t0 - lo
 
-        def window(k: int) -> tuple[Tensor, Tensor, int]:
-            """The (normed) tokens of piece ``k`` and of the conv's reach on both sides
-            ``(B, w, D)``, their ``x`` rows of in_proj ``(B, Di, w)`` (kept from pass 1
-            where the budget allows), and the piece's offset in them."""
-            t0, t1 = edges[k]
-            lo, hi = max(0, t0 - reach), min(length, t1 + reach)
-            tokens = hidden[:, lo:hi]
-            if norm is not None:
-                tokens = norm(tokens)
-            x = kept_rows.pop(k, None)
-            if x is None:
-                x = channel_matmul(w_x, tokens.transpose(1, 2))
-            return tokens, x, t0 - lo
+    def scan(self, ssm: SelectiveSSM, x: Tensor, k: int, offset: int, reverse: bool,
+             state: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Piece ``k``'s ungated scan output ``(B, Di, piece)`` and the state after it."""
+        t0, t1 = self.edges[k]
+        operands = ssm.operands(x, None, reverse, slice(offset, offset + t1 - t0))
+        if len(self.edges) == 1:  # nothing to carry: the plain scan (also what tracing sees)
+            return selective_scan(*operands, delta_softplus=True, backend=self.mixer.scan_backend,
+                                  reverse=reverse), None
+        return selective_scan_with_state(*operands, delta_softplus=True, reverse=reverse, state=state,
+                                         backend=self.mixer.scan_backend)
 
-        def scan(ssm: SelectiveSSM, x: Tensor, k: int, offset: int, reverse: bool,
-                 state: Tensor | None) -> tuple[Tensor, Tensor]:
-            """Piece ``k``'s ungated scan output ``(B, Di, piece)`` and the state after it."""
-            size = edges[k][1] - edges[k][0]
-            xc = ssm.conv_silu(x, reverse)[:, :, offset:offset + size].contiguous()
-            return ssm.scan_piece(xc, channel_matmul(ssm.x_proj.weight, xc), None, reverse, state)
-
-        # Pass 1, last piece to first, per backward-running direction: its outputs where
-        # kept (every piece scanned), else the state entering each piece from the right
-        # (the first piece needs no scan).
-        entering: dict[int, list[Tensor | None]] = {}
-        for i, (ssm, reverse) in enumerate(directions):
+    def first_pass(self) -> None:
+        """Last piece to first, per backward-running direction: its outputs where kept
+        (every piece scanned), else the state entering each piece from the right (the
+        first piece needs no scan)."""
+        for i, (ssm, reverse) in enumerate(self.directions):
             if not reverse:
                 continue
-            states: list[Tensor | None] = [None] * len(edges)
+            states: list[Tensor | None] = [None] * len(self.edges)
             state = None
-            for k in range(len(edges) - 1, -1 if keep_outputs else 0, -1):
-                _, x, offset = window(k)
-                if keep_rows:
-                    kept_rows[k] = x
-                if keep_outputs:
-                    kept_outputs[k], state = scan(ssm, x, k, offset, True, state)
+            for k in range(len(self.edges) - 1, -1 if self.keep_outputs else 0, -1):
+                _, x, offset = self.window(k)
+                if self.keep_rows:
+                    self.kept_rows[k] = x
+                if self.keep_outputs:
+                    self.kept_outputs[k], state = self.scan(ssm, x, k, offset, True, state)
                 else:
                     states[k] = state
-                    _, state = scan(ssm, x, k, offset, True, state)
+                    _, state = self.scan(ssm, x, k, offset, True, state)
                 del x
-            if not keep_outputs:
+            if not self.keep_outputs:
                 states[0] = state
-                entering[i] = states
-        # Pass 2, first piece to last: the directions not kept, their sum gated, out_proj.
-        carried: list[Tensor | None] = [None] * len(directions)
-        for k, (t0, t1) in enumerate(edges):
-            tokens, x, offset = window(k)
-            z = channel_matmul(w_z, tokens[:, offset:offset + t1 - t0].transpose(1, 2))  # the norm once per window
+                self.entering[i] = states
+
+    def run(self, out: Tensor) -> None:
+        """Add the mixer's output for these rows into ``out (rows, L, D)``: the first
+        pass, then first piece to last the directions not kept, their sum gated, and
+        out_proj."""
+        self.first_pass()
+        batch = self.hidden.shape[0]
+        weight_t = self.mixer._out_weight().t().expand(batch, -1, -1)  # (B, Di, D)
+        carried: list[Tensor | None] = [None] * len(self.directions)
+        for k, (t0, t1) in enumerate(self.edges):
+            tokens, x, offset = self.window(k)
+            z = channel_matmul(self.w_z, tokens[:, offset:offset + t1 - t0].transpose(1, 2))  # the norm once per window
             del tokens
-            y_sum = kept_outputs.pop(k, None)
-            for i, (ssm, reverse) in enumerate(directions):
-                if reverse and keep_outputs:
+            y_sum = self.kept_outputs.pop(k, None)
+            for i, (ssm, reverse) in enumerate(self.directions):
+                if reverse and self.keep_outputs:
                     continue
-                y, state = scan(ssm, x, k, offset, reverse, entering[i][k] if reverse else carried[i])
+                state = self.entering[i][k] if reverse else carried[i]
+                y, state = self.scan(ssm, x, k, offset, reverse, state)
                 if not reverse:
                     carried[i] = state
                 y_sum = y if y_sum is None else y_sum.add_(y)
@@ -536,9 +385,8 @@ class BiMambaMixer(nn.Module):
             del x
             y_sum.mul_(F.silu(z))
             del z
-            out[:, t0:t1].baddbmm_(y_sum.transpose(1, 2), weight_t.expand(batch, -1, -1))
+            out[:, t0:t1].baddbmm_(y_sum.transpose(1, 2), weight_t)
             del y_sum
-        return out
 
 
 class MambaBlock(nn.Module):

@@ -7,12 +7,14 @@ objectives and the training loop live elsewhere.
 
 from __future__ import annotations
 
+from typing import Iterator, Sequence
+
 import torch
 from torch import Tensor, nn
 
 from ..frontend import FrontendConfig
 from ..layers import ClassifierHead, PatchEmbed, resample_pos_embed
-from .encoder_config import EncoderConfig
+from .encoder_config import EncoderConfig, checked_labels
 
 
 class SpectrogramEncoder(nn.Module):
@@ -20,16 +22,28 @@ class SpectrogramEncoder(nn.Module):
 
     family: str = ""
     #: The front end the encoder's input comes from (log-mel options and the dataset
-    #: statistics it was trained with), or None where unknown. Declared by training runs
-    #: and checkpoint conversion through :meth:`use_frontend`, written to and read from
+    #: statistics it was trained with), or None where unknown: constructor-level metadata,
+    #: given by training runs, conversions and loading, written to and read from
     #: ``config.json`` by :mod:`ssamba.models.serialization`; the embedder and the
     #: evaluation commands build their front end from it.
     frontend_config: FrontendConfig | None
+    #: The classes of a classifier's outputs, in output order: ``{"ids": [...], "names":
+    #: [...], "multilabel": bool}`` (label ids, display names, sigmoid rather than softmax
+    #: scores), or None where unknown: constructor-level metadata (see
+    #: :func:`checked_labels`), given by fine-tuning and loading and saved in
+    #: ``config.json``, so that evaluate, predict and exports name the classes.
+    labels: dict | None
 
-    def __init__(self, config: EncoderConfig, num_prefix_tokens: int):
+    def __init__(self, config: EncoderConfig, num_prefix_tokens: int, frontend: FrontendConfig | None = None,
+                 labels: dict | None = None):
         super().__init__()
         self.config = config
-        self.frontend_config = None
+        if frontend is not None and frontend.num_mel_bins != config.input_fdim:
+            raise ValueError(f"front end with {frontend.num_mel_bins} mel bins for an encoder laid out for "
+                             f"{config.input_fdim} (input_fdim)")
+        self.frontend_config = frontend
+        self.labels = None if labels is None else checked_labels(
+            config.num_classes, labels.get("ids"), labels.get("names"), labels.get("multilabel", False))
         dim = config.embed_dim
         self.num_prefix_tokens = num_prefix_tokens
         self.patch_embed = PatchEmbed(dim, config.patch_size, config.patch_stride)
@@ -50,33 +64,6 @@ class SpectrogramEncoder(nn.Module):
             if config.num_classes > 0
             else None
         )
-
-    #: The classes of a classifier's outputs, in output order: ``{"ids": [...], "names":
-    #: [...], "multilabel": bool}`` (label ids, display names, sigmoid rather than softmax
-    #: scores), or None where unknown. Declared by fine-tuning (:meth:`use_labels`) and
-    #: saved in ``config.json``, so that evaluate, predict and exports name the classes.
-    labels: dict | None = None
-
-    def use_labels(self, ids, names=None, multilabel: bool = False) -> "SpectrogramEncoder":
-        """Declare the classes of the classifier's outputs; returns the encoder.
-        ``ValueError`` if their number is not ``num_classes`` or an id is not a string."""
-        ids = [str(i) for i in ids] if all(isinstance(i, str) for i in ids) else None
-        names = list(names) if names is not None else ids
-        if ids is None or len(ids) != self.config.num_classes or len(names) != len(ids) \
-                or not all(isinstance(n, str) for n in names):
-            raise ValueError(f"labels must be {self.config.num_classes} string ids (and as many names) for this "
-                             f"model's {self.config.num_classes} classes")
-        self.labels = {"ids": ids, "names": names, "multilabel": bool(multilabel)}
-        return self
-
-    def use_frontend(self, frontend: FrontendConfig | None) -> "SpectrogramEncoder":
-        """Declare the front end of this encoder's input (None: unknown); returns the
-        encoder. ``ValueError`` if its mel bins are not the encoder's ``input_fdim``."""
-        if frontend is not None and frontend.num_mel_bins != self.config.input_fdim:
-            raise ValueError(f"front end with {frontend.num_mel_bins} mel bins for an encoder laid out for "
-                             f"{self.config.input_fdim} (input_fdim)")
-        self.frontend_config = frontend
-        return self
 
     # -- tokens -------------------------------------------------------------------
     def patch_grid(self, num_frames: int) -> tuple[int, int]:
@@ -130,6 +117,49 @@ class SpectrogramEncoder(nn.Module):
         states = [tokens]
         states.append(self.encode(tokens, states))
         return states
+
+    # -- attention maps (ssamba explain) ---------------------------------------------
+    #: Units whose maps :meth:`attention_maps` can keep whole: inner channels (SSAMBA) or
+    #: heads (SSAST); 0 where the family has no attention to draw.
+    attention_units: int = 0
+
+    def attention_maps(self, spec: Tensor, layers: list[int], channels: Sequence[int] = (),
+                       absolute: bool = True) -> Iterator[tuple[str, Tensor, Tensor | None]]:
+        """What each token reads, per layer of ``layers`` (block indices) and direction,
+        for one spectrogram batch ``(B, T, F)``: ``(key, mean (B, L, L), kept (B, k, L,
+        L) or None)``, indexed ``[output token, source token]``, with ``key`` like
+        ``"layer3/causal"``; the maps of ``channels`` (units, see
+        :attr:`attention_units`) are kept whole. One layer at a time: each map is
+        ``L^2`` floats per unit."""
+        raise ValueError(f"{type(self).__name__} has no attention maps to draw")
+
+    def block_inputs(self, spec: Tensor, modules: dict[int, nn.Module]) -> dict[int, tuple[Tensor, bool]]:
+        """The input of each of ``modules`` (index -> submodule) in one eval forward of
+        ``spec``, with whether it was called ``mirrored``: on the path where every block
+        calls its mixer, without recording an autograd graph."""
+        captured: dict[int, tuple[Tensor, bool]] = {}
+
+        def hook_for(index: int):
+            def hook(module, args, kwargs):
+                captured[index] = (args[0].detach(), bool(kwargs.get("mirrored", False)))
+            return hook
+
+        handles = [module.register_forward_pre_hook(hook_for(i), with_kwargs=True) for i, module in modules.items()]
+        flags = [(p, p.requires_grad) for p in self.parameters()]
+        was_training = self.training
+        self.eval()
+        try:
+            for p, _ in flags:  # grad mode on (the per-block path), no graph recorded
+                p.requires_grad_(False)
+            with torch.enable_grad():
+                self.forward_features(spec)
+        finally:
+            for handle in handles:
+                handle.remove()
+            for p, flag in flags:
+                p.requires_grad_(flag)
+            self.train(was_training)
+        return captured
 
     def save_pretrained(self, directory) -> None:
         """Write ``config.json`` + ``model.safetensors`` (see :func:`ssamba.save_model`)."""

@@ -23,3 +23,16 @@ class EncoderConfig:
     num_classes: Annotated[int, Ge(0), Le(1 << 20)] = 0  # > 0 adds a classifier head (pool -> LayerNorm -> Linear)
     pooling: Literal["mean", "cls"] = "mean"  # "mean" of patch tokens or "cls" (mean of the class tokens)
     drop_path_rate: Fraction = 0.0  # stochastic depth at the last block
+
+
+def checked_labels(num_classes: int, ids, names=None, multilabel: bool = False) -> dict:
+    """The classes of a classifier with ``num_classes`` outputs as an encoder holds them,
+    ``{"ids", "names", "multilabel"}`` (names default to the ids); ``ValueError`` if their
+    number is not ``num_classes`` or an id or name is not a string."""
+    ids = list(ids) if isinstance(ids, (list, tuple)) and all(isinstance(i, str) for i in ids) else None
+    names = list(names) if names is not None else ids
+    if ids is None or len(ids) != num_classes or not isinstance(names, list) or len(names) != len(ids) \
+            or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"labels must be {num_classes} string ids (and as many names) for this "
+                         f"model's {num_classes} classes")
+    return {"ids": ids, "names": names, "multilabel": bool(multilabel)}

@@ -492,8 +492,9 @@ def convert_official(
     found = _detect(source)
     geo = _infer_architecture(found, input_fdim, input_tdim, patch_stride, num_heads)
     config = _build_config(found.family, geo, config_overrides)
-    model, objective_state = _map_tensors(found, geo, config)
-    return _report(found, geo, config, model, objective_state, dataset)
+    dataset, frontend, note = _frontend(found, config, dataset)
+    model, objective_state = _map_tensors(found, geo, config, frontend)
+    return _report(found, geo, config, model, objective_state, dataset, note)
 
 
 def _detect(source: str | Path | Mapping[str, Tensor]) -> _Detected:
@@ -552,18 +553,27 @@ def _infer_architecture(found: _Detected, input_fdim, input_tdim, patch_stride, 
     )
     shape_options = dict(embed_dim=dim, depth=depth, patch_size=kernel, patch_stride=stride,
                          input_fdim=fdim, input_tdim=tdim, num_classes=num_classes)
-    family_info: dict[str, Any] = {"num_prefix_tokens": n_prefix}
     if found.family == "ssamba":
-        preset = _ssamba_architecture(state, name, arch, dim, depth, kernel, shape_options, family_info, notes)
+        body = _ssamba_architecture(state, name, arch, dim, depth, kernel)
     else:
-        preset = _ssast_architecture(state, name, dim, depth, kernel, n_prefix, num_heads, shape_options,
-                                     family_info, notes)
-    return _Geometry(shape_options, family_info, preset, kernel, pretrain_input, geometry, notes)
+        body = _ssast_architecture(state, name, dim, depth, kernel, n_prefix, num_heads)
+    return _Geometry({**shape_options, **body.options}, {"num_prefix_tokens": n_prefix, **body.info}, body.preset,
+                     kernel, pretrain_input, geometry, notes + list(body.notes))
 
 
-def _ssamba_architecture(state, name, arch, dim, depth, kernel, shape_options, family_info, notes) -> str | None:
-    """SSAMBA's mixer options from the first layer's shapes (added to ``shape_options``);
-    returns the matching preset's name."""
+@dataclass(frozen=True)
+class _Body:
+    """What a family's first layer's shapes fix: encoder options, the family's fields of
+    :class:`OfficialInfo`, notes for the report, and the matching preset (if any)."""
+
+    options: dict[str, Any]
+    info: dict[str, Any]
+    notes: tuple[str, ...]
+    preset: str | None
+
+
+def _ssamba_architecture(state, name, arch, dim, depth, kernel) -> _Body:
+    """SSAMBA's mixer options from the first layer's shapes."""
     if depth % 2:
         raise OfficialCheckpointError(
             f"{name}: {depth} SSAMBA layers; the official layer pairing (if_bidirectional) needs an "
@@ -579,34 +589,28 @@ def _ssamba_architecture(state, name, arch, dim, depth, kernel, shape_options, f
             f"{name}: v.layers.0.mixer.in_proj.weight has shape {[d_inner2, in_dim]}, expected "
             f"[2 * expand * {dim}, {dim}]"
         )
-    shape_options.update(d_state=d_state, d_conv=d_conv, expand=d_inner // dim, dt_rank=dt_rank,
-                         norm=arch["norm"], norm_eps=1e-5, use_cls_token=True,
-                         use_bidirectional_mixer=arch["bimamba"] == "v2", use_direction_average=True,
-                         use_layer_pairing=True, use_double_final_norm=True)
-    family_info.update(norm=arch["norm"], bimamba=arch["bimamba"])
-    if arch["bimamba"] == "none":
-        notes.append("bimamba 'none': converted with a causal forward-only mixer")
-    if arch["norm"] == "rmsnorm":
-        notes.append("no norm biases: RMSNorm model (rms_norm=True)")
+    options = dict(d_state=d_state, d_conv=d_conv, expand=d_inner // dim, dt_rank=dt_rank,
+                   norm=arch["norm"], norm_eps=1e-5, use_cls_token=True,
+                   use_bidirectional_mixer=arch["bimamba"] == "v2", use_direction_average=True,
+                   use_layer_pairing=True, use_double_final_norm=True)
+    notes = (("bimamba 'none': converted with a causal forward-only mixer",) if arch["bimamba"] == "none" else ()) \
+        + (("no norm biases: RMSNorm model (rms_norm=True)",) if arch["norm"] == "rmsnorm" else ())
     preset_ok = depth == 24 and d_inner == 2 * dim and d_state == 16 and kernel == (16, 16)
-    return f"ssamba_{SIZES[dim]}" if dim in SIZES and preset_ok else None
+    return _Body(options, {"norm": arch["norm"], "bimamba": arch["bimamba"]}, notes,
+                 f"ssamba_{SIZES[dim]}" if dim in SIZES and preset_ok else None)
 
 
-def _ssast_architecture(state, name, dim, depth, kernel, n_prefix, num_heads, shape_options, family_info,
-                        notes) -> str | None:
-    """SSAST's block options from the first block's shapes (added to ``shape_options``);
-    returns the matching preset's name."""
+def _ssast_architecture(state, name, dim, depth, kernel, n_prefix, num_heads) -> _Body:
+    """SSAST's block options from the first block's shapes."""
     hidden = _shape(state, "v.blocks.0.mlp.fc1.weight", 2, name)[0]
     heads = num_heads or SSAST_HEADS.get(dim) or (dim // 64 if dim % 64 == 0 else None)
     if heads is None:
         raise OfficialCheckpointError(f"{name}: cannot tell the number of attention heads for D={dim}; pass num_heads")
-    shape_options.update(num_heads=heads, mlp_ratio=hidden / dim, norm_eps=1e-6, num_prefix_tokens=n_prefix)
-    family_info.update(num_heads=heads)
     kind = {(16, 16): "patch", (128, 2): "frame"}.get(kernel)
     preset_ok = depth == 12 and hidden == 4 * dim and n_prefix == 2 and kind is not None
-    if n_prefix == 1:
-        notes.append("no v.dist_token: single class token (SSAST base_nokd)")
-    return f"ssast_{SIZES[dim]}_{kind}" if dim in SIZES and preset_ok else None
+    notes = ("no v.dist_token: single class token (SSAST base_nokd)",) if n_prefix == 1 else ()
+    return _Body(dict(num_heads=heads, mlp_ratio=hidden / dim, norm_eps=1e-6, num_prefix_tokens=n_prefix),
+                 {"num_heads": heads}, notes, f"ssast_{SIZES[dim]}_{kind}" if dim in SIZES and preset_ok else None)
 
 
 def _build_config(family: str, geo: _Geometry, overrides: dict[str, Any]):
@@ -627,7 +631,7 @@ def _build_config(family: str, geo: _Geometry, overrides: dict[str, Any]):
     return config_class(**{**fixed, **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}})
 
 
-def _map_tensors(found: _Detected, geo: _Geometry, config) -> tuple[nn.Module, dict[str, Tensor] | None]:
+def _map_tensors(found: _Detected, geo: _Geometry, config, frontend) -> tuple[nn.Module, dict[str, Tensor] | None]:
     """The model, built on the meta device (no initialisation work the file's tensors would
     overwrite) and given the file's tensors as its parameters, and the pretraining heads'
     state (None for a fine-tuned file)."""
@@ -637,7 +641,7 @@ def _map_tensors(found: _Detected, geo: _Geometry, config) -> tuple[nn.Module, d
     dim, depth, family = config.embed_dim, config.depth, found.family
     n_prefix = geo.family_info["num_prefix_tokens"]
     with torch.device("meta"):
-        model = model_from_config(config)
+        model = model_from_config(config, frontend)
     targets = model.state_dict()
     model_state: dict[str, Tensor] = {}
     objective: dict[str, Tensor] = {}
@@ -703,17 +707,26 @@ def _objective_state(objective: dict[str, Tensor], geo: _Geometry, dim: int, nam
     return {k: v.contiguous() for k, v in objective.items()}
 
 
-def _report(found: _Detected, geo: _Geometry, config, model: nn.Module, objective_state, dataset: str | None
-            ) -> ConvertedCheckpoint:
-    """The front end the model expects (the recipe's statistics) and what was found."""
+def _frontend(found: _Detected, config, dataset: str | None):
+    """The front end the model expects (the recipe's statistics): ``(dataset, front-end
+    config, a note for the report or None)``."""
     from ..frontend import FrontendConfig
 
     fdim, tdim = config.input_fdim, config.input_tdim
+    note = None
     if dataset is None:
         dataset = "audioset" if found.stage == "pretrain" else DATASET_BY_TDIM.get(tdim, "audioset")
         if found.stage == "finetune" and tdim not in DATASET_BY_TDIM:
-            geo.notes.append(f"no recipe uses {tdim} frames: front end set to AudioSet statistics")
-    model.use_frontend(FrontendConfig.for_dataset(dataset, num_mel_bins=fdim, target_length=tdim))
+            note = f"no recipe uses {tdim} frames: front end set to AudioSet statistics"
+    return dataset, FrontendConfig.for_dataset(dataset, num_mel_bins=fdim, target_length=tdim), note
+
+
+def _report(found: _Detected, geo: _Geometry, config, model: nn.Module, objective_state, dataset: str,
+            note: str | None) -> ConvertedCheckpoint:
+    """What was found, with the converted model."""
+    fdim, tdim = config.input_fdim, config.input_tdim
+    if note is not None:
+        geo.notes.append(note)
     info = OfficialInfo(
         family=found.family, size=SIZES.get(config.embed_dim, "custom"), stage=found.stage,
         embed_dim=config.embed_dim, depth=config.depth, patch_size=geo.kernel,

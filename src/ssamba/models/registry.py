@@ -60,14 +60,17 @@ def get_config(name: str, **overrides: Any) -> EncoderConfig:
     return validate_config(dataclasses.replace(config, **overrides), name)
 
 
-def model_from_config(config: EncoderConfig) -> nn.Module:
-    """Build the encoder a config describes."""
-    return _FAMILIES[family_of(config)][1](config)
+def model_from_config(config: EncoderConfig, frontend=None, labels: dict | None = None) -> nn.Module:
+    """Build the encoder a config describes, with its metadata: the front end of its
+    input (a ``FrontendConfig``) and a classifier's classes (see
+    :func:`ssamba.models.encoder_config.checked_labels`), each None where unknown."""
+    return _FAMILIES[family_of(config)][1](config, frontend=frontend, labels=labels)
 
 
-def create_model(name: str, **overrides: Any) -> nn.Module:
-    """Build preset ``name`` (see :func:`list_models`), e.g.
+def create_model(name: str, *, frontend=None, labels: dict | None = None, **overrides: Any) -> nn.Module:
+    """Build preset ``name`` (see :func:`list_models`) with config ``overrides`` and the
+    metadata of :func:`model_from_config`, e.g.
 
     ``create_model("ssamba_tiny", patch_stride=(10, 10), input_tdim=128, num_classes=35)``.
     """
-    return model_from_config(get_config(name, **overrides))
+    return model_from_config(get_config(name, **overrides), frontend, labels)

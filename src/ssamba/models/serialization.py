@@ -19,6 +19,7 @@ from torch import nn
 
 from ..config import config_from_dict, config_to_dict
 from ..fileio import atomic_write, read_json
+from .encoder_config import checked_labels
 from .registry import config_class_of, family_of, model_from_config
 
 from .files import CONFIG_NAME, FORMAT, FORMAT_VERSION, WEIGHTS_NAME
@@ -183,18 +184,21 @@ def load_native(directory: str | Path, map_location: str = "cpu", **overrides) -
     meta = _read_meta(config_path)
     config = config_from_dict(config_class_of(meta["family"]), {**meta["config"], **overrides}, str(config_path))
     check_weights(config, weights_path)
-    model = model_from_config(config)
-    model.load_state_dict(load_file(str(weights_path), device=map_location), strict=True)
+    labels = None
     if "labels" in meta:
         labels = meta["labels"]
         if not isinstance(labels, dict):
             raise ValueError(f"{config_path}: 'labels' must be an object with 'ids' and 'names'")
         try:
-            model.use_labels(labels.get("ids") or [], labels.get("names"), bool(labels.get("multilabel", False)))
+            labels = checked_labels(config.num_classes, labels.get("ids") or [], labels.get("names"),
+                                    bool(labels.get("multilabel", False)))
         except (TypeError, ValueError) as err:
             raise ValueError(f"{config_path}: {err}") from None
+    frontend = None
     if "frontend" in meta:
         from ..frontend import FrontendConfig
 
-        model.use_frontend(config_from_dict(FrontendConfig, meta["frontend"], "frontend"))
+        frontend = config_from_dict(FrontendConfig, meta["frontend"], "frontend")
+    model = model_from_config(config, frontend, labels)
+    model.load_state_dict(load_file(str(weights_path), device=map_location), strict=True)
     return model.to(map_location)

@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Iterator, Literal, Sequence
 
 import torch
 from annotated_types import Le
 from torch import Tensor, nn
 
 from ..config import Depth, Fraction, NonNegativeInt, PositiveFloat, Width
+from ..frontend import FrontendConfig
 from ..layers import BiMambaMixer, DropPath, GatedConvMixer, MambaBlock, linear_drop_path_rates, make_norm
+from ..ops.hidden_attention import hidden_attention
 from .base import EncoderConfig, SpectrogramEncoder
 from .registry import register_family, register_preset
 
@@ -74,10 +76,10 @@ def vim_drop_path_rates(rate: float, depth: int) -> list[float]:
 class SSAMBA(SpectrogramEncoder):
     """Bidirectional-Mamba spectrogram encoder; see the module docstring."""
 
-    def __init__(self, config: SSAMBAConfig):
+    def __init__(self, config: SSAMBAConfig, frontend: FrontendConfig | None = None, labels: dict | None = None):
         if config.use_layer_pairing and config.depth % 2:
             raise ValueError(f"use_layer_pairing needs an even depth, got {config.depth}")
-        super().__init__(config, num_prefix_tokens=1 if config.use_cls_token else 0)
+        super().__init__(config, 1 if config.use_cls_token else 0, frontend, labels)
         dim = config.embed_dim
         rates = vim_drop_path_rates(config.drop_path_rate, config.depth)
         self.layers = nn.ModuleList(
@@ -108,6 +110,26 @@ class SSAMBA(SpectrogramEncoder):
             scan_backend=config.scan_backend,
         )
 
+    @property
+    def attention_units(self) -> int:
+        """Inner channels of a mixer: each has its own hidden attention."""
+        return self.config.expand * self.config.embed_dim
+
+    def attention_maps(self, spec: Tensor, layers: list[int], channels: Sequence[int] = (),
+                       absolute: bool = True) -> Iterator[tuple[str, Tensor, Tensor | None]]:
+        """:meth:`SpectrogramEncoder.attention_maps`: each scan's hidden attention
+        (:mod:`ssamba.ops.hidden_attention`) over the operands the mixer scans, averaged
+        over inner channels (of ``|alpha|`` with ``absolute``); the direction that scans
+        forward in token order is ``causal``, the other ``anticausal``."""
+        inputs = self.block_inputs(spec, {i: self.layers[i].mixer for i in layers})
+        for i in layers:
+            hidden, mirrored = inputs[i]
+            with torch.no_grad():
+                for _, reverse, (_, delta, A, B, C, _, _, bias) in self.layers[i].mixer.scan_operands(hidden, mirrored):
+                    mean, kept = hidden_attention(delta, A, B, C, bias, True, reverse, absolute=absolute,
+                                                  channels=channels)
+                    yield f"layer{i}/{'anticausal' if reverse else 'causal'}", mean, kept
+
     def _init_weights(self) -> None:
         """Vim's ``_init_weights``: zero linear biases (not dt_proj's); out_proj / sqrt(depth)."""
         for module in self.layers.modules():
@@ -126,8 +148,8 @@ class SSAMBA(SpectrogramEncoder):
         ``r`` both blocks see (the caller's tokens for the ``first`` pair, else ours to
         change): the pair's residual is ``2 r``, so one copy of it is made, not four, and
         the backward block's mixer adds its output into the forward block's."""
-        out = forward_layer.mixer.forward_lean(r, norm=forward_layer.norm)
-        backward_layer.mixer.forward_lean(r, mirrored=True, out=out, norm=backward_layer.norm)
+        out = forward_layer.mixer.infer(r, norm=forward_layer.norm)
+        backward_layer.mixer.infer(r, mirrored=True, out=out, norm=backward_layer.norm)
         return out, (r * 2 if first else r.mul_(2))
 
     def encode(self, tokens: Tensor, hidden_states: list[Tensor] | None = None) -> Tensor:
@@ -183,6 +205,13 @@ class MambaOut(SSAMBA):
         return GatedConvMixer(config.embed_dim, d_conv=config.d_conv, expand=config.expand,
                               bidirectional=config.use_bidirectional_mixer,
                               average_directions=config.use_direction_average)
+
+    attention_units = 0
+
+    def attention_maps(self, spec: Tensor, layers: list[int], channels: Sequence[int] = (),
+                       absolute: bool = True) -> Iterator[tuple[str, Tensor, Tensor | None]]:
+        raise ValueError("MambaOut has no SSM and no attention: its mixers are depthwise convs of "
+                         f"{self.config.d_conv} taps, so there is no attention map to draw")
 
 
 @register_preset

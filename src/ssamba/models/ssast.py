@@ -9,12 +9,14 @@ PyTorch's SDPA by default, or the explicit ``softmax(QK^T)V`` of the official co
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Iterator, Literal, Sequence
 
+import torch
 from annotated_types import Le
 from torch import Tensor, nn
 
 from ..config import Depth, NonNegativeInt, PositiveFloat, Width
+from ..frontend import FrontendConfig
 from ..layers import TransformerBlock, linear_drop_path_rates
 from .base import EncoderConfig, SpectrogramEncoder
 from .registry import register_family, register_preset
@@ -36,8 +38,8 @@ class SSASTConfig(EncoderConfig):
 class SSAST(SpectrogramEncoder):
     """Transformer spectrogram encoder; see the module docstring."""
 
-    def __init__(self, config: SSASTConfig):
-        super().__init__(config, num_prefix_tokens=config.num_prefix_tokens)
+    def __init__(self, config: SSASTConfig, frontend: FrontendConfig | None = None, labels: dict | None = None):
+        super().__init__(config, config.num_prefix_tokens, frontend, labels)
         dim = config.embed_dim
         rates = linear_drop_path_rates(config.drop_path_rate, config.depth)
         self.blocks = nn.ModuleList(
@@ -50,6 +52,22 @@ class SSAST(SpectrogramEncoder):
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
+
+    @property
+    def attention_units(self) -> int:
+        """Attention heads."""
+        return self.config.num_heads
+
+    def attention_maps(self, spec: Tensor, layers: list[int], channels: Sequence[int] = (),
+                       absolute: bool = True) -> Iterator[tuple[str, Tensor, Tensor | None]]:
+        """:meth:`SpectrogramEncoder.attention_maps`: each block's softmax attention,
+        averaged over heads (``channels`` are heads kept whole; ``absolute`` changes
+        nothing: the weights are positive)."""
+        inputs = self.block_inputs(spec, {i: self.blocks[i].attn for i in layers})
+        for i in layers:
+            with torch.no_grad():
+                weights = self.blocks[i].attn.attention_weights(inputs[i][0])  # (B, H, L, L)
+            yield f"layer{i}/attention", weights.mean(1), (weights[:, list(channels)] if channels else None)
 
     def encode(self, tokens: Tensor, hidden_states: list[Tensor] | None = None) -> Tensor:
         for block in self.blocks:

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import NonNegativeFloat, PositiveInt
+from ..config import NonNegativeFloat, PositiveInt, option
 from .masking import cluster_mask, official_mask, random_mask
 
 NceSoftmax = Literal["official", "paper"]
@@ -44,15 +44,16 @@ NCE_SOFTMAX, NCE_ACCURACY, MASKINGS = get_args(NceSoftmax), get_args(NceAccuracy
 class PatchModelingConfig:
     """Options of :class:`MaskedPatchModeling`; defaults are the official recipe."""
 
-    num_masked: PositiveInt = 400  # patches hidden per clip (250 / 300 / 400 of 512)
-    masking: Masking = "official"  # "official" (the research code's: blocks for patches, uniform for frames), "cluster", "random" or "auto"
-    cluster_sizes: tuple[PositiveInt, ...] = (3, 4, 5)  # c of the c x c blocks, drawn per clip
-    mse_weight: NonNegativeFloat = 10.0  # L = nce + mse_weight * mse
-    nce_softmax: NceSoftmax = "official"  # axis of the InfoNCE softmax: "official" or "paper"
-    nce_accuracy: NceAccuracy = "official"  # masked-patch accuracy: "official" (normalised scores) or "raw"
-    use_separate_passes: bool = True  # quirk: nce and mse from two passes with independent masks
-    use_nce: bool = True  # discriminative objective on
-    use_mse: bool = True  # generative objective on
+    num_masked: PositiveInt = option(400, 'patches hidden per clip (250 / 300 / 400 of 512)')
+    masking: Masking = option("official", '"official" (the research code\'s: blocks for patches, uniform for '
+                                          'frames), "cluster", "random" or "auto"')
+    cluster_sizes: tuple[PositiveInt, ...] = option((3, 4, 5), 'c of the c x c blocks, drawn per clip')
+    mse_weight: NonNegativeFloat = option(10.0, 'L = nce + mse_weight * mse')
+    nce_softmax: NceSoftmax = option("official", 'axis of the InfoNCE softmax: "official" or "paper"')
+    nce_accuracy: NceAccuracy = option("official", 'masked-patch accuracy: "official" (normalised scores) or "raw"')
+    use_separate_passes: bool = option(True, 'quirk: nce and mse from two passes with independent masks')
+    use_nce: bool = option(True, 'discriminative objective on')
+    use_mse: bool = option(True, 'generative objective on')
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

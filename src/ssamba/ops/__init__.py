@@ -25,7 +25,9 @@ from .scan_reference import selective_scan_reference
 __all__ = [
     "BackendUnavailableError",
     "available_backends",
+    "conv_silu",
     "register_backend",
+    "scan_carries_state",
     "selective_scan",
     "selective_scan_reference",
     "selective_scan_with_state",
@@ -43,6 +45,9 @@ class ScanBackend:
     is_available: Callable[[Tensor], bool]  # called with ``u``
     priority: int  # higher wins under backend="auto"
     unavailable_reason: Callable[[Tensor], str] | None = None  # for the error of an explicit choice
+    # The scan of one piece from a carried state, for inference (see selective_scan_with_state);
+    # None where the backend has none.
+    with_state: Callable[..., tuple[Tensor, Tensor]] | None = None
 
 
 _BACKENDS: dict[str, ScanBackend] = {}
@@ -54,10 +59,13 @@ def register_backend(
     is_available: Callable[[Tensor], bool] = lambda u: True,
     priority: int = 0,
     unavailable_reason: Callable[[Tensor], str] | None = None,
+    with_state: Callable[..., tuple[Tensor, Tensor]] | None = None,
 ) -> None:
     """Register ``fn`` (same signature as :func:`selective_scan_reference`, ``reverse``
-    included) as ``name``; ``unavailable_reason(u)`` explains a failed explicit choice."""
-    _BACKENDS[name] = ScanBackend(name, fn, is_available, priority, unavailable_reason)
+    included) as ``name``; ``unavailable_reason(u)`` explains a failed explicit choice;
+    ``with_state`` (the signature of :func:`selective_scan_with_state`, less ``backend``)
+    scans a piece of a longer sequence from a carried state, where the backend can."""
+    _BACKENDS[name] = ScanBackend(name, fn, is_available, priority, unavailable_reason, with_state)
 
 
 def available_backends(u: Tensor | None = None) -> list[str]:
@@ -88,6 +96,29 @@ def _check_shapes(u, delta, A, B, C, D, z, delta_bias) -> None:
             raise ValueError(f"{name} must be ({channels},), got {tuple(t.shape)}")
 
 
+def _resolve(backend: str, u: Tensor) -> ScanBackend:
+    """The backend that ``backend`` (a name or ``"auto"``) means for ``u``; a clear error
+    for an unknown or unavailable name."""
+    if backend == "auto":
+        return _BACKENDS[available_backends(u)[0]]
+    if backend not in _BACKENDS:
+        raise ValueError(f"unknown scan backend {backend!r}; registered: {sorted(_BACKENDS)}")
+    chosen = _BACKENDS[backend]
+    if not chosen.is_available(u):
+        why = chosen.unavailable_reason(u) if chosen.unavailable_reason else f"it cannot run on {u.device.type} tensors here"
+        raise BackendUnavailableError(
+            f"scan backend {backend!r} is unavailable: {why}; available: {available_backends(u)} "
+            "(a model's scan_backend is a runtime option: load it with scan_backend='auto')")
+    return chosen
+
+
+def scan_carries_state(backend: str, u: Tensor) -> bool:
+    """Whether :func:`selective_scan_with_state` can run ``backend`` on tensors like ``u``
+    here: the backend has a carried-state scan, and nothing is tracing (those scans are
+    eager calls; torch.compile and torch.export see the plain scan)."""
+    return _resolve(backend, u).with_state is not None and not torch.compiler.is_compiling()
+
+
 def selective_scan(
     u: Tensor,
     delta: Tensor,
@@ -107,18 +138,7 @@ def selective_scan(
     ``reverse`` scans from the last step to the first (see the reference).
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
-    if backend == "auto":
-        names = available_backends(u)
-        chosen = _BACKENDS[names[0]]
-    else:
-        if backend not in _BACKENDS:
-            raise ValueError(f"unknown scan backend {backend!r}; registered: {sorted(_BACKENDS)}")
-        chosen = _BACKENDS[backend]
-        if not chosen.is_available(u):
-            why = chosen.unavailable_reason(u) if chosen.unavailable_reason else f"it cannot run on {u.device.type} tensors here"
-            raise BackendUnavailableError(
-                f"scan backend {backend!r} is unavailable: {why}; available: {available_backends(u)} "
-                "(a model's scan_backend is a runtime option: load it with scan_backend='auto')")
+    chosen = _resolve(backend, u)
     return chosen.fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse=reverse)
 
 
@@ -134,26 +154,34 @@ def selective_scan_with_state(
     delta_softplus: bool = False,
     reverse: bool = False,
     state: Tensor | None = None,
+    backend: str = "auto",
 ) -> tuple[Tensor, Tensor]:
     """One piece of a longer sequence, for inference: the scan started from ``state``
     ``(B, D, N)`` (zeros if None), returning ``(out, the state after the piece's last
     step)``. Scanning consecutive pieces, each from the state the previous one left, equals
     one scan over the whole sequence (with ``reverse``, the pieces go from the last to the
-    first). No gradients flow through it. The CPU kernel computes it where it can run,
-    else the reference; both are tested against one whole-sequence reference scan."""
+    first). No gradients flow through it. ``backend`` as in :func:`selective_scan`, among
+    those that can (:func:`scan_carries_state`: the CPU kernel and the reference, each
+    tested against one whole-sequence reference scan)."""
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
     if state is not None and tuple(state.shape) != (u.shape[0], u.shape[1], A.shape[1]):
         raise ValueError(f"state must be (batch, channels, d_state) = {(u.shape[0], u.shape[1], A.shape[1])}, "
                          f"got {tuple(state.shape)}")
+    chosen = _resolve(backend, u)
+    if chosen.with_state is None:
+        raise ValueError(f"scan backend {chosen.name!r} cannot scan from a carried state "
+                         "(see scan_carries_state)")
     with torch.no_grad():
-        if u.dtype != torch.float64 and _BACKENDS["cpu"].is_available(u):
-            return _scan_cpu.selective_scan_cpu_with_state(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                                           reverse, state)
-        return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse,
-                                        initial_state=state, return_state=True)
+        return chosen.with_state(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, state)
 
 
-register_backend("reference", selective_scan_reference, priority=0)
+def _reference_with_state(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, state):
+    return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse,
+                                    initial_state=state, return_state=True)
+
+
+register_backend("reference", selective_scan_reference, priority=0, with_state=_reference_with_state)
+from .conv import conv_silu  # noqa: E402  (the conv before each scan, an op of its own)
 # The exportable formulation (torch's scan operator -> ONNX Scan): chosen by name only.
 from .scan_export import selective_scan_export  # noqa: E402
 
@@ -166,7 +194,7 @@ from . import scan_cuda as _scan_cuda  # noqa: E402
 from . import scan_triton as _scan_triton  # noqa: E402
 
 register_backend("cpu", _scan_cpu.selective_scan_cpu, _scan_cpu.is_available, priority=10,
-                 unavailable_reason=_scan_cpu.unavailable_reason)
+                 unavailable_reason=_scan_cpu.unavailable_reason, with_state=_scan_cpu.selective_scan_cpu_with_state)
 register_backend("cuda", _scan_cuda.selective_scan_cuda, _scan_cuda.is_available, priority=20)
 # Triton needs no build; below mamba-ssm's kernel until a GPU run measures the two
 # (scripts/gpu_check.sh), above the reference loop.

@@ -97,6 +97,23 @@ def scan_fwd_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_pt
 
 
 @triton.jit
+def _gate_backward(h, c, skip, u, gout, z_ptr, gz_ptr, offset, dmask, HAS_D: tl.constexpr, HAS_Z: tl.constexpr):
+    """The gradient reaching the ungated output ``y = C h (+ D u)`` at one step from the
+    output's ``gout``; with a gate ``y * SiLU(z)``, also writes z's gradient."""
+    if HAS_Z:
+        y = tl.sum(h * c[None, :], axis=1)
+        if HAS_D:
+            y = y + skip * u
+        z = tl.load(z_ptr + offset, mask=dmask, other=0.0).to(tl.float32)
+        sig = tl.sigmoid(z)
+        tl.store(gz_ptr + offset, (gout * y * sig * (1.0 + z * (1.0 - sig))).to(gz_ptr.dtype.element_ty), mask=dmask)
+        gy = gout * z * sig
+    else:
+        gy = gout
+    return gy
+
+
+@triton.jit
 def scan_bwd_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr, ckpt_ptr, gout_ptr,
                     scratch_ptr, gu_ptr, gdelta_ptr, gz_ptr, ga_ptr, gb_ptr, gc_ptr, gd_ptr, gbias_ptr,
                     L, DIM, N, NCHUNKS, BATCH,
@@ -144,17 +161,7 @@ def scan_bwd_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_pt
             first = tl.load(ckpt_ptr + ckpt_tile + chunk * BLOCK_N, mask=dmask[:, None], other=0.0)
             previous = tl.where(k > 0, before, first)
             gout = tl.load(gout_ptr + row + t, mask=dmask, other=0.0).to(tl.float32)
-            if HAS_Z:
-                y = tl.sum(h * c[None, :], axis=1)
-                if HAS_D:
-                    y = y + skip * u
-                z = tl.load(z_ptr + row + t, mask=dmask, other=0.0).to(tl.float32)
-                sig = tl.sigmoid(z)
-                tl.store(gz_ptr + row + t, (gout * y * sig * (1.0 + z * (1.0 - sig))).to(gz_ptr.dtype.element_ty),
-                         mask=dmask)
-                gy = gout * z * sig
-            else:
-                gy = gout
+            gy = _gate_backward(h, c, skip, u, gout, z_ptr, gz_ptr, row + t, dmask, HAS_D, HAS_Z)
             gu = tl.zeros([BLOCK_D], tl.float32)
             if HAS_D:
                 gu = gy * skip

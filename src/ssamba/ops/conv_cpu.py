@@ -2,11 +2,11 @@
 
 The Mamba mixer's short depthwise conv (4 taps) and its SiLU are a handful of PyTorch
 operations per direction and layer, and their backward a dozen more, each a full pass
-over the activations with its own dispatch overhead (``examples/conv_bench.py`` times
+over the activations with its own dispatch overhead (``lab/conv_bench.py`` times
 both paths). ``csrc/conv_silu_cpu.cpp`` computes the forward in one
 pass and the backward (input, weight and bias gradients, the pre-activation recomputed
-rather than stored) in two, built and cached like the scan kernel (private cache,
-compiler fallbacks: :func:`ssamba.ops.scan_cpu.build_extension`).
+rather than stored) in two, built and cached like the scan kernel
+(:mod:`ssamba.ops.build`: private cache, compiler fallbacks).
 
 :mod:`ssamba.layers.mamba` uses it for fp32 CPU tensors when it builds, and its PyTorch
 formulation otherwise (other dtypes and devices, tracing, no compiler); that
@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from . import scan_cpu
-from .scan_cpu import _ptr
+from . import build
+from .build import pointer as _ptr
 
 __all__ = ["conv_silu_backward", "conv_silu_forward", "is_available"]
 
-_SOURCE = Path(__file__).with_name("csrc") / "conv_silu_cpu.cpp"
+SOURCE = build.CSRC / "conv_silu_cpu.cpp"
 _ABI_VERSION = 1
 #: Elements of ``x`` below which a second thread costs more than it saves.
 MIN_ELEMENTS_PER_THREAD = 32_768
@@ -47,7 +46,7 @@ def _load() -> ctypes.CDLL | None:
     with _lock:
         if _lib is None and _error is None:
             try:
-                lib = scan_cpu.build_extension(_SOURCE)
+                lib = build.load(SOURCE)
                 p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
                 lib.ssamba_conv_abi_version.restype = i32
                 lib.ssamba_conv_max_taps.restype = i32
@@ -88,7 +87,7 @@ def _operands(x: Tensor, weight: Tensor, bias: Tensor | None):
 
 def conv_silu_forward(x: Tensor, weight: Tensor, bias: Tensor | None, reverse: bool) -> Tensor:
     """``SiLU(depthwise_conv(x, weight, bias, reverse))`` of ``x (B, C, L)``, ``weight
-    (C, 1, K)`` (see :func:`ssamba.layers.mamba.depthwise_conv`); no autograd."""
+    (C, 1, K)`` (see :func:`ssamba.ops.conv.depthwise_conv`); no autograd."""
     lib = _load()
     x, taps, bias = _operands(x, weight, bias)
     batch, channels, length = x.shape

@@ -1,21 +1,10 @@
 """Fused CPU selective scan: a C++ kernel with a hand-written backward.
 
-The kernel (``csrc/selective_scan_cpu.cpp``) is plain C++17 behind a C ABI and is
-loaded with :mod:`ctypes`, so it needs only a C++ compiler (``$CXX``, else ``g++``,
-``c++`` or ``clang++``) and no torch headers or ninja; it compiles in a few seconds
-on first use and is cached under ``$SSAMBA_CACHE_DIR`` (default
-``$XDG_CACHE_HOME/ssamba`` or ``~/.cache/ssamba``), keyed by source, compiler, flags
-and CPU. Nothing is compiled at import time.
-
-The cache holds code that is loaded into the process, so it is trusted only if it is
-private (see :func:`private_dir`): the cache folder and its ``ext`` folder must be real
-folders (not symlinks) owned by the current user with no group or other write permission
-(folders made here are 0700 whatever the umask), and a library or ``.failed`` marker is
-used only if it is a regular file owned by the user and not writable by others; anything
-else is rebuilt or ignored. If the cache folder cannot be made or is not private, the
-kernel is built in ``$TMPDIR/ssamba-<uid>`` when that is private, else in a fresh
-``mkdtemp`` folder (0700) for this process. Builders of one cache (DDP ranks starting
-together) take a file lock, so one compiles and the others load its result.
+The kernel (``csrc/selective_scan_cpu.cpp``) is built on first use and cached by
+:mod:`ssamba.ops.build` (a C++ compiler is all it needs), and called through
+:mod:`ctypes`. This module is its binding: the operands' layout, the thread partition,
+the forward, the backward and the scan from a carried state, registered once for
+eager autograd and once as PyTorch operators for tracing.
 
 What the kernel does, per (batch, channel) pair, split over
 ``torch.get_num_threads()`` threads:
@@ -37,47 +26,26 @@ compilation fails, ``backend="auto"`` warns once and computes with
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import stat
-import subprocess
-import tempfile
 import threading
 import warnings
-from pathlib import Path
 from typing import Optional
 
 import torch
 from torch import Tensor
 
 from ..errors import UserError
+from . import build
+from .build import pointer as _ptr
 from .scan_reference import selective_scan_reference
 
 __all__ = [
-    "KernelUnavailable", "UnsafeCacheError", "build_extension", "chunk_size", "is_compiled", "kernel_forward",
-    "load_library", "private_dir", "selective_scan_cpu", "selective_scan_cpu_with_state", "uses_openmp",
+    "KernelUnavailable", "SOURCE", "chunk_size", "is_compiled", "load_library", "selective_scan_cpu",
+    "selective_scan_cpu_with_state", "uses_openmp",
 ]
 
-_CSRC = Path(__file__).with_name("csrc")
-_SOURCE = _CSRC / "selective_scan_cpu.cpp"
-#: Headers of csrc/ the sources include (``-I csrc``); part of every library's cache key.
-_HEADERS = ("scan_simd.h",)
+SOURCE = build.CSRC / "selective_scan_cpu.cpp"
 _ABI_VERSION = 3
-# Tried in order until one compiles. -fopenmp puts the kernel's threads on PyTorch's
-# OpenMP pool (see run_threads in the source); without it the kernel starts its own.
-_FLAG_SETS = (
-    ["-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp"],
-    ["-O3", "-march=native", "-fopenmp"],
-    ["-O3", "-march=native", "-mprefer-vector-width=512"],
-    ["-O3", "-march=native"],
-    ["-O3"],
-)
-_COMMON_FLAGS = ["-std=c++17", "-shared", "-fPIC", "-pthread", "-fno-math-errno",
-                 "-ffp-contract=fast", "-fvisibility=hidden", f"-I{_CSRC}"]
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -85,192 +53,8 @@ _load_error: str | None = None
 _warned = False
 
 
-class UnsafeCacheError(PermissionError):
-    """A cache folder or file that another user could have written."""
-
-
 class KernelUnavailable(UserError, RuntimeError):
     """The CPU kernel cannot be built or loaded here (raised for an explicit ``backend="cpu"``)."""
-
-
-def _uid() -> int:
-    return os.getuid() if hasattr(os, "getuid") else -1
-
-
-def _cache_root() -> Path:
-    """The kernel cache's own folder: ``$SSAMBA_CACHE_DIR``, else ``$XDG_CACHE_HOME/ssamba`` or ``~/.cache/ssamba``."""
-    env = os.environ.get("SSAMBA_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ssamba"
-
-
-def _cache_dir() -> Path:
-    return _cache_root() / "ext"
-
-
-def _check_private(path: Path, *, directory: bool) -> None:
-    """Raise :class:`UnsafeCacheError` unless ``path`` is a real (not symlinked) folder or
-    regular file owned by this user with no group or other write permission."""
-    st = os.lstat(path)
-    kind = "folder" if directory else "file"
-    if stat.S_ISLNK(st.st_mode):
-        raise UnsafeCacheError(f"{path} is a symlink, not a {kind}")
-    if not (stat.S_ISDIR(st.st_mode) if directory else stat.S_ISREG(st.st_mode)):
-        raise UnsafeCacheError(f"{path} is not a {kind}")
-    if _uid() >= 0 and st.st_uid != _uid():
-        raise UnsafeCacheError(f"{path} is owned by uid {st.st_uid}, not by you (uid {_uid()})")
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise UnsafeCacheError(f"{path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o})")
-
-
-def private_dir(root: Path, *parts: str) -> Path:
-    """``root/parts...``, made (mode 0700, whatever the umask) where missing, after checking
-    that ``root`` and every folder under it on the way are private (see :func:`_check_private`).
-
-    Folders above ``root`` are made as :func:`os.makedirs` makes them and are not checked:
-    they are the user's (``~/.cache``) or shared and sticky (``/tmp``). Raises
-    :class:`UnsafeCacheError` or :class:`OSError` (e.g. a read-only home).
-    """
-    folders = [root, *(root.joinpath(*parts[: i + 1]) for i in range(len(parts)))]
-    for folder in folders:
-        if not os.path.lexists(folder):
-            try:
-                os.makedirs(folder, mode=0o700)
-            except FileExistsError:  # made meanwhile by another process: checked below
-                pass
-            else:
-                os.chmod(folder, 0o700)  # makedirs honours the umask; the leaf must not
-        _check_private(folder, directory=True)
-    return folders[-1]
-
-
-def _trusted_file(path: Path) -> bool:
-    """True if ``path`` exists and is private; an existing file that is not is removed
-    (the folder is ours, so nobody else can put it back) and False is returned."""
-    if not os.path.lexists(path):
-        return False
-    try:
-        _check_private(path, directory=False)
-        return True
-    except UnsafeCacheError as err:
-        warnings.warn(f"ssamba: ignoring untrusted kernel cache entry: {err}", RuntimeWarning, stacklevel=4)
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-        return False
-
-
-@contextlib.contextmanager
-def _build_lock(folder: Path):
-    """An exclusive lock on ``folder/.lock`` (not following symlinks), for one builder at a time."""
-    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    try:
-        try:
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except ImportError:  # pragma: no cover - not POSIX
-            pass
-        yield
-    finally:
-        os.close(fd)
-
-
-def _build_dirs() -> list[tuple[Path, str]]:
-    """Where to try to build, with the reason a fallback is used (empty for the first)."""
-    return [
-        (_cache_root(), ""),
-        (Path(tempfile.gettempdir()) / f"ssamba-{_uid() if _uid() >= 0 else 0}", "temp fallback"),
-    ]
-
-
-def _find_compiler() -> str:
-    candidates = [os.environ["CXX"]] if os.environ.get("CXX") else []
-    candidates += ["g++", "c++", "clang++"]
-    for name in candidates:
-        path = shutil.which(name)
-        if path:
-            return path
-    raise RuntimeError("no C++ compiler found (set $CXX or install g++)")
-
-
-def _cpu_fingerprint() -> str:
-    # -march=native code is only valid on this CPU model; key the cache on it.
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            lines = [ln for ln in f.read().splitlines()
-                     if ln.startswith(("model name", "flags", "Features", "CPU part"))]
-        return "\n".join(sorted(set(lines)))
-    except OSError:
-        return f"{platform.machine()} {platform.processor()}"
-
-
-def _compile(source: Path, out_dir: Path) -> Path:
-    """Compile ``source`` into a cached shared library in ``out_dir`` and return its path.
-
-    ``out_dir`` and its parent (the cache folder) are made if missing and must be private
-    (see :func:`private_dir`)."""
-    cxx = _find_compiler()
-    try:
-        version = subprocess.run([cxx, "--version"], capture_output=True, text=True,
-                                 timeout=60).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise RuntimeError(f"cannot run C++ compiler {cxx}: {exc}") from exc
-    src = source_text(source)
-    out_dir = private_dir(out_dir.parent, out_dir.name)
-    with _build_lock(out_dir):
-        for stale in out_dir.glob("*.so.tmp"):  # left by a builder killed midway (they hold the lock)
-            if _trusted_file(stale):
-                stale.unlink()
-        return _compile_locked(source, src, cxx, version, out_dir)
-
-
-def source_text(source: Path) -> bytes:
-    """What a library is compiled from: ``source`` and the headers of csrc/ it may include."""
-    return source.read_bytes() + b"".join((_CSRC / h).read_bytes() for h in _HEADERS)
-
-
-def _library_name(stem: str, src: bytes, cxx: str, version: str, flags: list[str]) -> str:
-    """The cached library's file name: the source's name and a hash of its text (headers
-    included), compiler, flags and CPU."""
-    key = hashlib.sha256(
-        b"\0".join([src, cxx.encode(), version.encode(), " ".join(flags + _COMMON_FLAGS).encode(),
-                    _cpu_fingerprint().encode(), platform.machine().encode()])
-    ).hexdigest()[:20]
-    return f"{stem}_{key}.so"
-
-
-def _compile_locked(source: Path, src: bytes, cxx: str, version: str, out_dir: Path) -> Path:
-    errors = []
-    for flags in _FLAG_SETS:
-        target = out_dir / _library_name(source.stem, src, cxx, version, flags)
-        failed = target.with_suffix(".failed")  # this flag set did not compile: skip it
-        if _trusted_file(target):
-            return target
-        if _trusted_file(failed):
-            errors.append(f"{' '.join(flags)}: failed before, see {failed}")
-            continue
-        fd, tmp = tempfile.mkstemp(suffix=".so.tmp", dir=out_dir)
-        os.close(fd)
-        try:
-            proc = subprocess.run([cxx, *flags, *_COMMON_FLAGS, str(source), "-o", tmp],
-                                  capture_output=True, text=True, timeout=600)
-            if proc.returncode == 0:
-                os.chmod(tmp, 0o700)  # the linker creates its output with the umask's mode
-                _check_private(Path(tmp), directory=False)
-                os.replace(tmp, target)  # atomic
-                return target
-            errors.append(f"{' '.join(flags)}: {proc.stderr.strip()[-2000:]}")
-            fd = os.open(failed, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(proc.stderr)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    raise RuntimeError(f"compiling {source.name} failed:\n" + "\n".join(errors))
 
 
 def _configure(lib: ctypes.CDLL) -> ctypes.CDLL:
@@ -299,7 +83,7 @@ def load_library() -> ctypes.CDLL | None:
     with _lock:
         if _lib is None and _load_error is None:
             try:
-                _lib = _configure(ctypes.CDLL(str(_build())))
+                _lib = _configure(build.load(SOURCE))
             except Exception as exc:  # noqa: BLE001 - any failure means "use the reference"
                 _load_error = f"{type(exc).__name__}: {exc}"
         if _lib is None and not _warned:
@@ -311,24 +95,6 @@ def load_library() -> ctypes.CDLL | None:
                 stacklevel=3,
             )
     return _lib
-
-
-def _build(source: Path = _SOURCE) -> Path:
-    """Compile (or find) ``source`` (the kernel by default) in the first usable private
-    cache; see the module docstring."""
-    problems = []
-    for root, reason in _build_dirs():
-        try:
-            return _compile(source, root / "ext")
-        except OSError as err:  # read-only, not ours, symlinked, group-writable...
-            problems.append(f"{reason or 'cache'}: {err}")
-    private = Path(tempfile.mkdtemp(prefix="ssamba-")) / "ext"  # 0700, unpredictable; this process only
-    warnings.warn(
-        "ssamba: no private kernel cache (" + "; ".join(problems) + f"); building in {private} for this process",
-        RuntimeWarning,
-        stacklevel=4,
-    )
-    return _compile(source, private)
 
 
 def is_compiled() -> bool:
@@ -371,10 +137,6 @@ def chunk_size() -> int:
     return _require_library().ssamba_scan_chunk_size()
 
 
-def _ptr(t: Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
-
-
 def _f32(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.detach().to(torch.float32).contiguous()
 
@@ -405,9 +167,9 @@ def _prepare(u, delta, A, B, C, D, z, delta_bias):
 
 
 # Channel-steps (one step of one channel: N state updates) below which a second thread
-# costs more than it saves (handing work to it, and waking it). On the project's 2-core
-# x86 (AVX-512) B=2, D=384, L=57 (44 k steps) ran faster on one thread than on two,
-# L=513 (394 k) nearly twice as fast on two.
+# costs more than it saves (handing work to it, and waking it): a value between a shape
+# measured faster on one thread and one measured faster on two (docs/performance.md,
+# "Constants and where their values come from").
 MIN_STEPS_PER_THREAD = 100_000
 
 
@@ -537,8 +299,9 @@ def _backward_kernel(gout, u, delta, A, B, C, D, z, delta_bias, ckpt, delta_soft
 
 
 class _SelectiveScanCPU(torch.autograd.Function):
-    """Eager autograd (the operators below are for tracing: through their dispatch an
-    eager training step of ssamba_tiny at 10.24 s, batch 2, took 1.56 s instead of 1.21 s)."""
+    """Eager autograd: the kernel's forward and backward without the operators' dispatch,
+    which costs a training step more than a direct call (measured in docs/performance.md,
+    "How the CPU paths work"); the operators below are what tracing sees."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
@@ -610,27 +373,6 @@ def selective_scan_cpu(
         return _scan_fwd_op(*tensors, bool(delta_softplus), bool(reverse), save)[0]
     if save:
         return _SelectiveScanCPU.apply(*tensors, delta_softplus, reverse)
-    # Eager inference calls the kernel itself: through the operator's dispatch the peak
-    # memory of a 22k-token forward was about 1.6x higher.
+    # Eager inference calls the kernel itself: the operator's dispatch raises the peak
+    # memory of a long forward (docs/performance.md).
     return _scan_forward(tensors, delta_softplus, reverse, save=False)[0]
-
-
-def build_extension(source: Path) -> ctypes.CDLL:
-    """Compile (once, cached on disk like the kernel: private folder, lock, flag fallbacks)
-    and load another C++ source that builds against the kernel's headers (``-I`` csrc/,
-    e.g. ``scan_simd.h``); for the benchmarks' roofline. Raises on failure."""
-    return ctypes.CDLL(str(_build(Path(source))))
-
-
-def kernel_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
-                   z: Tensor | None = None, delta_bias: Tensor | None = None,
-                   delta_softplus: bool = False):
-    """A function running only the compiled forward on operands converted here, once.
-
-    For measuring the kernel apart from the dtype/layout preparation that
-    :func:`selective_scan_cpu` does on every call (``ssamba bench scan`` compares it with
-    ``ssamba.benchmarks.scan.bound_benchmark``). Calling the returned function returns the output.
-    """
-    lib = _require_library()
-    operands = _prepare(u, delta, A, B, C, D, z, delta_bias)
-    return lambda: _forward(lib, operands, delta_softplus, save=False)[0]

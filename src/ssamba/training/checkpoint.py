@@ -15,17 +15,15 @@ complete and ``latest`` pointing at it.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..fileio import atomic_write_text, is_write_failure, new_mode, read_json
+from ..fileio import atomic_folder, atomic_write_text, read_json
 from ..models import load_model, save_model
 
 LATEST = "latest"
@@ -63,43 +61,18 @@ def unflatten_state(skeleton: Any, tensors: dict[str, Tensor]) -> Any:
     return skeleton
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(root: str | Path, step: int, model: torch.nn.Module, state: dict, keep: int = 2) -> Path:
     """Write checkpoint ``root/step-<step>`` atomically and point ``root/latest`` at it."""
     from safetensors.torch import save_file
 
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}."))
-    try:
+    with atomic_folder(final) as tmp:
         save_model(model, tmp)
         tensors, skeleton = flatten_state(state)
         save_file(tensors, str(tmp / "state.safetensors"))
         (tmp / "state.json").write_text(json.dumps(skeleton))
-        for f in tmp.iterdir():
-            with open(f, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.chmod(f, new_mode())
-        os.chmod(tmp, new_mode(directory=True))  # mkdtemp's folder is private (0700)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(root)
-    except BaseException as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if is_write_failure(err) and not isinstance(err, OSError):  # e.g. safetensors on a full disk
-            raise OSError(f"could not write checkpoint {final}: {' '.join(str(err).split())}") from err
-        raise
     atomic_write_text(root / LATEST, final.name)
-    _fsync_dir(root)
     _prune(root, keep, final.name)
     return final
 

@@ -19,6 +19,7 @@ from ..config import (
     apply_overrides,
     config_from_dict,
     config_to_dict,
+    option,
 )
 from ..data.dataset import AugmentOptions
 from ..frontend import FrontendConfig
@@ -28,51 +29,55 @@ from .optim import OptimConfig
 
 @dataclass
 class ModelSection:
-    preset: str = "ssamba_tiny"  # a name from `ssamba models`
-    options: dict[str, Any] = field(default_factory=dict)  # preset overrides, e.g. {patch_stride: [10, 10]}
-    init_from: str = ""  # checkpoint or model directory whose encoder weights start fine-tuning
+    preset: str = option("ssamba_tiny", 'a name from `ssamba models`')
+    options: dict[str, Any] = field(default_factory=dict,
+                                    metadata={"help": 'preset overrides, e.g. {patch_stride: [10, 10]}'})
+    init_from: str = option("", 'checkpoint or model directory whose encoder weights start fine-tuning')
 
 
 @dataclass
 class DataSection(AugmentOptions):
-    train: str = ""  # manifest JSON of the training clips, or a folder of shards (ssamba shard)
-    valid: str = ""  # manifest JSON evaluated after every epoch ('' = none)
-    test: str = ""  # manifest JSON evaluated once at the end ('' = none)
-    label_csv: str = ""  # label CSV (index,mid,display_name); fine-tuning only
-    max_bad_fraction: Fraction = 0.05  # fail the run when more clips than this share are unusable (0 <= f < 1)
-    num_workers: NonNegativeInt = 2  # DataLoader worker processes (each uses one torch thread)
+    train: str = option("", 'manifest JSON of the training clips, or a folder of shards (ssamba shard)')
+    valid: str = option("", "manifest JSON evaluated after every epoch ('' = none)")
+    test: str = option("", "manifest JSON evaluated once at the end ('' = none)")
+    label_csv: str = option("", 'label CSV (index,mid,display_name); fine-tuning only')
+    max_bad_fraction: Fraction = option(0.05, 'fail the run when more clips than this share are unusable (0 <= f < 1)')
+    num_workers: NonNegativeInt = option(2, 'DataLoader worker processes (each uses one torch thread)')
 
 
 @dataclass
 class FinetuneSection:
-    loss: Literal["ce", "bce"] = "ce"  # "ce" (single label) or "bce" (multi-label)
-    metric: Literal["acc", "mAP", "AUC"] = "acc"  # validation metric for the schedule and the report: acc, mAP or AUC
-    average_from_epoch: NonNegativeInt = 0  # average the weights of epochs [from, to] (AS-20K: 12..40); 0 = off
-    average_to_epoch: NonNegativeInt = 0  # last epoch of the weight average
+    loss: Literal["ce", "bce"] = option("ce", '"ce" (single label) or "bce" (multi-label)')
+    metric: Literal["acc", "mAP", "AUC"] = option("acc",
+                                                  'validation metric for the schedule and the report: acc, mAP or AUC')
+    average_from_epoch: NonNegativeInt = option(0, 'average the weights of epochs [from, to] (AS-20K: 12..40); 0 = off')
+    average_to_epoch: NonNegativeInt = option(0, 'last epoch of the weight average')
 
 
 @dataclass
 class RunSection:
-    out_dir: str = "runs/experiment"  # checkpoints, metrics.csv, curves.png, final model
-    epochs: PositiveInt = 10  # evaluation periods
-    steps_per_epoch: NonNegativeInt = 0  # optimiser steps per period; 0 = one pass over the training set
-    max_steps: NonNegativeInt = 0  # stop after this many optimiser steps in total; 0 = no limit
-    max_seconds: NonNegativeFloat = 0.0  # stop after this much training time (this process); 0 = no limit
-    batch_size: PositiveInt = 64  # clips per micro-batch (x optim.grad_accum per step)
-    seed: int = 0  # fixes data order, augmentation, masks, dropout
-    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # training autocast; auto: bf16 on CUDA, fp32 on CPU; fp16 adds a gradient scaler
-    save_every: PositiveInt = 1000  # optimiser steps between checkpoints (also at each epoch's end)
-    keep_checkpoints: PositiveInt = 2  # newest checkpoints kept on disk
-    log_every: PositiveInt = 10  # optimiser steps between rows of metrics.csv
-    progress: bool = True  # a progress bar on a terminal; in a log, a line every print_every steps
-    print_every: PositiveInt = 50  # optimiser steps between progress lines when not on a terminal
-    plot: bool = True  # draw curves.png (loss and metrics against steps) at the end
+    out_dir: str = option("runs/experiment", 'checkpoints, metrics.csv, curves.png, final model')
+    epochs: PositiveInt = option(10, 'evaluation periods')
+    steps_per_epoch: NonNegativeInt = option(0, 'optimiser steps per period; 0 = one pass over the training set')
+    max_steps: NonNegativeInt = option(0, 'stop after this many optimiser steps in total; 0 = no limit')
+    max_seconds: NonNegativeFloat = option(0.0, 'stop after this much training time (this process); 0 = no limit')
+    batch_size: PositiveInt = option(64, 'clips per micro-batch (x optim.grad_accum per step)')
+    seed: int = option(0, 'fixes data order, augmentation, masks, dropout')
+    device: str = option("auto", '"auto" (cuda if available), "cpu", "cuda", "cuda:1", ...')
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = option("auto",
+                                                                'training autocast; auto: bf16 on CUDA, fp32 on CPU; '
+                                                                'fp16 adds a gradient scaler')
+    save_every: PositiveInt = option(1000, "optimiser steps between checkpoints (also at each epoch's end)")
+    keep_checkpoints: PositiveInt = option(2, 'newest checkpoints kept on disk')
+    log_every: PositiveInt = option(10, 'optimiser steps between rows of metrics.csv')
+    progress: bool = option(True, 'a progress bar on a terminal; in a log, a line every print_every steps')
+    print_every: PositiveInt = option(50, 'optimiser steps between progress lines when not on a terminal')
+    plot: bool = option(True, 'draw curves.png (loss and metrics against steps) at the end')
 
 
 @dataclass
 class ExperimentConfig:
-    task: Literal["pretrain", "finetune"] = "pretrain"  # "pretrain" or "finetune"
+    task: Literal["pretrain", "finetune"] = option("pretrain", '"pretrain" or "finetune"')
     model: ModelSection = field(default_factory=ModelSection)
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
     data: DataSection = field(default_factory=DataSection)

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..data import BadClipTracker, ClipDataset, collate_clips, worker_init_fn
-from ..device import resolve_device as _resolve_device_name
+from ..device import resolve_device
 from ..errors import UserError
 from ..fileio import atomic_write_text
 from . import distributed
@@ -36,11 +36,6 @@ from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .optim import LRSchedule, OptimConfig, build_optimizer
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    """:func:`ssamba.device.resolve_device` as a ``torch.device``."""
-    return torch.device(_resolve_device_name(name))
 
 
 class TrainingDivergedError(UserError, FloatingPointError):
@@ -95,7 +90,7 @@ class Trainer:
         self.optim_config, self.run, self.experiment = optim, run, experiment
         self.num_workers = num_workers
         self.world = distributed.current()
-        self.device = resolve_device(run.device)
+        self.device = torch.device(resolve_device(run.device))
         self.out_dir = Path(run.out_dir)
         if run.batch_size % self.world.size:
             raise ValueError(f"run.batch_size {run.batch_size} is not divisible by the {self.world.size} processes")

@@ -14,7 +14,7 @@ from typing import Literal, get_args
 import torch
 from torch import nn
 
-from ..config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from ..config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, option
 
 OptimizerName = Literal["adamw", "adam"]
 Schedule = Literal["plateau", "step", "constant"]
@@ -25,20 +25,21 @@ OPTIMIZERS, SCHEDULES = get_args(OptimizerName), get_args(Schedule)
 class OptimConfig:
     """Optimiser and schedule; defaults are SSAMBA's pretraining recipe."""
 
-    optimizer: OptimizerName = "adamw"  # "adamw" or "adam" (Adam's weight decay is L2, as in SSAST)
-    lr: PositiveFloat = 1e-4  # peak learning rate (after warm-up)
-    weight_decay: NonNegativeFloat = 5e-8  # not applied to tagged parameters (A_log, D, positions, tokens)
-    betas: tuple[Fraction, Fraction] = (0.95, 0.999)  # Adam's moment decay rates (beta1, beta2)
-    head_lr_multiplier: PositiveFloat = 1.0  # lr of the classifier head relative to lr (AS-20K: 3)
-    warmup_steps: NonNegativeInt = 1000  # linear warm-up, in optimiser steps
-    schedule: Schedule = "plateau"  # "plateau", "step" or "constant"
-    plateau_factor: PositiveFloat = 0.5  # plateau: lr *= factor after `plateau_patience` epochs without improvement
-    plateau_patience: NonNegativeInt = 2  # plateau: epochs without improvement tolerated
-    decay_start: NonNegativeInt = 5  # step: lr first decays after this epoch
-    decay_every: PositiveInt = 1  # step: decay again every this many epochs
-    decay_gamma: PositiveFloat = 0.85  # step: factor per decay
-    grad_clip: NonNegativeFloat = 0.0  # max gradient norm; 0 = off
-    grad_accum: PositiveInt = 1  # micro-batches per optimiser step
+    optimizer: OptimizerName = option("adamw", '"adamw" or "adam" (Adam\'s weight decay is L2, as in SSAST)')
+    lr: PositiveFloat = option(1e-4, 'peak learning rate (after warm-up)')
+    weight_decay: NonNegativeFloat = option(5e-8, 'not applied to tagged parameters (A_log, D, positions, tokens)')
+    betas: tuple[Fraction, Fraction] = option((0.95, 0.999), "Adam's moment decay rates (beta1, beta2)")
+    head_lr_multiplier: PositiveFloat = option(1.0, 'lr of the classifier head relative to lr (AS-20K: 3)')
+    warmup_steps: NonNegativeInt = option(1000, 'linear warm-up, in optimiser steps')
+    schedule: Schedule = option("plateau", '"plateau", "step" or "constant"')
+    plateau_factor: PositiveFloat = option(0.5,
+                                           'plateau: lr *= factor after `plateau_patience` epochs without improvement')
+    plateau_patience: NonNegativeInt = option(2, 'plateau: epochs without improvement tolerated')
+    decay_start: NonNegativeInt = option(5, 'step: lr first decays after this epoch')
+    decay_every: PositiveInt = option(1, 'step: decay again every this many epochs')
+    decay_gamma: PositiveFloat = option(0.85, 'step: factor per decay')
+    grad_clip: NonNegativeFloat = option(0.0, 'max gradient norm; 0 = off')
+    grad_accum: PositiveInt = option(1, 'micro-batches per optimiser step')
 
 
 def build_optimizer(model: nn.Module, config: OptimConfig, head_prefixes: tuple[str, ...] = ()) -> torch.optim.Optimizer:
@@ -72,7 +73,7 @@ def fused_where_possible(cls: type[torch.optim.Optimizer], params, **kwargs) -> 
 
     On a CPU the default updates one parameter tensor at a time, about ten operations
     each (ssamba_tiny has 439 tensors); the fused kernel updates them all in one call
-    (``Optimizer.step`` in ``examples/step_profile.py``). The two compute the same update
+    (``Optimizer.step`` in ``lab/step_profile.py``). The two compute the same update
     up to float rounding (``tests/training/test_optim.py``)."""
     params = list(params)
     try:

@@ -16,7 +16,8 @@ from ..models.adapt import load_encoder_weights
 from ..objectives import MaskedPatchModeling
 from . import distributed
 from .experiment import ExperimentConfig
-from .loop import Trainer, resolve_device
+from ..device import resolve_device
+from .loop import Trainer
 from .tasks import ClassificationTask, PretrainTask
 
 log = logging.getLogger(__name__)
@@ -102,8 +103,8 @@ def pretrain(config: ExperimentConfig, resume: bool = False, overwrite: bool = F
     config = _join_world(config)
     _claim_run_folder(config, resume, overwrite)
     torch.manual_seed(config.run.seed)
-    encoder = create_model(config.model.preset, **config.model.options)
-    encoder.use_frontend(config.frontend)  # saved with every checkpoint; checks the mel bins
+    # the front end is saved with every checkpoint (the model checks its mel bins)
+    encoder = create_model(config.model.preset, frontend=config.frontend, **config.model.options)
     objective = MaskedPatchModeling(config.objective, encoder.config.embed_dim, encoder.config.patch_size)
     train = _dataset(config.data.train, config, None, augment=False, shuffle=True)  # no augmentation
     valid = _dataset(config.data.valid, config, None) if config.data.valid else None
@@ -118,8 +119,11 @@ def pretrain(config: ExperimentConfig, resume: bool = False, overwrite: bool = F
     return summary
 
 
-def build_finetune_model(config: ExperimentConfig, num_classes: int) -> tuple[torch.nn.Module, str]:
-    """The classifier, with pretrained encoder weights when ``model.init_from`` is set."""
+def build_finetune_model(config: ExperimentConfig, num_classes: int,
+                         labels: dict | None = None) -> tuple[torch.nn.Module, str]:
+    """The classifier, with pretrained encoder weights when ``model.init_from`` is set,
+    its front end the recipe's and its classes ``labels`` (see
+    :func:`ssamba.models.encoder_config.checked_labels`; saved with every checkpoint)."""
     options = {**config.model.options, "num_classes": num_classes}
     if config.model.init_from:
         from ..config import config_from_dict
@@ -132,7 +136,8 @@ def build_finetune_model(config: ExperimentConfig, num_classes: int) -> tuple[to
                              f"but model.preset {config.model.preset!r} is a {preset.__name__}: choose a preset "
                              "of the pretrained model's family")
         base = {k: v for k, v in vars(source.config).items() if k not in options}
-        model = model_from_config(config_from_dict(type(source.config), {**base, **options}))
+        model = model_from_config(config_from_dict(type(source.config), {**base, **options}), config.frontend,
+                                  labels)
         report = load_encoder_weights(model, source)
         if report.mismatched or not report.loaded:
             raise ValueError(f"model.init_from {config.model.init_from}: {len(report.mismatched)} of its tensors do not "
@@ -140,7 +145,7 @@ def build_finetune_model(config: ExperimentConfig, num_classes: int) -> tuple[to
                              "must keep the pretrained encoder's geometry (embed_dim, depth, heads)")
         note = f"initialised from {config.model.init_from}: {report.summary()}"
     else:
-        model = create_model(config.model.preset, **options)
+        model = create_model(config.model.preset, frontend=config.frontend, labels=labels, **options)
         note = "trained from scratch"
     return model, note
 
@@ -156,10 +161,9 @@ def finetune(config: ExperimentConfig, resume: bool = False, overwrite: bool = F
     _claim_run_folder(config, resume, overwrite)
     torch.manual_seed(config.run.seed)
     labels = _label_map(config)
-    model, note = build_finetune_model(config, labels.num_classes)
-    model.use_labels(labels.ids, labels.names, multilabel=config.finetune.loss == "bce")  # saved with the model
+    model, note = build_finetune_model(config, labels.num_classes, {
+        "ids": labels.ids, "names": labels.names, "multilabel": config.finetune.loss == "bce"})
     log.info(note)
-    model.use_frontend(config.frontend)  # saved with every checkpoint; checks the mel bins
     train = _dataset(config.data.train, config, labels, augment=True, shuffle=True)
     valid = _dataset(config.data.valid, config, labels) if config.data.valid else None
     task = ClassificationTask(model, config.finetune.loss, config.finetune.metric)
@@ -223,7 +227,7 @@ def evaluate(model_dir: str, manifest: str, label_csv: str | None = None, loss: 
     task = ClassificationTask(model, loss)
     with warnings.catch_warnings(record=True) as caught:  # which clips could not be scored, and why
         warnings.simplefilter("always", BadClipWarning)
-        metrics = task.evaluate(loader, resolve_device(device))
+        metrics = task.evaluate(loader, torch.device(resolve_device(device)))
     skipped = [str(w.message) for w in caught if issubclass(w.category, BadClipWarning)]
     for w in caught:  # shown as they would have been
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

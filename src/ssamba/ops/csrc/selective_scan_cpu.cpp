@@ -85,7 +85,7 @@ INLINE void store_seq(const Params& p, float* seq, const float* src, int64_t c0,
 // visits a channel's chunks last to first, the forward of a reverse-running one too -
 // the hardware prefetchers did not fetch the next chunk in time, and the copies of its
 // inputs into the chunk buffers stalled on cache misses (seen with perf;
-// examples/kernel_ab.py measures the difference).
+// lab/kernel_ab.py measures the difference).
 INLINE void prefetch_chunk(const Params& p, int64_t c0, std::initializer_list<const float*> seqs) {
     const int64_t first = p.reverse ? p.L - c0 - K : c0;  // lowest memory index of the chunk
     for (const float* seq : seqs) {

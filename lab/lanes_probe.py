@@ -3,7 +3,7 @@
 The shipped kernel holds one channel's 16 states in a vector: each step's output C.h is
 a horizontal sum, collected per chunk (``reduce16``), and softplus, the gate and the
 moves of u, delta, z and out are per-chunk work on top of the state updates, which run
-at the arithmetic bound (``ssamba bench scan``). ``examples/lanes_probe.cpp`` puts 16
+at the arithmetic bound (``ssamba bench scan``). ``lab/lanes_probe.cpp`` puts 16
 channels across the lanes instead (one vector per state; C.h accumulates vertically;
 softplus and the gate are one vector per step) on token-major ``(batch, L, dim)``
 operands, forward only. This script checks both against the float64 reference, then
@@ -11,7 +11,7 @@ times, alternated in one process: the shipped forward (no checkpoints), the prob
 probe with softplus and the gate left out (timing only), and the bound for the same
 number of state updates.
 
-    python examples/lanes_probe.py [--shapes 8x384x57 8x384x513 1x384x2048] [--repeats 25]
+    python lab/lanes_probe.py [--shapes 8x384x57 8x384x513 1x384x2048] [--repeats 25]
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from pathlib import Path
 
 def load_probe():
     """The probe library (built and cached like the kernel)."""
-    from ssamba.ops import scan_cpu
+    from ssamba.ops import build
 
-    lib = scan_cpu.build_extension(Path(__file__).with_name("lanes_probe.cpp"))
+    lib = build.load(Path(__file__).with_name("lanes_probe.cpp"))
     for name in ("probe_fwd_lanes", "probe_fwd_lanes_noact"):
         fn = getattr(lib, name)
         fn.restype = ctypes.c_int

@@ -5,9 +5,9 @@ given, then the demo's linear probe (every layer, layer chosen on validation, th
 seed's 800 training clips) on kws, speaker and sounds. Compare with the demo's table
 (``ssamba demo``: the same protocol, 3 seeds, with random-init and log-mel rows).
 
-    python examples/pretrain_variants.py NAME '{"num_masked": 18}' [--out DIR]
-    python examples/pretrain_variants.py mse_only '{"objective.use_nce": false}'
-    python examples/pretrain_variants.py mambaout '{}' --family mambaout   # the default recipe, MambaOut
+    python lab/pretrain_variants.py NAME '{"num_masked": 18}' [--out DIR]
+    python lab/pretrain_variants.py mse_only '{"objective.use_nce": false}'
+    python lab/pretrain_variants.py mambaout '{}' --family mambaout   # the default recipe, MambaOut
 
 Keys are :class:`ssamba.demo.DemoSettings` fields or ``objective.*`` options. Prints one
 line: the variant, pretraining wall time, and per task (test accuracy %, chosen layer).

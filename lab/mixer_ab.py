@@ -6,7 +6,7 @@ and alternates steps with its mixers switched between the two versions' classes 
 same parameters, the same inputs), each version first in every other round. On a machine
 whose speed drifts by tens of percent from minute to minute, the ratio of two versions
 measured together is meaningful where their separate timings are not
-(``examples/kernel_ab.py`` does the same for the scan kernel's source). Two steps:
+(``lab/kernel_ab.py`` does the same for the scan kernel's source). Two steps:
 
 * ``--train`` (default): ``ssamba bench train``'s pretraining step (two encoder passes,
   InfoNCE + 10 x MSE, backward, AdamW; batch 8) at ``--frames``;
@@ -22,9 +22,9 @@ measured together is meaningful where their separate timings are not
 Prints each version's median step time and the ratio B / A (A: ``REV``, B: the working
 tree).
 
-    python examples/mixer_ab.py HEAD~1 --frames 1024 --steps 4
-    python examples/mixer_ab.py HEAD~1 --inference --frames 44000 --batch-size 1 --steps 3
-    python examples/mixer_ab.py HEAD~1 --inference --per-mixer --frames 44000 --batch-size 1 --steps 3
+    python lab/mixer_ab.py HEAD~1 --frames 1024 --steps 4
+    python lab/mixer_ab.py HEAD~1 --inference --frames 44000 --batch-size 1 --steps 3
+    python lab/mixer_ab.py HEAD~1 --inference --per-mixer --frames 44000 --batch-size 1 --steps 3
 """
 
 from __future__ import annotations
@@ -58,6 +58,9 @@ def load_revision(rev: str):
     module.__package__ = ssamba.layers.__name__  # its relative imports resolve in ssamba.layers
     sys.modules[name] = module
     spec.loader.exec_module(module)
+    mixer = module.BiMambaMixer
+    if not hasattr(mixer, "infer"):  # revisions before the rename call the inference path forward_lean
+        mixer.infer = mixer.forward_lean
     return module
 
 
@@ -129,7 +132,7 @@ def main(argv=None) -> int:
 
 
 def per_mixer(args, model, step, old, current, frames) -> int:
-    """``--per-mixer``: every mixer's ``forward_lean`` runs in both versions, timed, the
+    """``--per-mixer``: every mixer's inference path (``infer``) runs in both versions, timed, the
     order alternating from call to call; the working tree's result is the one used."""
     import torch
 
@@ -143,7 +146,7 @@ def per_mixer(args, model, step, old, current, frames) -> int:
             use_version(mixer, old if key == "A" else current)
             target = out if out is None or key == "B" else out.clone()  # A adds into a copy
             t0 = time.perf_counter()
-            found = type(mixer).forward_lean(mixer, hidden, mirrored, target, norm)
+            found = type(mixer).infer(mixer, hidden, mirrored, target, norm)
             totals[key] += time.perf_counter() - t0
             if key == "B":
                 result = found
@@ -151,7 +154,7 @@ def per_mixer(args, model, step, old, current, frames) -> int:
 
     mixers = [m for m in model.modules() if isinstance(m, current.BiMambaMixer)]
     for mixer in mixers:
-        mixer.forward_lean = functools.partial(both, mixer)
+        mixer.infer = functools.partial(both, mixer)
     try:
         step()  # warm-up
         totals.update(A=0.0, B=0.0)
@@ -160,7 +163,7 @@ def per_mixer(args, model, step, old, current, frames) -> int:
             step()
     finally:
         for mixer in mixers:
-            del mixer.forward_lean
+            del mixer.infer
             use_version(mixer, current)
     ta, tb = totals["A"], totals["B"]
     print(f"{args.preset} inference forward, per mixer call, {frames} frames, batch {args.batch_size}, "

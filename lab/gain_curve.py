@@ -10,11 +10,11 @@ every layer's test accuracy beside the chosen one's, and a
 figure: one panel per task (mean +- sd over the seeds, random init and log-mel as flat
 lines) and the runs' masked-patch accuracy on validation beside them.
 
-    python examples/gain_curve.py --runs long_runs/ssamba long_runs/ssast \\
+    python lab/gain_curve.py --runs long_runs/ssamba long_runs/ssast \\
         --csv docs/gain_vs_compute.csv --plot docs/gain_vs_compute.png
-    python examples/gain_curve.py --table --csv docs/gain_vs_compute.csv          # mean +- sd, gains
-    python examples/gain_curve.py --layers speaker --csv docs/gain_vs_compute.csv # every layer's accuracy
-    python examples/gain_curve.py --masked --runs long_runs/ssamba long_runs/ssast  # masked-patch accuracy
+    python lab/gain_curve.py --table --csv docs/gain_vs_compute.csv          # mean +- sd, gains
+    python lab/gain_curve.py --layers speaker --csv docs/gain_vs_compute.csv # every layer's accuracy
+    python lab/gain_curve.py --masked --runs long_runs/ssamba long_runs/ssast  # masked-patch accuracy
 
 Budgets are steps and the seeds are fixed, so the numbers do not depend on the machine.
 """

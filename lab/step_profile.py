@@ -8,7 +8,7 @@ ctypes appear inside their autograd functions (``_SelectiveScanCPU``,
 ``_SelectiveScanCPUBackward``, ``_ConvSiLU``...). The profiler adds overhead: compare
 the shares, not the times.
 
-    python examples/step_profile.py --preset ssamba_tiny --frames 112 [--batch-size 8]
+    python lab/step_profile.py --preset ssamba_tiny --frames 112 [--batch-size 8]
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """SiLU(depthwise conv) forward+backward: the C++ kernel against its PyTorch formulation.
 
-Times ``ssamba.layers.mamba.conv_silu`` under autograd (forward, then backward of a
+Times ``ssamba.ops.conv.conv_silu`` under autograd (forward, then backward of a
 fixed gradient) on one mixer direction's input, once through ``ssamba.ops.conv_cpu``
 and once with the kernel switched off, alternating the two in one process so that both
 see the same machine. Prints the median of each and their ratio per shape.
 
-    python examples/conv_bench.py [--shapes 8x384x57 8x384x513] [--repeats 50]
+    python lab/conv_bench.py [--shapes 8x384x57 8x384x513] [--repeats 50]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 def main(argv=None) -> int:
     import torch
 
-    from ssamba.layers.mamba import conv_silu
+    from ssamba.ops.conv import conv_silu
     from ssamba.ops import conv_cpu
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

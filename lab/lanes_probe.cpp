@@ -1,5 +1,5 @@
 // A probe, not a kernel: the selective scan forward with inner channels across the vector
-// lanes instead of states (examples/lanes_probe.py times it against the shipped forward).
+// lanes instead of states (lab/lanes_probe.py times it against the shipped forward).
 //
 // Each thread takes groups of 16 channels of one batch element; a vector holds one state
 // n of 16 channels, so a step is 16 independent updates (one per state) with B[n] and

@@ -23,7 +23,7 @@ SSAST's step is the best step-time ratio this machine allows. The sum of 2 and 4
 step with everything but the products and today's scan kernel free: what any fusion of
 the other operations (conv, gate, norms, flips, losses, optimizer) could reach at most.
 
-    python examples/train_floor.py [--frames 100 1024] [--steps 5]
+    python lab/train_floor.py [--frames 100 1024] [--steps 5]
 """
 
 from __future__ import annotations

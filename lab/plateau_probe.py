@@ -11,7 +11,7 @@ masks drawn as the objective draws them, the attention of each layer's masked qu
 * ``local``: the share spent on the tokens within 2 positions of the query (in token
   order), against that share under uniform attention (``uniform``).
 
-    python examples/plateau_probe.py long_runs/ssast
+    python lab/plateau_probe.py long_runs/ssast
 
 Prints one line per step (0: random init). A scan (SSAMBA) needs no such step: its
 causal convolution and recurrence read the neighbouring frames from the start.

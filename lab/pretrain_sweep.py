@@ -13,9 +13,9 @@ recipe on what the demo may look at before its test sets:
 One row per recipe is appended to ``--csv`` (a recipe already there is skipped, so a
 killed sweep resumes where it stopped); ``--table`` prints the CSV as a Markdown table.
 
-    python examples/pretrain_sweep.py --family ssast --steps 1200 \\
+    python lab/pretrain_sweep.py --family ssast --steps 1200 \\
         --recipe lr=1e-3,warmup=50,batch=32 --recipe lr=3e-4,warmup=50,batch=32
-    python examples/pretrain_sweep.py --table --csv docs/pretrain_sweep.csv
+    python lab/pretrain_sweep.py --table --csv docs/pretrain_sweep.csv
 
 Budgets are steps, so rows are the same on any machine; the wall time column is this
 machine's.

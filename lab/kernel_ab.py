@@ -9,7 +9,7 @@ it prints the median time of each version's forward and backward (forward recomp
 before every backward, as training does) and the ratio B / A.
 
     git show HEAD~1:src/ssamba/ops/csrc/selective_scan_cpu.cpp > /tmp/old.cpp
-    python examples/kernel_ab.py /tmp/old.cpp src/ssamba/ops/csrc/selective_scan_cpu.cpp --threads 2
+    python lab/kernel_ab.py /tmp/old.cpp src/ssamba/ops/csrc/selective_scan_cpu.cpp --threads 2
 
 The sources must keep the kernel's C ABI (``ssamba_scan_fwd`` / ``ssamba_scan_bwd``) and
 compile against ``ops/csrc/scan_simd.h`` (they are built with ``-I`` that folder).
@@ -26,7 +26,7 @@ from pathlib import Path
 def main(argv=None) -> int:
     import torch
 
-    from ssamba.ops import scan_cpu
+    from ssamba.ops import build, scan_cpu
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("a", type=Path, help="source of version A (e.g. the old kernel)")
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     for path in (args.a, args.b):
         if not path.is_file():
             p.error(f"{path}: no such source file")
-    libs = [scan_cpu._configure(scan_cpu.build_extension(path)) for path in (args.a, args.b)]
+    libs = [scan_cpu._configure(build.load(path)) for path in (args.a, args.b)]
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
     ptr = scan_cpu._ptr
