@@ -236,9 +236,9 @@ class BiMambaMixer(nn.Module):
 
     #: Bytes of one ``(rows, Di, piece)`` fp32 tensor, the unit of :meth:`infer`'s work:
     #: its peak memory is a few such tiles besides the input and output, whatever the
-    #: batch and length. Chosen by ``ssamba bench model`` over a few sizes (see
-    #: docs/performance.md): smaller tiles add per-call overhead, larger ones stop
-    #: saving memory and fall out of cache.
+    #: batch and length. The piece size that the sequence pieces were measured with
+    #: (docs/performance.md, "Inference at length"): smaller tiles add per-call overhead,
+    #: larger ones hold more memory.
     TILE_BYTES = 2 * 2**20
     #: Shortest piece along the sequence, so that a large batch does not cut it into
     #: slivers: a tile then holds fewer batch rows instead.
