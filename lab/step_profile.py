@@ -4,8 +4,8 @@ The step of ``ssamba bench train`` (InfoNCE + 10 x MSE from two encoder passes,
 backward, AdamW; the training allocator policy), for one preset and input length, timed
 first without the profiler (median of ``--steps``), then profiled over ``--profile``
 steps: the operations with the most own CPU time, per step. The kernels called through
-ctypes appear inside their autograd functions (``_SelectiveScanCPU``,
-``_SelectiveScanCPUBackward``, ``_ConvSiLU``...). The profiler adds overhead: compare
+ctypes appear inside their operators and autograd functions
+(``ssamba::selective_scan_cpu_fwd`` / ``_bwd``, ``_ConvSiLU``...). The profiler adds overhead: compare
 the shares, not the times.
 
     python lab/step_profile.py --preset ssamba_tiny --frames 112 [--batch-size 8]

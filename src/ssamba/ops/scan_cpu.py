@@ -3,8 +3,8 @@
 The kernel (``csrc/selective_scan_cpu.cpp``) is built on first use and cached by
 :mod:`ssamba.ops.build` (a C++ compiler is all it needs), and called through
 :mod:`ctypes`. This module is its binding: the operands' layout, the thread partition,
-the forward, the backward and the scan from a carried state, registered once for
-eager autograd and once as PyTorch operators for tracing.
+the forward, the backward and the scan from a carried state, registered once, as
+PyTorch operators (eager autograd and tracing both go through them).
 
 What the kernel does, per (batch, channel) pair, split over
 ``torch.get_num_threads()`` threads:
@@ -239,10 +239,10 @@ def _scan_forward(tensors, delta_softplus: bool, reverse: bool, save: bool):
     return out.to(tensors[0].dtype), ckpt
 
 
-# The kernel as two PyTorch operators (torch.library), so that torch.compile(fullgraph=True)
-# and torch.export trace through the scan: each has a fake implementation giving output
-# shapes without running, and autograd reaches the backward operator through the
-# forward's registered formula.
+# The kernel as two PyTorch operators (torch.library): the one registration of the scan,
+# for eager autograd and for torch.compile(fullgraph=True) and torch.export, which trace
+# through it. Each has a fake implementation giving output shapes without running, and
+# autograd reaches the backward operator through the forward's registered formula.
 
 
 @torch.library.custom_op("ssamba::selective_scan_cpu_fwd", mutates_args=(), device_types="cpu")
@@ -298,25 +298,6 @@ def _backward_kernel(gout, u, delta, A, B, C, D, z, delta_bias, ckpt, delta_soft
     return [None if g is None else g.to(dt) for g, dt in zip(grads, dtypes)]
 
 
-class _SelectiveScanCPU(torch.autograd.Function):
-    """Eager autograd: the kernel's forward and backward without the operators' dispatch,
-    which costs a training step more than a direct call (measured in docs/performance.md,
-    "How the CPU paths work"); the operators below are what tracing sees."""
-
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
-        out, ckpt = _scan_forward((u, delta, A, B, C, D, z, delta_bias), delta_softplus, reverse, save=True)
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt)
-        ctx.flags = (bool(delta_softplus), bool(reverse))
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, gout):
-        grads = _backward_kernel(gout, *ctx.saved_tensors, *ctx.flags)
-        return (*[g if need else None for g, need in zip(grads, ctx.needs_input_grad)], None, None)
-
-
 @torch.library.custom_op("ssamba::selective_scan_cpu_bwd", mutates_args=(), device_types="cpu")
 def _scan_bwd_op(gout: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                  z: Optional[Tensor], delta_bias: Optional[Tensor], ckpt: Tensor, delta_softplus: bool,
@@ -369,10 +350,8 @@ def selective_scan_cpu(
         return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
     tensors = (u, delta, A, B, C, D, z, delta_bias)
     save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    if torch.compiler.is_compiling():  # traced: the registered operators
+    if save or torch.compiler.is_compiling():  # under autograd, or traced: the registered operators
         return _scan_fwd_op(*tensors, bool(delta_softplus), bool(reverse), save)[0]
-    if save:
-        return _SelectiveScanCPU.apply(*tensors, delta_softplus, reverse)
     # Eager inference calls the kernel itself: the operator's dispatch raises the peak
     # memory of a long forward (docs/performance.md).
     return _scan_forward(tensors, delta_softplus, reverse, save=False)[0]
