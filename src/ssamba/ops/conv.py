@@ -22,8 +22,8 @@ def depthwise_conv(x: Tensor, weight: Tensor, bias: Tensor | None, reverse: bool
     """Depthwise conv over time of ``x (B, C, L)`` with ``weight (C, 1, K)``: causal
     (``out[t] = sum_i w[i] x[t-K+1+i]``, what ``Conv1d(padding=K-1)`` gives in its first L
     outputs), or with ``reverse`` the causal conv of the time-flipped sequence, flipped
-    back (``out[t] = sum_i w[i] x[t+K-1-i]``). K shifted multiply-adds: for Mamba's K = 4
-    on CPU this is ~2x faster than the oneDNN depthwise convolution."""
+    back (``out[t] = sum_i w[i] x[t+K-1-i]``). K shifted multiply-adds, which for Mamba's
+    K = 4 beat the oneDNN depthwise convolution on CPU (docs/performance.md)."""
     k, length = weight.shape[-1], x.shape[-1]
     w = weight[:, 0, :, None]  # (C, K, 1)
     # The last tap sees x[t] itself and spans the whole output; tap i is shifted by
