@@ -109,6 +109,7 @@ def main(argv=None) -> int:
     pool = demo.pretraining_pool(suite, default, out, progress=not args.no_progress)
     recipe = {"family": args.family, "scale": args.scale, "lr": args.lr, "warmup": args.warmup, "batch_size": args.batch_size,
               "seed": args.seed, "pool": pool.name}
+    code = commit_of_tree()  # the code this process runs (read now: the tree may move on while it trains)
     info = out / "long_run.json"
     if info.is_file():
         before = json.loads(info.read_text())
@@ -116,7 +117,7 @@ def main(argv=None) -> int:
             p.error(f"{out} holds a run of another recipe: {before['recipe']} (this one: {recipe})")
     else:
         out.mkdir(parents=True, exist_ok=True)
-        info.write_text(json.dumps({"recipe": recipe, "started_at_commit": commit_of_tree(), "sittings": []},
+        info.write_text(json.dumps({"recipe": recipe, "started_at_commit": code, "sittings": []},
                                    indent=1))
     for target in stages:
         if (out / "snapshots" / f"step-{target:06d}").is_dir():
@@ -131,7 +132,7 @@ def main(argv=None) -> int:
         snapshot(out, summary["steps"])
         record = json.loads(info.read_text())
         record["sittings"].append({"to_step": summary["steps"], "seconds": round(time.perf_counter() - started),
-                                   "threads": torch.get_num_threads(), "commit": commit_of_tree()})
+                                   "threads": torch.get_num_threads(), "commit": code})
         info.write_text(json.dumps(record, indent=1))
         print(f"{args.family}: step {summary['steps']} kept in {out / 'snapshots'}", flush=True)
     if args.ship:
