@@ -91,7 +91,7 @@ def test_mixer_ab_example_switches_between_two_versions_of_the_mixer(capsys):
     out = capsys.readouterr().out.splitlines()
     assert "pretraining step" in out[0] and "inference forward" in out[1] and all("B/A" in line for line in out)
     assert f"1 forwards, {len(mixers)} mixer calls" in out[2]  # every mixer ran in both versions
-    assert all(type(m) is mamba.BiMambaMixer and "forward_lean" not in vars(m) for m in mixers)
+    assert all(type(m) is mamba.BiMambaMixer and "infer" not in vars(m) for m in mixers)
     with pytest.raises(SystemExit):  # --per-mixer is for the inference forward only
         mixer_ab.main(["HEAD", "--preset", "ssamba_test", "--per-mixer"])
     with pytest.raises(SystemExit, match="cannot read"):
