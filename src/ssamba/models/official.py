@@ -452,7 +452,7 @@ class _Detected:
     ignored: list
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Geometry:
     """What the tensor shapes say: the options they fix and what the report adds."""
 
@@ -462,7 +462,7 @@ class _Geometry:
     kernel: tuple[int, int]
     pretrain_input: tuple[int, int] | None
     geometry: str
-    notes: list[str]
+    notes: tuple[str, ...]
 
 
 def convert_official(
@@ -491,10 +491,11 @@ def convert_official(
         raise ValueError(f"no statistics for dataset {dataset!r}; known: {sorted(DATASET_STATS)}")
     found = _detect(source)
     geo = _infer_architecture(found, input_fdim, input_tdim, patch_stride, num_heads)
-    config = _build_config(found.family, geo, config_overrides)
-    dataset, frontend, note = _frontend(found, config, dataset)
-    model, objective_state = _map_tensors(found, geo, config, frontend)
-    return _report(found, geo, config, model, objective_state, dataset, note)
+    config, config_notes = _build_config(found.family, geo, config_overrides)
+    dataset, frontend, frontend_notes = _frontend(found, config, dataset)
+    model, objective_state, map_notes = _map_tensors(found, geo, config, frontend)
+    return _report(found, geo, config, model, objective_state, dataset,
+                   [*geo.notes, *config_notes, *map_notes, *frontend_notes])
 
 
 def _detect(source: str | Path | Mapping[str, Tensor]) -> _Detected:
@@ -558,7 +559,7 @@ def _infer_architecture(found: _Detected, input_fdim, input_tdim, patch_stride, 
     else:
         body = _ssast_architecture(state, name, dim, depth, kernel, n_prefix, num_heads)
     return _Geometry({**shape_options, **body.options}, {"num_prefix_tokens": n_prefix, **body.info}, body.preset,
-                     kernel, pretrain_input, geometry, notes + list(body.notes))
+                     kernel, pretrain_input, geometry, (*notes, *body.notes))
 
 
 @dataclass(frozen=True)
@@ -615,7 +616,7 @@ def _ssast_architecture(state, name, dim, depth, kernel, n_prefix, num_heads) ->
 
 def _build_config(family: str, geo: _Geometry, overrides: dict[str, Any]):
     """The encoder config: the options the weights fix, with the caller's behaviour options
-    (an option the weights fix cannot be overridden)."""
+    (an option the weights fix cannot be overridden); and notes for the report."""
     from ..config import check_keys
     from .registry import config_class_of
 
@@ -626,18 +627,18 @@ def _build_config(family: str, geo: _Geometry, overrides: dict[str, Any]):
     if clash:
         raise TypeError(f"cannot override {clash}: the checkpoint's weights fix them")
     changed = sorted(k for k in set(overrides) & set(fixed) if overrides[k] != fixed[k])
-    if changed:
-        geo.notes.append(f"official behaviour changed by the caller: {', '.join(changed)}")
-    return config_class(**{**fixed, **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}})
+    notes = (f"official behaviour changed by the caller: {', '.join(changed)}",) if changed else ()
+    config = config_class(**{**fixed, **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}})
+    return config, notes
 
 
-def _map_tensors(found: _Detected, geo: _Geometry, config, frontend) -> tuple[nn.Module, dict[str, Tensor] | None]:
+def _map_tensors(found: _Detected, geo: _Geometry, config, frontend):
     """The model, built on the meta device (no initialisation work the file's tensors would
-    overwrite) and given the file's tensors as its parameters, and the pretraining heads'
-    state (None for a fine-tuned file)."""
+    overwrite) and given the file's tensors as its parameters; the pretraining heads'
+    state (None for a fine-tuned file); and notes for the report."""
     from .registry import model_from_config
 
-    state, name, notes = found.state, found.name, geo.notes
+    state, name, notes = found.state, found.name, []
     dim, depth, family = config.embed_dim, config.depth, found.family
     n_prefix = geo.family_info["num_prefix_tokens"]
     with torch.device("meta"):
@@ -688,13 +689,16 @@ def _map_tensors(found: _Detected, geo: _Geometry, config, frontend) -> tuple[nn
     stray = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if stray:
         raise RuntimeError(f"conversion left tensors on the meta device: {_names(stray)}")
-    return model, _objective_state(objective, geo, dim, name)
+    objective_state, head_notes = _objective_state(objective, geo, dim, name)
+    return model, objective_state, [*notes, *head_notes]
 
 
-def _objective_state(objective: dict[str, Tensor], geo: _Geometry, dim: int, name: str) -> dict[str, Tensor] | None:
-    """The pretraining heads' tensors, their shapes checked against D and the patch."""
+def _objective_state(objective: dict[str, Tensor], geo: _Geometry, dim: int, name: str):
+    """The pretraining heads' tensors (None where there are none), their shapes checked
+    against D and the patch; and notes for the report."""
     if not objective:
-        return None
+        return None, []
+    notes = []
     kf, kt = geo.kernel
     values = kf * kt
     for head in ("nce_head", "mse_head"):
@@ -703,37 +707,35 @@ def _objective_state(objective: dict[str, Tensor], geo: _Geometry, dim: int, nam
             raise OfficialCheckpointError(f"{name}: the pretraining head shapes {list(w1.shape)}, "
                                           f"{list(w2.shape)} do not fit D={dim}")
         if w2.shape[0] != values:
-            geo.notes.append(f"pretraining heads predict {w2.shape[0]} values, not {values} = {kf}x{kt}")
-    return {k: v.contiguous() for k, v in objective.items()}
+            notes.append(f"pretraining heads predict {w2.shape[0]} values, not {values} = {kf}x{kt}")
+    return {k: v.contiguous() for k, v in objective.items()}, notes
 
 
 def _frontend(found: _Detected, config, dataset: str | None):
     """The front end the model expects (the recipe's statistics): ``(dataset, front-end
-    config, a note for the report or None)``."""
+    config, notes for the report)``."""
     from ..frontend import FrontendConfig
 
     fdim, tdim = config.input_fdim, config.input_tdim
-    note = None
+    notes = ()
     if dataset is None:
         dataset = "audioset" if found.stage == "pretrain" else DATASET_BY_TDIM.get(tdim, "audioset")
         if found.stage == "finetune" and tdim not in DATASET_BY_TDIM:
-            note = f"no recipe uses {tdim} frames: front end set to AudioSet statistics"
-    return dataset, FrontendConfig.for_dataset(dataset, num_mel_bins=fdim, target_length=tdim), note
+            notes = (f"no recipe uses {tdim} frames: front end set to AudioSet statistics",)
+    return dataset, FrontendConfig.for_dataset(dataset, num_mel_bins=fdim, target_length=tdim), notes
 
 
 def _report(found: _Detected, geo: _Geometry, config, model: nn.Module, objective_state, dataset: str,
-            note: str | None) -> ConvertedCheckpoint:
-    """What was found, with the converted model."""
+            notes: list[str]) -> ConvertedCheckpoint:
+    """What was found, with the converted model and every stage's ``notes``."""
     fdim, tdim = config.input_fdim, config.input_tdim
-    if note is not None:
-        geo.notes.append(note)
     info = OfficialInfo(
         family=found.family, size=SIZES.get(config.embed_dim, "custom"), stage=found.stage,
         embed_dim=config.embed_dim, depth=config.depth, patch_size=geo.kernel,
         patch_stride=tuple(config.patch_stride), input_fdim=fdim, input_tdim=tdim,
         num_classes=config.num_classes, pretrain_input=geo.pretrain_input, geometry=geo.geometry,
         dataset=dataset, preset=geo.preset, num_keys=len(found.state), mapped_keys=len(found.mapping),
-        ignored_keys=found.ignored, notes=geo.notes, **geo.family_info,
+        ignored_keys=found.ignored, notes=notes, **geo.family_info,
     )
     return ConvertedCheckpoint(model, objective_state, info)
 
