@@ -112,9 +112,8 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
         replace_folder(tmp, path)
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        failure = _write_error(path, err)
-        if failure is not err and not isinstance(err, OSError):  # e.g. safetensors on a full disk
-            raise failure from err
+        if is_write_failure(err) and not isinstance(err, OSError):  # e.g. safetensors on a full disk
+            raise _write_error(path, err) from err
         raise
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from ..fileio import atomic_write, atomic_write_text, file_lock
+from ..fileio import atomic_write, file_lock
 
 __all__ = ["FLAG_SETS", "UnsafeCacheError", "build", "cache_dir", "compile_library", "load", "pointer", "private_dir"]
 
@@ -220,9 +220,9 @@ def compile_library(source: Path, out_dir: Path) -> Path:
             try:
                 atomic_write(target, compile_into, mode=0o700)  # private whatever the linker's umask
             except _CompileError as err:
-                errors.append(f"{' '.join(flags)}: {str(err).strip()[-2000:]}")
-                atomic_write_text(failed, str(err))
-                os.chmod(failed, 0o600)
+                output = str(err)
+                errors.append(f"{' '.join(flags)}: {output.strip()[-2000:]}")
+                atomic_write(failed, lambda tmp: Path(tmp).write_text(output), mode=0o600)
                 continue
             _check_private(target, directory=False)
             return target
