@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ssamba.fileio import atomic_write, atomic_write_text
+from ssamba.fileio import atomic_write, atomic_write_text, is_leftover
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -29,6 +29,15 @@ def test_the_temporary_keeps_the_suffix_so_numpy_writes_it_whole(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["emb.npz"]
     atomic_write_text(tmp_path / "crlf.txt", "a\r\nb")
     assert (tmp_path / "crlf.txt").read_bytes() == b"a\r\nb"
+
+
+def test_a_killed_writers_temporary_is_recognised_by_its_name(tmp_path):
+    seen = []
+    atomic_write(tmp_path / "index.json", lambda tmp: (seen.append(tmp), open(tmp, "w").close()))
+    atomic_write(tmp_path / "emb.npz", lambda tmp: (seen.append(tmp), np.savez(tmp, a=np.arange(2))))
+    assert all(is_leftover(name) for name in seen)  # the names the writer really gives
+    for name in ("index.json", "emb.npz", ".hidden", "notes.tmp", ".index.json.tmp"):
+        assert not is_leftover(tmp_path / name)
 
 
 def test_a_writer_library_reporting_a_full_disk_becomes_an_os_error(tmp_path):

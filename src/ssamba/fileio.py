@@ -12,14 +12,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-__all__ = ["AtomicFile", "atomic_folder", "atomic_write", "atomic_write_text", "file_lock", "is_write_failure",
-           "new_mode", "read_json", "replace_folder", "strict_json"]
+__all__ = ["AtomicFile", "atomic_folder", "atomic_write", "atomic_write_text", "file_lock", "is_leftover",
+           "is_write_failure", "new_mode", "read_json", "replace_folder", "strict_json"]
+
+# what ``_temp_beside`` names a file: ".<target>.<8 random characters>.tmp<suffix>"
+_LEFTOVER = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[^.]*)?$")
 
 
 def _temp_beside(path: Path, suffix: str) -> tuple[int, str]:
@@ -27,6 +31,12 @@ def _temp_beside(path: Path, suffix: str) -> tuple[int, str]:
     systems), hidden and named after it: ``(fd, name)``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+
+
+def is_leftover(path: str | Path) -> bool:
+    """Whether ``path`` is a temporary file that :func:`atomic_write` names, which a killed
+    process leaves behind (its target was never replaced)."""
+    return bool(_LEFTOVER.match(Path(path).name))
 
 
 def _write_error(path: Path, err: BaseException) -> BaseException:

@@ -118,6 +118,18 @@ def test_rerun_resumes_and_overwrite_recomputes(model_dir, tmp_path, capsys):
     assert "pass --overwrite" in capsys.readouterr().err
 
 
+def test_a_run_killed_while_writing_its_first_index_starts_fresh(model_dir, tmp_path):
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    soundfile.write(folder / "c0.wav", _noise(0.5, 0), 16000)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".index.json.k3x_9QzA.tmp.json").write_text('{"made_by"')  # what SIGKILL mid-write leaves
+    argv = ["embed", str(folder), "--checkpoint", str(model_dir), "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["c0.npz", "index.json"]
+
+
 def test_bad_batch_size_is_refused(model_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["embed", str(tmp_path), "--checkpoint", str(model_dir), "--out", str(tmp_path / "o"), "--batch-size", "0"])

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..fileio import atomic_write, strict_json
+from ..fileio import atomic_write, is_leftover, strict_json
 from ..frontend import load_audio
 from .embedder import Embedder
 
@@ -169,6 +169,9 @@ def embed_files(inputs: list[str | Path], embedder: Embedder, out_dir: str | Pat
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"--out {out_dir} is a file, not a folder")
+    if out_dir.is_dir():  # a killed run's half-written temporaries are not embeddings
+        for leftover in filter(is_leftover, out_dir.rglob(".*.tmp*")):
+            leftover.unlink(missing_ok=True)
     occupied = out_dir.is_dir() and any(out_dir.iterdir())
     if occupied and output_format == "set" and not overwrite:
         raise FileExistsError(f"{out_dir} is not empty; pass --overwrite to replace its embeddings.npz")
