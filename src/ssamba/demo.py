@@ -796,10 +796,10 @@ def add_demo_parser(sub) -> None:
     p = sub.add_parser("demo", help=cmd_demo.__doc__, description=cmd_demo.__doc__ + (
         f" Budgets are optimiser steps, so a seed gives the same table on any machine. Default: "
         f"{default.pretrain_steps} pretraining steps, {default.finetune_steps}-step fine-tuning runs on "
-        f"{default.labels_per_class} labels per class (75 minutes measured on 2 AVX2 cores; 18 on 2 "
-        "AVX-512 cores with the previous, smaller suite); --quick: a smoke run of about 2 minutes; "
-        f"--full: {full.pretrain_steps} pretraining steps, {full.finetune_steps}-step runs on "
-        f"{full.labels_per_class} labels per class (46 minutes on 2 AVX-512 cores with the previous suite)."))
+        f"{default.labels_per_class} labels per class, plus the shipped long-pretrained encoders (the "
+        "README's \"The demo\" gives a measured wall time and its machine); --quick: a smoke run of a few "
+        f"minutes; --full: {full.pretrain_steps} pretraining steps, {full.finetune_steps}-step runs on "
+        f"{full.labels_per_class} labels per class."))
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true",
                       help=f"a smaller suite and {quick.pretrain_steps}/{quick.finetune_steps}-step budgets "

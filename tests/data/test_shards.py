@@ -180,8 +180,32 @@ def test_bad_members_are_skipped_and_counted(clips, tmp_path):
     (bad / "shard-000000.tar").write_bytes(data[: len(data) // 2])
     with pytest.warns(BadClipWarning) as caught:  # the sample cut in two may be reported too
         items = list(ShardDataset(bad / "shard-000000.tar", ClipDatasetConfig(frontend=FRONTEND)))
-    assert "shard unreadable" in str(caught[-1].message)
+    assert "shard unreadable" in str(caught[-1].message) and "ReadError" in str(caught[-1].message)
+    assert "BufferedReader" not in str(caught[-1].message)  # the reason, without a stream's repr
     assert items[-1] is None and 1 <= sum(item is not None for item in items) < 7
+
+
+def test_a_member_repeated_within_a_sample_is_reported_and_the_first_kept(clips, tmp_path):
+    entries, _, labels = clips
+    [shard] = write_shards(entries[:2], tmp_path / "shards")
+    doubled = tmp_path / "doubled.tar"
+    with tarfile.open(shard) as tar_in, tarfile.open(doubled, "w") as tar_out:
+        for member in tar_in.getmembers():
+            data = tar_in.extractfile(member).read()
+            for copy in (data, b"{}") if member.name == "000000000.json" else (data,):
+                info = tarfile.TarInfo(member.name)
+                info.size = len(copy)
+                tar_out.addfile(info, io.BytesIO(copy))
+    with pytest.warns(BadClipWarning, match="duplicate"):
+        items = list(ShardDataset(doubled, ClipDatasetConfig(frontend=FRONTEND), labels))
+    assert [item["index"] for item in items] == [0, 1]  # the first .json (with its labels) kept
+
+
+def test_the_same_clips_make_the_same_shard_bytes(clips, tmp_path):
+    entries, _, _ = clips
+    [a] = write_shards(entries, tmp_path / "a")
+    [b] = write_shards(entries, tmp_path / "b")
+    assert a.read_bytes() == b.read_bytes()  # no time stamps or owners in the archive
 
 
 def test_writer_skips_missing_files_and_refuses_to_overwrite(clips, tmp_path):

@@ -131,3 +131,31 @@ def test_scan_op_ab_times_both_registrations(capsys):
         scan(*leaves, delta_softplus=True).pow(2).sum().backward()
         grads.append([t.grad for t in leaves])
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*grads))
+
+
+def test_shard_io_ab_times_both_versions_on_shards_each_reads(capsys):
+    rig = _lab("shard_io_ab")
+    assert rig.main(["HEAD", "--clips", "6", "--seconds", "0.2", "--per-shard", "4", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("same samples: True")
+    assert [line.split()[0] for line in out[1:]] == ["write", "read", "count"]
+    assert all(float(line.split("B/A")[1]) > 0 for line in out[1:])
+    with pytest.raises(SystemExit):
+        rig.main(["no-such-revision", "--clips", "2"])
+
+
+def test_probe_cost_parses_variants_and_compares_them_with_the_first():
+    rig = _lab("probe_cost")
+    import torch
+
+    assert rig.parse_variant("max_iter=200,tol=1e-3,dtype=float32") == {"max_iter": 200, "tol": 1e-3,
+                                                                       "dtype": torch.float32}
+    for bad in ("C=1", "dtype=float16", "max_iter=x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            rig.parse_variant(bad)
+    variants = [rig.parse_variant(""), rig.parse_variant("tol=1e-3")]
+    rows = [{"task": "kws", "representation": "log-mel", "seed": 0, "variant": rig.label(variants[v]), "seconds": 2.0 - v,
+             "test": 0.5 + 0.01 * v, "layer": 0, "valid_by_layer": [0.4 + 0.02 * v]} for v in (0, 1)]
+    table = rig.summarise(rows, variants)
+    assert table[2].startswith("| max_iter=1000 tol=0.0001 float64 | 2.0 | 1.00 | 0.00 pts | 1/1 |")
+    assert table[3].startswith("| max_iter=1000 tol=0.001 float64 | 1.0 | 2.00 | 2.00 pts | 1/1 | 1.00 pts |")

@@ -5,8 +5,10 @@ than as a million small ones. :func:`write_shards` packs a manifest's clips into
 ``shard-000000.tar``, ``shard-000001.tar``, ... in the WebDataset layout (one sample per
 key: ``<key>.<ext>`` holding the original audio file's bytes unchanged, and
 ``<key>.json`` holding ``{"wav": original path, "labels": [ids], "index": manifest
-row}``), plus a ``shards.json`` index. No ``webdataset`` package is needed to write or
-read them; the ``webdataset`` package reads them too.
+row}``), plus a ``shards.json`` index. The tar members are written and read by the
+``webdataset`` package (its ``TarWriter``, and its tar iterator and key grouping); this
+module adds the atomic shard files, the index, and a dataset whose items, bad-clip
+accounting and per-item randomness are :class:`ssamba.data.ClipDataset`'s.
 
 :class:`ShardDataset` streams the shards and yields the same items as
 :class:`ssamba.data.ClipDataset` (same decoding, checks, front end, normalisation and
@@ -16,7 +18,6 @@ a bad sample, which :func:`ssamba.data.collate_clips` drops and counts.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import re
@@ -60,23 +61,24 @@ def _tar_size(n: int) -> int:
 
 
 class _ShardWriter:
-    """One shard written to a temporary file and renamed into place on close
-    (:class:`ssamba.fileio.AtomicFile`)."""
+    """One shard written by ``webdataset.TarWriter`` to a temporary file and renamed into
+    place on close (:class:`ssamba.fileio.AtomicFile`)."""
 
     def __init__(self, path: Path):
+        from webdataset import TarWriter
+
         self.path = path
         self.target = AtomicFile(path)
-        self.tar = tarfile.open(fileobj=self.target.file, mode="w", format=tarfile.USTAR_FORMAT)
+        # raw bytes in, reproducible archives (no time stamps or owner names)
+        self.tar = TarWriter(self.target.file, encoder=False, mtime=0, user="", group="")
         self.clips = 0
         self.bytes = 2 * _TAR_HEADER * 10  # end-of-archive blocks and record padding, roughly
 
-    def add(self, name: str, data: bytes) -> None:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        info.mode = 0o444
-        info.mtime = 0  # reproducible archives
-        self.tar.addfile(info, io.BytesIO(data))
-        self.bytes += _tar_size(len(data))
+    def add(self, key: str, members: dict[str, bytes]) -> None:
+        """One sample: ``{extension: bytes}`` stored as ``<key>.<extension>`` members."""
+        self.tar.write({"__key__": key, **members})
+        self.bytes += sum(_tar_size(len(data)) for data in members.values())
+        self.clips += 1
 
     def close(self) -> int:
         self.tar.close()
@@ -165,9 +167,7 @@ def _pack(entries: Sequence[ClipEntry], out_dir: Path, max_clips_per_shard: int,
                 finish()
             if writer is None:
                 writer = _ShardWriter(out_dir / SHARD_NAME.format(len(written)))
-            writer.add(f"{key}.{_member_extension(entry.wav)}", audio)
-            writer.add(f"{key}.json", meta)
-            writer.clips += 1
+            writer.add(key, {_member_extension(entry.wav): audio, "json": meta})
             label_ids.update(entry.labels)
             unlabelled += not entry.labels
         finish()
@@ -206,9 +206,20 @@ def read_shard_index(path: str | Path) -> dict[str, Any] | None:
 
 
 def count_samples(shard: str | Path) -> int:
-    """Samples (runs of members sharing a key) in one tar shard, read from its headers;
-    the samples read before a shard turns out unreadable."""
-    return sum(1 for sample in iter_samples(shard, headers_only=True) if not isinstance(sample, _Corrupt))
+    """Samples (runs of members sharing a key) in one tar shard, read from its headers
+    alone; the samples before a shard turns out unreadable."""
+    from webdataset.tariterators import base_plus_ext
+
+    count, last = 0, None
+    try:
+        with tarfile.open(str(shard), mode="r|*") as tar:
+            for member in tar:
+                key = base_plus_ext(member.name)[0] if member.isreg() else None
+                if key is not None and key != last:
+                    count, last = count + 1, key
+    except (tarfile.TarError, OSError, EOFError, zlib.error):
+        pass
+    return count
 
 
 class _Corrupt:
@@ -218,39 +229,28 @@ class _Corrupt:
         self.shard, self.reason = shard, reason
 
 
-def iter_samples(shard: str | Path, headers_only: bool = False) -> Iterator[tuple[str, dict[str, bytes]] | _Corrupt]:
-    """``(key, {extension: bytes})`` for each sample of a tar shard, in order (streaming read).
+def iter_samples(shard: str | Path) -> Iterator[tuple[str, dict[str, bytes]] | _Corrupt]:
+    """``(key, {extension: bytes})`` for each sample of a tar shard, in order (streaming
+    read by ``webdataset``'s tar iterator and key grouping: members of one sample are
+    consecutive and share the key, the member name up to the first dot of its file name).
+    A shard that cannot be read to its end yields a final :class:`_Corrupt` marker instead
+    of raising; a member repeated within a sample is reported and the first one kept."""
+    from webdataset.tariterators import group_by_keys, tar_file_expander
 
-    Members of one sample are consecutive and share the key (the member name up to the
-    first dot of its file name). A shard that cannot be read to its end yields a final
-    :class:`_Corrupt` marker instead of raising. ``headers_only`` leaves the members'
-    bytes unread (empty), for counting.
-    """
     shard = str(shard)
-    key, members = None, {}
+
+    def duplicate(err: Exception) -> bool:
+        _warn_bad(shard, str(err.args[0]) if err.args else repr(err))
+        return True  # keep reading the shard
+
     try:
-        with tarfile.open(shard, mode="r|*") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                folder, _, base = member.name.rpartition("/")
-                stem, dot, ext = base.partition(".")
-                if not dot or not stem:
-                    continue  # no extension: not part of a sample
-                member_key = f"{folder}/{stem}" if folder else stem
-                if member_key != key:
-                    if key is not None:
-                        yield key, members
-                    key, members = member_key, {}
-                data = None if headers_only else tar.extractfile(member)
-                members[ext.lower()] = data.read() if data is not None else b""
+        with open(shard, "rb") as stream:
+            members = tar_file_expander([{"url": shard, "stream": stream}], eof_value=None)
+            for sample in group_by_keys(members, handler=duplicate):
+                yield sample["__key__"], {ext: data for ext, data in sample.items() if not ext.startswith("__")}
     except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
-        if key is not None:
-            yield key, members
-        yield _Corrupt(shard, f"{type(err).__name__}: {err}")
-        return
-    if key is not None:
-        yield key, members
+        said = str(err.args[0]) if err.args else ""
+        yield _Corrupt(shard, f"{type(err).__name__}: {said.split(' @ <')[0]}")  # less webdataset's stream repr
 
 
 class ShardDataset(torch.utils.data.IterableDataset):

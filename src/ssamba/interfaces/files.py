@@ -167,23 +167,9 @@ def embed_files(inputs: list[str | Path], embedder: Embedder, out_dir: str | Pat
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"--out {out_dir} is a file, not a folder")
-    if out_dir.is_dir():  # a killed run's half-written temporaries are not embeddings
-        for leftover in filter(is_leftover, out_dir.rglob(".*.tmp*")):
-            leftover.unlink(missing_ok=True)
-    occupied = out_dir.is_dir() and any(out_dir.iterdir())
-    if occupied and output_format == "set" and not overwrite:
-        raise FileExistsError(f"{out_dir} is not empty; pass --overwrite to replace its embeddings.npz")
     mode = "whole" if embedder.whole else "windows"
     made_by = _made_by(embedder, mode, output_format)
-    if occupied and not overwrite:
-        _check_made_by(out_dir, made_by)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # say what makes this folder before the first embedding lands, so that a killed run's
-    # files are never resumed by another model, layer, hop, mode or front end
-    _atomic_save(out_dir / "index.json", lambda f: f.write(json.dumps(
-        {"made_by": made_by, "complete": False}, indent=2).encode()))
+    occupied = _claim_out_dir(out_dir, made_by, output_format, overwrite)
     items = collect_inputs(inputs)
     index: dict = {"model_hop_ms": embedder.hop_ms, "embedding_size": embedder.embedding_size, "mode": mode,
                    "made_by": made_by, "complete": True, "files": [], "failed": [], "resumed": []}
@@ -235,6 +221,26 @@ def embed_files(inputs: list[str | Path], embedder: Embedder, out_dir: str | Pat
                                               embedder.sample_rate)
     _atomic_save(out_dir / "index.json", lambda f: f.write(strict_json(index, indent=2).encode()))
     return index
+
+
+def _claim_out_dir(out_dir: Path, made_by: dict, output_format: str, overwrite: bool) -> bool:
+    """Make ``out_dir`` this run's, or refuse: whether it already held embeddings that a
+    resume may keep. Its ``index.json`` says what makes it before the first embedding
+    lands, so that a killed run's files are never resumed by other settings."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--out {out_dir} is a file, not a folder")
+    if out_dir.is_dir():  # a killed run's half-written temporaries are not embeddings
+        for leftover in filter(is_leftover, out_dir.rglob(".*.tmp*")):
+            leftover.unlink(missing_ok=True)
+    occupied = out_dir.is_dir() and any(out_dir.iterdir())
+    if occupied and output_format == "set" and not overwrite:
+        raise FileExistsError(f"{out_dir} is not empty; pass --overwrite to replace its embeddings.npz")
+    if occupied and not overwrite:
+        _check_made_by(out_dir, made_by)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_save(out_dir / "index.json", lambda f: f.write(json.dumps(
+        {"made_by": made_by, "complete": False}, indent=2).encode()))
+    return occupied
 
 
 def _not_yet_embedded(items: list, out_dir: Path, output_format: str, index: dict) -> list:

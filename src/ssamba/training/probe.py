@@ -42,10 +42,12 @@ def pooled_logmel(spec: Tensor, pool: tuple[int, int] = (4, 4)) -> Tensor:
 
 
 def linear_probe(train_x: Tensor, train_y: Tensor, eval_sets: list[tuple[Tensor, Tensor]], classes: int,
-                 c: float = 1.0, max_iter: int = 1000) -> Tensor:
+                 c: float = 1.0, max_iter: int = 1000, tol: float = 1e-4,
+                 dtype: torch.dtype = torch.float64) -> Tensor:
     """Fit a multinomial logistic regression (scikit-learn's ``LogisticRegression``, L-BFGS,
-    inverse L2 strength ``c``) on ``(train_x, train_y)``; accuracy on each ``(x, y)`` of
-    ``eval_sets``, as a ``(len(eval_sets), S)`` tensor.
+    inverse L2 strength ``c``, stopping at ``max_iter`` iterations or tolerance ``tol``, in
+    ``dtype``) on ``(train_x, train_y)``; accuracy on each ``(x, y)`` of ``eval_sets``, as
+    a ``(len(eval_sets), S)`` tensor.
 
     ``train_x`` is ``(N, D)`` or ``(S, N, D)``: ``S`` independent problems, one per layer.
     Features are standardised with the training statistics. ``classes`` is the size of
@@ -64,19 +66,19 @@ def linear_probe(train_x: Tensor, train_y: Tensor, eval_sets: list[tuple[Tensor,
         train_x, eval_sets = train_x.unsqueeze(0), [(x.unsqueeze(0), y) for x, y in eval_sets]
     y = train_y.numpy()
     accuracy = torch.zeros(len(eval_sets), train_x.shape[0])
-    for layer, x in enumerate(train_x.double()):
+    for layer, x in enumerate(train_x.to(dtype)):
         mean, std = x.mean(0), x.std(0, unbiased=False) + 1e-5
         if len(np.unique(y)) == 1:  # one class seen: it is the only possible prediction
             for k, (_, ey) in enumerate(eval_sets):
                 accuracy[k, layer] = (ey == int(y[0])).double().mean()
             continue
-        model = LogisticRegression(C=c, max_iter=max_iter)
+        model = LogisticRegression(C=c, max_iter=max_iter, tol=tol)
         with warnings.catch_warnings():
             # max_iter is the budget; an L-BFGS stopped there is still a fitted classifier
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(((x - mean) / std).numpy(), y)
         for k, (ex, ey) in enumerate(eval_sets):
-            predicted = model.predict(((ex[layer].double() - mean) / std).numpy())
+            predicted = model.predict(((ex[layer].to(dtype) - mean) / std).numpy())
             accuracy[k, layer] = float((predicted == ey.numpy()).mean())
     return accuracy
 
