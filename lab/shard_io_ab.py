@@ -3,8 +3,9 @@ the working tree, in one process.
 
 Writes ``--clips`` generated WAV clips of ``--seconds`` each once, then, alternating A and
 B ``--repeats`` times: packs them into shards (``write_shards``), reads every sample's
-bytes back (``iter_samples``) and counts the samples from the tar headers
-(``count_samples``), after one unmeasured round of each (imports, caches). Prints each
+bytes back (``iter_samples``), counts the samples from the tar headers
+(``count_samples``) and streams the training items (``ShardDataset``: decoding, the
+filterbank, normalisation; one thread), after one unmeasured round of each (imports, caches). Prints each
 operation's best time for A (the revision) and B (the working tree) and B/A, and whether
 each version reads the other's shards as the same samples.
 
@@ -74,6 +75,15 @@ def run_once(module, entries: list, out: Path, per_shard: int) -> dict[str, floa
     times["count"] = time.perf_counter() - started
     if counted != len(entries):
         raise SystemExit(f"shard_io_ab: error: counted {counted} samples of {len(entries)} clips")
+    from ssamba.data import ClipDatasetConfig
+    from ssamba.frontend import FrontendConfig
+
+    dataset = module.ShardDataset(out, ClipDatasetConfig(frontend=FrontendConfig(target_length=300)))
+    started = time.perf_counter()
+    items = sum(item is not None for item in dataset)
+    times["items"] = time.perf_counter() - started
+    if items != len(entries):
+        raise SystemExit(f"shard_io_ab: error: {items} good items of {len(entries)} clips")
     return times
 
 
@@ -92,7 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.clips, args.per_shard, args.repeats) < 1 or args.seconds <= 0:
         parser.error("--clips, --per-shard and --repeats must be >= 1 and --seconds > 0")
+    import torch
+
     import ssamba.data.shards as current
+
+    torch.set_num_threads(1)
 
     versions = {"A": load_revision(args.revision), "B": current}
     with tempfile.TemporaryDirectory(prefix="shard_io_ab-") as tmp:
@@ -108,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         same = all(samples(reader, tmp / "A") == samples(reader, tmp / "B") for reader in versions.values())
     print(f"{args.clips} clips of {args.seconds:g} s, {args.per_shard} per shard, best of {args.repeats}; "
           f"each reads the other's shards as the same samples: {same}")
-    for op in ("write", "read", "count"):
+    for op in ("write", "read", "count", "items"):
         a, b = best["A"][op], best["B"][op]
         print(f"{op:6s} A {a:8.3f} s   B {b:8.3f} s   B/A {b / a:.3f}")
     return 0

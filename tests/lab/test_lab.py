@@ -138,7 +138,7 @@ def test_shard_io_ab_times_both_versions_on_shards_each_reads(capsys):
     assert rig.main(["HEAD", "--clips", "6", "--seconds", "0.2", "--per-shard", "4", "--repeats", "1"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].endswith("same samples: True")
-    assert [line.split()[0] for line in out[1:]] == ["write", "read", "count"]
+    assert [line.split()[0] for line in out[1:]] == ["write", "read", "count", "items"]
     assert all(float(line.split("B/A")[1]) > 0 for line in out[1:])
     with pytest.raises(SystemExit):
         rig.main(["no-such-revision", "--clips", "2"])
