@@ -13,6 +13,7 @@ lines) and the runs' masked-patch accuracy on validation beside them.
     python lab/gain_curve.py --runs long_runs/ssamba long_runs/ssast \\
         --csv docs/gain_vs_compute.csv --plot docs/gain_vs_compute.png
     python lab/gain_curve.py --table --csv docs/gain_vs_compute.csv          # mean +- sd, gains
+    python lab/gain_curve.py --redraw --runs long_runs/ssamba long_runs/ssast # the figure from the CSV
     python lab/gain_curve.py --layers speaker --csv docs/gain_vs_compute.csv # every layer's accuracy
     python lab/gain_curve.py --masked --runs long_runs/ssamba long_runs/ssast  # masked-patch accuracy
 
@@ -117,7 +118,8 @@ def draw(rows: list[dict], runs: list[Path], path: Path) -> None:
                         yerr=[100 * random[1], *(100 * sd for _, sd in stats)], color=colour, marker="o",
                         capsize=3, label=f"{family} pretrained")
         ax.axhline(100 * float(mine[0]["chance"]), color="k", ls=(0, (1, 3)), lw=0.8, label="chance")
-        ax.set_title(f"{task}: linear probe (test; mean +- sd, seeds)", fontsize=10)
+        seeds = len({r["seed"] for r in mine})
+        ax.set_title(f"{task}: linear probe (test; mean +- sd over {seeds} seeds)", fontsize=10)
         ax.set_xlabel("pretraining step (0 = random init)")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
@@ -180,6 +182,7 @@ def main(argv=None) -> int:
     p.add_argument("--csv", default="docs/gain_vs_compute.csv")
     p.add_argument("--plot", default="docs/gain_vs_compute.png")
     p.add_argument("--table", action="store_true", help="print --csv as a Markdown table (mean +- sd, gains) and stop")
+    p.add_argument("--redraw", action="store_true", help="draw --plot from --csv (and the --runs' metrics) and stop")
     p.add_argument("--layers", metavar="TASK", default=None, help="print --csv's per-layer accuracies of TASK and stop")
     p.add_argument("--masked", action="store_true",
                    help="print the --runs' masked-patch accuracy on validation (metrics.csv) as a Markdown table "
@@ -193,6 +196,11 @@ def main(argv=None) -> int:
         for step in steps:
             print(f"| {step} | " + " | ".join(f"{100 * c[step]:.1f}" if step in c else "" for c in curves.values())
                   + " |")
+        return 0
+    if args.redraw:
+        with open(args.csv, newline="") as handle:
+            draw(list(csv.DictReader(handle)), [Path(r) for r in args.runs], Path(args.plot))
+        print(f"figure in {args.plot}")
         return 0
     if args.table or args.layers:
         with open(args.csv, newline="") as handle:

@@ -159,3 +159,27 @@ def test_probe_cost_parses_variants_and_compares_them_with_the_first():
     table = rig.summarise(rows, variants)
     assert table[2].startswith("| max_iter=1000 tol=0.0001 float64 | 2.0 | 1.00 | 0.00 pts | 1/1 |")
     assert table[3].startswith("| max_iter=1000 tol=0.001 float64 | 1.0 | 2.00 | 2.00 pts | 1/1 | 1.00 pts |")
+
+
+def test_gain_curve_redraws_its_figure_from_the_csv(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    rig = _lab("gain_curve")
+    run = tmp_path / "ssamba"
+    run.mkdir()
+    (run / "long_run.json").write_text('{"recipe": {"family": "ssamba"}}')
+    (run / "metrics.csv").write_text("step,valid_acc\n100,0.2\n200,0.4\n")
+    rows = [{"task": "kws", "representation": rep, "family": fam, "step": step, "seed": seed,
+             "test_acc": 0.1 + 0.01 * seed + 0.001 * int(step or 0), "layer": 0, "chance": 0.03,
+             "test_by_layer": "0.1 0.2"}
+            for seed in (0, 1) for rep, fam, step in (("log-mel", "", ""), ("random init", "ssamba", "0"),
+                                                      ("pretrained", "ssamba", "100"))]
+    table = tmp_path / "gain.csv"
+    with open(table, "w", newline="") as handle:
+        writer = rig.csv.DictWriter(handle, rig.COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    figure = tmp_path / "gain.png"
+    assert rig.main(["--redraw", "--csv", str(table), "--plot", str(figure), "--runs", str(run)]) == 0
+    assert figure.stat().st_size > 0
+    assert rig.main(["--table", "--csv", str(table)]) == 0
+    assert "| kws | ssamba pretrained | 100 |" in capsys.readouterr().out
