@@ -31,33 +31,18 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-MODULE = "src/ssamba/layers/mamba.py"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the lab's own helpers
+from revision import module_at  # noqa: E402
 
 
 def load_revision(rev: str):
     """``ssamba.layers.mamba`` as of ``rev``, imported as a sibling module of the current one."""
-    proc = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{MODULE}"], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"mixer_ab: error: cannot read {MODULE} at {rev}: {proc.stderr.strip()}")
-    import ssamba.layers
-
-    name = f"{ssamba.layers.__name__}._mamba_at_revision"
-    path = Path(tempfile.mkdtemp(prefix="mixer_ab-")) / "mamba.py"
-    path.write_text(proc.stdout)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    module.__package__ = ssamba.layers.__name__  # its relative imports resolve in ssamba.layers
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
+    module = module_at(rev, "ssamba.layers.mamba", "mixer_ab")
     mixer = module.BiMambaMixer
     if not hasattr(mixer, "infer"):  # revisions before the rename call the inference path forward_lean
         mixer.infer = mixer.forward_lean
@@ -95,7 +80,6 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.per_mixer and not args.inference:
         p.error("--per-mixer needs --inference")
-    sys.path.insert(0, str(Path(__file__).parent))
     from train_floor import build_step
 
     apply_allocator_policy()

@@ -15,33 +15,18 @@ each version reads the other's shards as the same samples.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-MODULE = "src/ssamba/data/shards.py"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the lab's own helpers
+from revision import module_at  # noqa: E402
 
 
 def load_revision(rev: str):
     """``ssamba.data.shards`` as of ``rev``, imported as a sibling module of the current one."""
-    proc = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{MODULE}"], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"shard_io_ab: error: cannot read {MODULE} at {rev}: {proc.stderr.strip()}")
-    import ssamba.data
-
-    name = f"{ssamba.data.__name__}._shards_at_revision"
-    path = Path(tempfile.mkdtemp(prefix="shard_io_ab-")) / "shards.py"
-    path.write_text(proc.stdout)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    module.__package__ = ssamba.data.__name__  # its relative imports resolve in ssamba.data
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return module_at(rev, "ssamba.data.shards", "shard_io_ab")
 
 
 def make_clips(folder: Path, clips: int, seconds: float) -> list:
