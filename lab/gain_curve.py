@@ -197,14 +197,14 @@ def main(argv=None) -> int:
             print(f"| {step} | " + " | ".join(f"{100 * c[step]:.1f}" if step in c else "" for c in curves.values())
                   + " |")
         return 0
-    if args.redraw:
+    if args.redraw or args.table or args.layers:
         with open(args.csv, newline="") as handle:
-            draw(list(csv.DictReader(handle)), [Path(r) for r in args.runs], Path(args.plot))
+            rows = list(csv.DictReader(handle))
+        if not args.redraw:
+            print(summary(rows, args.layers))
+            return 0
+        draw(rows, [Path(r) for r in args.runs], Path(args.plot))
         print(f"figure in {args.plot}")
-        return 0
-    if args.table or args.layers:
-        with open(args.csv, newline="") as handle:
-            print(summary(list(csv.DictReader(handle)), args.layers))
         return 0
     runs = [Path(r) for r in args.runs]
     if not runs:

@@ -94,13 +94,14 @@ def measure(variants: list[dict], tasks: list[str], models: list[str], seeds: li
     for task in tasks:
         data = demo._probe_data(suite, task, settings, stats, seed=0)
         for name, fn in embed.items():
-            todo = [(s, v) for s in seeds for v in map(label, variants) if (task, name, s, v) not in done]
+            todo = [(s, v) for s in seeds for v in variants if (task, name, s, label(v)) not in done]
             features = demo._features(fn, data) if todo else None
-            for seed, text in todo:
+            for seed, variant in todo:
                 started = time.perf_counter()
-                result = _probe(features, data, settings, seed, variants[list(map(label, variants)).index(text)])
-                row = {"task": task, "representation": name, "seed": seed, "variant": text,
-                       "seconds": time.perf_counter() - started, **result}
+                result = demo._probe(features, data, settings, seed, **variant)
+                row = {"task": task, "representation": name, "seed": seed, "variant": label(variant),
+                       "seconds": time.perf_counter() - started, "test": result["test"],
+                       "layer": result["layer"], "valid_by_layer": result["valid_by_layer"]}
                 rows.append(row)
                 _append(path, row)
             print(f"{task}: {name} probed", flush=True)
@@ -116,20 +117,6 @@ def _append(path: Path | None, row: dict) -> None:
         if new:
             writer.writeheader()
         writer.writerow({**row, "valid_by_layer": json.dumps(row["valid_by_layer"])})
-
-
-def _probe(features: dict, data: dict, settings, seed: int, variant: dict) -> dict:
-    """The demo's probe (``ssamba.demo._probe``) with ``variant``'s fit settings."""
-    import torch
-
-    from ssamba.training.probe import probe_layers
-
-    pool_y = data["train"][1]
-    take = torch.randperm(len(pool_y), generator=torch.Generator().manual_seed(1000 + seed))[
-        :settings.probe_train_clips]
-    result = probe_layers(features["train"][:, take], pool_y[take], features["validation"], data["validation"][1],
-                          features["test"], data["test"][1], data["classes"], **variant)
-    return {"test": result.test, "layer": result.layer, "valid_by_layer": result.valid_by_layer}
 
 
 def summarise(rows: list[dict], variants: list[dict]) -> list[str]:

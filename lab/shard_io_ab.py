@@ -72,9 +72,15 @@ def run_once(module, entries: list, out: Path, per_shard: int) -> dict[str, floa
     return times
 
 
-def samples(module, folder: Path) -> list:
-    """Every ``(key, {extension: bytes})`` of ``folder``'s shards, read by ``module``."""
-    return [sample for shard in sorted(folder.glob("*.tar")) for sample in module.iter_samples(shard)]
+def same_samples(module, a: Path, b: Path) -> bool:
+    """Whether ``module`` reads folders ``a`` and ``b`` as the same ``(key, {extension:
+    bytes})`` samples, compared one at a time."""
+    import itertools
+
+    def samples(folder: Path):
+        return (sample for shard in sorted(folder.glob("*.tar")) for sample in module.iter_samples(shard))
+
+    return all(x == y for x, y in itertools.zip_longest(samples(a), samples(b)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 for op, seconds in run_once(module, entries, tmp / name, args.per_shard).items():
                     if repeat:  # the first round warms up
                         best[name][op] = min(best[name].get(op, float("inf")), seconds)
-        same = all(samples(reader, tmp / "A") == samples(reader, tmp / "B") for reader in versions.values())
+        same = all(same_samples(reader, tmp / "A", tmp / "B") for reader in versions.values())
     print(f"{args.clips} clips of {args.seconds:g} s, {args.per_shard} per shard, best of {args.repeats}; "
           f"each reads the other's shards as the same samples: {same}")
     for op in ("write", "read", "count", "items"):

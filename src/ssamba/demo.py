@@ -237,8 +237,9 @@ def _features(embed, data: dict) -> dict:
     return out
 
 
-def _probe(features: dict, data: dict, settings: DemoSettings, seed: int) -> dict:
-    """Probe one representation (:func:`_features`) with one seed's sample of the training pool."""
+def _probe(features: dict, data: dict, settings: DemoSettings, seed: int, **fit) -> dict:
+    """Probe one representation (:func:`_features`) with one seed's sample of the training
+    pool; ``fit``: options of :func:`ssamba.training.probe.linear_probe` (its defaults)."""
     import torch
 
     from .training.probe import probe_layers
@@ -247,7 +248,7 @@ def _probe(features: dict, data: dict, settings: DemoSettings, seed: int) -> dic
     take = torch.randperm(len(pool_y), generator=torch.Generator().manual_seed(1000 + seed))
     take = take[:settings.probe_train_clips]
     result = probe_layers(features["train"][:, take], pool_y[take], features["validation"], data["validation"][1],
-                          features["test"], data["test"][1], data["classes"])
+                          features["test"], data["test"][1], data["classes"], **fit)
     return asdict(result)
 
 

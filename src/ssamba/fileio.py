@@ -22,15 +22,16 @@ from typing import Callable, Iterator
 __all__ = ["AtomicFile", "atomic_folder", "atomic_write", "atomic_write_text", "file_lock", "is_leftover",
            "is_write_failure", "new_mode", "read_json", "replace_folder", "strict_json"]
 
-# what ``_temp_beside`` names a file: ".<target>.<8 random characters>.tmp<suffix>"
+# what ``_temp_beside`` names a file: ".<target>.<mkstemp's 8 random characters>.tmp<suffix>"
 _LEFTOVER = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[^.]*)?$")
 
 
-def _temp_beside(path: Path, suffix: str) -> tuple[int, str]:
+def _temp_beside(path: Path, suffix: str = "") -> tuple[int, str]:
     """A new private temporary file in ``path``'s folder (so the rename cannot cross file
-    systems), hidden and named after it: ``(fd, name)``."""
+    systems), hidden, named after it and ending ``.tmp<suffix>`` (:func:`is_leftover`
+    knows the name): ``(fd, name)``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
 
 
 def is_leftover(path: str | Path) -> bool:
@@ -54,7 +55,7 @@ def atomic_write(path: str | Path, write: Callable[[str], object], mode: int | N
     any error the temporary file is removed and the error propagates; ``path`` is either
     the old file or the complete new one."""
     path = Path(path)
-    fd, tmp = _temp_beside(path, f".tmp{path.suffix}")
+    fd, tmp = _temp_beside(path, path.suffix)
     os.close(fd)
     try:
         write(tmp)
@@ -77,7 +78,7 @@ class AtomicFile:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        fd, self.tmp = _temp_beside(self.path, ".tmp")
+        fd, self.tmp = _temp_beside(self.path)
         self.file = os.fdopen(fd, "wb")
 
     def commit(self) -> Path:
