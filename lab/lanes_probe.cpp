@@ -1,8 +1,8 @@
 // A probe, not a kernel: the selective scan forward with inner channels across the vector
 // lanes instead of states (lab/lanes_probe.py times it against the shipped forward).
 //
-// Each thread takes groups of 16 channels of one batch element; a vector holds one state
-// n of 16 channels, so a step is 16 independent updates (one per state) with B[n] and
+// Each thread takes groups of W channels (the vector width) of one batch element; a vector holds one state
+// n of W channels, so a step is 16 independent updates (one per state) with B[n] and
 // C[n] broadcast, y = sum_n C[n] h[n] accumulates vertically (no horizontal reduction),
 // and softplus(delta + bias), D*u and the gate are one vector each per step. Forward only,
 // no checkpoints, d_state 16, softplus on; token-major layouts:
@@ -30,27 +30,27 @@ int fwd_lanes(const float* u, const float* delta, const float* At, const float* 
         const int64_t D = dim, T = L;
         for (int64_t i = items * th / nthreads; i < items * (th + 1) / nthreads; ++i) {
             const int64_t b = i / groups, d0 = (i % groups) * W;
-            v16 A2[16], h[16];
+            vf A2[16], h[16];
             for (int n = 0; n < 16; ++n) {
                 A2[n] = loadv(At + n * D + d0) * LOG2E;
                 h[n] = splat(0.0f);
             }
-            const v16 bv = loadv(bias + d0), Dd = loadv(Dv + d0);
+            const vf bv = loadv(bias + d0), Dd = loadv(Dv + d0);
             for (int64_t t = 0; t < T; ++t) {
                 const int64_t row = (b * T + t) * D + d0;
-                const v16 x = loadv(pd + row) + bv;
-                const v16 dt = ACT ? vsoftplus(x, nullptr) : x;
-                const v16 uu = loadv(pu + row);
-                const v16 dtu = dt * uu;
+                const vf x = loadv(pd + row) + bv;
+                const vf dt = ACT ? vsoftplus(x, nullptr) : x;
+                const vf uu = loadv(pu + row);
+                const vf dtu = dt * uu;
                 const float* Bp = pB + (b * T + t) * 16;
                 const float* Cp = pC + (b * T + t) * 16;
-                v16 acc = splat(0.0f);
+                vf acc = splat(0.0f);
 #pragma GCC unroll 16
                 for (int n = 0; n < 16; ++n) {
                     h[n] = vexp2(dt * A2[n]) * h[n] + dtu * Bp[n];
                     acc += Cp[n] * h[n];
                 }
-                const v16 zz = loadv(pz + row);
+                const vf zz = loadv(pz + row);
                 storev(po + row, (acc + Dd * uu) * (ACT ? zz * vsigmoid(zz) : zz));
             }
         }

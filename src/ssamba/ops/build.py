@@ -5,8 +5,12 @@ Both CPU kernels (:mod:`~ssamba.ops.scan_cpu`, :mod:`~ssamba.ops.conv_cpu`) are 
 C++17 behind a C ABI, so a build needs only a C++ compiler (``$CXX``, else ``g++``,
 ``c++`` or ``clang++``), no torch headers or ninja. A library is cached under
 ``$SSAMBA_CACHE_DIR`` (default ``$XDG_CACHE_HOME/ssamba`` or ``~/.cache/ssamba``), in
-``ext/``, named by a hash of its source (the csrc/ headers included), compiler, flags and
-CPU. Nothing is compiled at import time.
+``ext/``, named by a hash of its source (the csrc/ headers included), compiler, flags (the
+target's among them) and CPU. Nothing is compiled at import time.
+
+``$SSAMBA_CPU_TARGET`` picks the instruction set the kernels are built for
+(:data:`TARGETS`): ``native`` (the default), ``avx512``, ``avx2``, ``x86-64`` or ``armv8``.
+A target this CPU cannot run is refused before anything is compiled.
 
 The cache holds code that is loaded into the process, so it is trusted only if it is
 private (see :func:`private_dir`): the cache folder and its ``ext`` folder must be real
@@ -38,20 +42,82 @@ from torch import Tensor
 
 from ..fileio import atomic_write, file_lock
 
-__all__ = ["FLAG_SETS", "UnsafeCacheError", "build", "cache_dir", "compile_library", "load", "pointer", "private_dir"]
+__all__ = ["TARGETS", "UnsafeCacheError", "build", "cache_dir", "compile_library", "cpu_target", "flag_sets", "load",
+           "pointer", "private_dir", "runnable_here", "target_flags"]
 
 CSRC = Path(__file__).with_name("csrc")
 #: Headers of csrc/ the sources include (``-I csrc``); part of every library's cache key.
 HEADERS = ("scan_simd.h",)
-#: Tried in order until one compiles. -fopenmp puts the kernels' threads on PyTorch's
-#: OpenMP pool (see run_threads in the scan's source); without it they start their own.
-FLAG_SETS = (
-    ["-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp"],
-    ["-O3", "-march=native", "-fopenmp"],
-    ["-O3", "-march=native", "-mprefer-vector-width=512"],
-    ["-O3", "-march=native"],
-    ["-O3"],
-)
+#: ``SSAMBA_CPU_TARGET``'s values: the instruction set the kernels are built for, with the
+#: compiler flags that select it and the /proc/cpuinfo flags (x86) or machine (arm64) a CPU
+#: needs to run the result. ``native`` is the building CPU's own; the others let a login
+#: node build for compute nodes, and tests build every width on one machine. The kernels'
+#: vector width follows (scan_simd.h): 16 lanes for avx512, 8 for avx2, 4 for x86-64 and
+#: armv8.
+TARGETS = {
+    "native": (["-march=native"], ()),
+    "avx512": (["-march=skylake-avx512", "-mprefer-vector-width=512"], ("avx512f", "avx2", "fma")),
+    "avx2": (["-march=haswell"], ("avx2", "fma")),
+    "x86-64": (["-march=x86-64"], ()),
+    "armv8": (["-march=armv8-a"], ()),
+}
+_X86 = ("avx512", "avx2", "x86-64")
+
+
+def cpu_target() -> str:
+    """The target of ``$SSAMBA_CPU_TARGET`` (default ``native``); a :class:`ValueError` for
+    an unknown one, listing the valid."""
+    target = os.environ.get("SSAMBA_CPU_TARGET", "").strip() or "native"
+    if target not in TARGETS:
+        raise ValueError(f"SSAMBA_CPU_TARGET={target!r} is not a target; valid: {', '.join(TARGETS)}")
+    return target
+
+
+def target_flags(target: str) -> list[str]:
+    """The compiler flags that select ``target``'s instruction set."""
+    return list(TARGETS[target][0])
+
+
+def runnable_here(target: str) -> str | None:
+    """Why code built for ``target`` cannot run on this CPU, or None if it can."""
+    machine = platform.machine().lower()
+    is_x86 = machine in ("x86_64", "amd64", "i686", "i386")
+    if target in _X86 and not is_x86:
+        return f"{target} code needs an x86-64 CPU; this is {machine}"
+    if target == "armv8" and machine not in ("aarch64", "arm64"):
+        return f"armv8 code needs an arm64 CPU; this is {machine}"
+    missing = [f for f in TARGETS[target][1] if f not in _cpu_flags()]
+    if missing and _cpu_flags():
+        return f"{target} code needs {', '.join(missing)}, which this CPU lacks"
+    return None
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def flag_sets(target: str) -> list[list[str]]:
+    """The flag sets tried in order until one compiles: the target's flags with OpenMP,
+    then without (a compiler with no OpenMP runtime, e.g. clang without libomp); for
+    ``native`` on AVX-512, 512-bit vectors first; for ``native``, plain ``-O3`` last (a
+    compiler that does not know ``-march=native``). -fopenmp puts the kernels' threads on
+    PyTorch's OpenMP pool (see run_threads in scan_simd.h); without it they start their own."""
+    arch = [target_flags(target)]
+    if target == "native" and "avx512f" in _cpu_flags():
+        arch.insert(0, target_flags(target) + ["-mprefer-vector-width=512"])
+    sets = [["-O3", *a, *omp] for a in arch for omp in (["-fopenmp"], [])]
+    if target == "native":
+        sets.append(["-O3"])
+    return sets
+
+
 COMMON_FLAGS = ["-std=c++17", "-shared", "-fPIC", "-pthread", "-fno-math-errno",
                 "-ffp-contract=fast", "-fvisibility=hidden", f"-I{CSRC}"]
 
@@ -184,12 +250,25 @@ class _CompileError(Exception):
     """One flag set did not compile (its compiler output)."""
 
 
-def compile_library(source: Path, out_dir: Path) -> Path:
-    """Compile ``source`` into a cached shared library in ``out_dir`` and return its path.
+def first_error(output: str) -> str:
+    """The line of a compiler's output that says what went wrong first: its first
+    ``error`` line, else its first non-empty line."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    return next((ln for ln in lines if "error" in ln.lower()), lines[0] if lines else "(no output)")
+
+
+def compile_library(source: Path, out_dir: Path, target: str | None = None) -> Path:
+    """Compile ``source`` for ``target`` (default :func:`cpu_target`) into a cached shared
+    library in ``out_dir`` and return its path.
 
     ``out_dir`` and its parent (the cache folder) are made if missing and must be private
-    (see :func:`private_dir`). Each of :data:`FLAG_SETS` is tried in turn; one that failed
-    before (a ``.failed`` marker) is skipped."""
+    (see :func:`private_dir`). Each of :func:`flag_sets` is tried in turn; one that failed
+    before (a ``.failed`` marker holding the compiler's output) is skipped. If none
+    compiles, the :class:`RuntimeError` names the compiler and the first error line."""
+    target = target or cpu_target()
+    why_not = runnable_here(target)
+    if why_not:
+        raise RuntimeError(f"SSAMBA_CPU_TARGET={target}: {why_not}")
     cxx = find_compiler()
     try:
         version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
@@ -201,41 +280,45 @@ def compile_library(source: Path, out_dir: Path) -> Path:
         for stale in out_dir.glob(".*.tmp.so"):  # left by a builder killed midway (they hold the lock)
             if _trusted_file(stale):
                 stale.unlink()
-        errors = []
-        for flags in FLAG_SETS:
-            target = out_dir / library_name(source.stem, src, cxx, version, flags)
-            failed = target.with_suffix(".failed")  # this flag set did not compile: skip it
-            if _trusted_file(target):
-                return target
+        first, markers = None, []
+        for flags in flag_sets(target):
+            library = out_dir / library_name(source.stem, src, cxx, version, flags)
+            failed = library.with_suffix(".failed")  # this flag set did not compile: skip it
+            if _trusted_file(library):
+                return library
             if _trusted_file(failed):
-                errors.append(f"{' '.join(flags)}: failed before, see {failed}")
+                first = first or f"(failed before) {first_error(failed.read_text(errors='replace'))}"
+                markers.append(failed)
                 continue
 
             def compile_into(tmp: str) -> None:
                 proc = subprocess.run([cxx, *flags, *COMMON_FLAGS, str(source), "-o", tmp],
                                       capture_output=True, text=True, timeout=600)
                 if proc.returncode != 0:
-                    raise _CompileError(proc.stderr)
+                    raise _CompileError(proc.stderr or proc.stdout)
 
             try:
-                atomic_write(target, compile_into, mode=0o700)  # private whatever the linker's umask
+                atomic_write(library, compile_into, mode=0o700)  # private whatever the linker's umask
             except _CompileError as err:
-                output = str(err)
-                errors.append(f"{' '.join(flags)}: {output.strip()[-2000:]}")
+                output = f"{cxx} {' '.join(flags)}\n{err}"
+                first = first or first_error(str(err))
                 atomic_write(failed, lambda tmp: Path(tmp).write_text(output), mode=0o600)
+                markers.append(failed)
                 continue
-            _check_private(target, directory=False)
-            return target
-    raise RuntimeError(f"compiling {source.name} failed:\n" + "\n".join(errors))
+            _check_private(library, directory=False)
+            return library
+    name = (version.splitlines() or [cxx])[0]
+    raise RuntimeError(f"{cxx} ({name}) could not compile {source.name}: {first} "
+                       f"(the compiler's output: {markers[0]})")
 
 
-def build(source: Path) -> Path:
-    """Compile (or find) ``source`` in the first usable private cache; see the module
-    docstring."""
+def build(source: Path, target: str | None = None) -> Path:
+    """Compile (or find) ``source`` for ``target`` (default :func:`cpu_target`) in the first
+    usable private cache; see the module docstring."""
     problems = []
     for root, reason in build_dirs():
         try:
-            return compile_library(source, root / "ext")
+            return compile_library(source, root / "ext", target)
         except OSError as err:  # read-only, not ours, symlinked, group-writable...
             problems.append(f"{reason or 'cache'}: {err}")
     private = Path(tempfile.mkdtemp(prefix="ssamba-")) / "ext"  # 0700, unpredictable; this process only
@@ -244,10 +327,10 @@ def build(source: Path) -> Path:
         RuntimeWarning,
         stacklevel=4,
     )
-    return compile_library(source, private)
+    return compile_library(source, private, target)
 
 
-def load(source: Path) -> ctypes.CDLL:
-    """:func:`build` ``source`` and load it; raises on failure (the callers decide what a
-    failure means: a warning and the reference, or PyTorch operations)."""
-    return ctypes.CDLL(str(build(Path(source))))
+def load(source: Path, target: str | None = None) -> ctypes.CDLL:
+    """:func:`build` ``source`` for ``target`` and load it; raises on failure (the callers
+    decide what a failure means: a warning and the reference, or PyTorch operations)."""
+    return ctypes.CDLL(str(build(Path(source), target)))

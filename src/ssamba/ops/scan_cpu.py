@@ -9,8 +9,8 @@ PyTorch operators (eager autograd and tracing both go through them).
 What the kernel does, per (batch, channel) pair, split over
 ``torch.get_num_threads()`` threads:
 
-* runs the recurrence over L with the state (N rounded up to a multiple of 16) in
-  SIMD registers, computing ``exp(dt * A)`` with a vectorised polynomial;
+* runs the recurrence over L with the state (N rounded up to whole vectors: 16 floats
+  with AVX-512, 8 with AVX2, 4 on the x86-64 baseline and arm64) in SIMD registers, computing ``exp(dt * A)`` with a vectorised polynomial;
 * forward under autograd stores the state at the start of every chunk of
   ``chunk_size()`` steps (``B*D*ceil(L/chunk)*N`` floats), nothing else;
 * backward recomputes a chunk's states from its checkpoint into a thread-local
@@ -53,6 +53,15 @@ _load_error: str | None = None
 _warned = False
 
 
+#: What the one warning of a failed build adds: what to install, and what going without costs.
+FALLBACK_ADVICE = (
+    "SSAMBA runs on the PyTorch reference scan instead, several times slower in inference and "
+    "tens of times slower in training (docs/performance.md). To build it, install a C++ compiler "
+    "(Debian/Ubuntu: apt install g++; Fedora: dnf install gcc-c++; macOS: xcode-select --install; "
+    "conda: conda install -c conda-forge cxx-compiler; Windows: use WSL) or point $CXX at one."
+)
+
+
 class KernelUnavailable(UserError, RuntimeError):
     """The CPU kernel cannot be built or loaded here (raised for an explicit ``backend="cpu"``)."""
 
@@ -88,12 +97,8 @@ def load_library() -> ctypes.CDLL | None:
                 _load_error = f"{type(exc).__name__}: {exc}"
         if _lib is None and not _warned:
             _warned = True
-            warnings.warn(
-                "ssamba: the fused CPU selective scan kernel is unavailable "
-                f"({_load_error}); falling back to the slow reference scan.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+            warnings.warn(f"ssamba: the fast CPU scan is unavailable ({_load_error}). {FALLBACK_ADVICE}",
+                          RuntimeWarning, stacklevel=3)
     return _lib
 
 
@@ -143,7 +148,7 @@ def _f32(t: Tensor | None) -> Tensor | None:
 
 def _padded_states(n: int) -> int:
     """The state size the kernel works with: ``n`` rounded up to whole vectors of the
-    kernel's lane width (``ssamba_scan_lanes``: 16 floats)."""
+    kernel's lane width (``ssamba_scan_lanes``: 16, 8 or 4 floats, by the target)."""
     lanes = _require_library().ssamba_scan_lanes()
     return max(lanes, -(-n // lanes) * lanes)
 

@@ -21,7 +21,7 @@
 //
 // Channels are split over threads (each owns its channels' weight gradients: no
 // atomics). Each row is copied into a zero-padded buffer, then one pass computes pre,
-// out or gp in blocks of 16 steps; rows are walked one channel and batch element at a
+// out or gp in blocks of W steps (one vector); rows are walked one channel and batch element at a
 // time.
 
 #include "scan_simd.h"
@@ -38,7 +38,7 @@ struct ConvParams {
 };
 
 // A row copied into the middle of a zero-filled buffer, so that every shifted read of
-// a 16-step block is one unaligned vector load: at(t) is the buffer address of step t,
+// a W-step block is one unaligned vector load: at(t) is the buffer address of step t,
 // valid for t in [-PAD, L + PAD + 15) with PAD = MAXK - 1.
 struct PaddedRow {
     static constexpr int PAD = MAXK - 1;
@@ -52,10 +52,10 @@ struct PaddedRow {
         std::memcpy(at0, row, sizeof(float) * L);
         std::fill(at0 + L, buf.data() + need, 0.0f);
     }
-    inline __attribute__((always_inline)) v16 load(int64_t t) const { return loadv(at0 + t); }
+    inline __attribute__((always_inline)) vf load(int64_t t) const { return loadv(at0 + t); }
 };
 
-INLINE void store_part(float* dst, v16 v, int n) {
+INLINE void store_part(float* dst, vf v, int n) {
     if (n == W) {
         storev(dst, v);
     } else {
@@ -64,8 +64,8 @@ INLINE void store_part(float* dst, v16 v, int n) {
 }
 
 // pre[t0 .. t0+15] of one row.
-INLINE v16 pre_block(const PaddedRow& x, const float* w, float bias, const int64_t* off, int K, int64_t t0) {
-    v16 acc = splat(bias);
+INLINE vf pre_block(const PaddedRow& x, const float* w, float bias, const int64_t* off, int K, int64_t t0) {
+    vf acc = splat(bias);
     for (int i = 0; i < K; ++i) acc += splat(w[i]) * x.load(t0 + off[i]);
     return acc;
 }
@@ -84,7 +84,7 @@ void fwd_channel(const ConvParams& p, int64_t c, PaddedRow& x) {
         x.fill(p.x + row, p.L);
         float* out = p.out + row;
         for (int64_t t0 = 0; t0 < p.L; t0 += W) {
-            const v16 pre = pre_block(x, w, bias, off, p.K, t0);
+            const vf pre = pre_block(x, w, bias, off, p.K, t0);
             store_part(out + t0, pre * vsigmoid(pre), (int)std::min<int64_t>(W, p.L - t0));
         }
     }
@@ -96,7 +96,7 @@ void bwd_channel(const ConvParams& p, int64_t c, PaddedRow& x, PaddedRow& gp) {
     const float* w = p.w + c * p.K;
     const float bias = p.bias ? p.bias[c] : 0.0f;
     const int64_t L = p.L;
-    v16 gw_acc[MAXK], gb_acc = splat(0.0f);
+    vf gw_acc[MAXK], gb_acc = splat(0.0f);
     for (int i = 0; i < p.K; ++i) gw_acc[i] = splat(0.0f);
     for (int64_t b = 0; b < p.batch; ++b) {
         const int64_t row = (b * p.channels + c) * L;
@@ -105,9 +105,9 @@ void bwd_channel(const ConvParams& p, int64_t c, PaddedRow& x, PaddedRow& gp) {
         // gp = grad * silu'(pre), silu'(p) = s (1 + p (1 - s)); the zero tail of grad past
         // L keeps gp zero there, so that the sums need no masks.
         for (int64_t t0 = 0; t0 < L; t0 += W) {
-            const v16 pre = pre_block(x, w, bias, off, p.K, t0);
-            const v16 s = vsigmoid(pre);
-            const v16 g = gp.load(t0) * s * (pre * (1.0f - s) + 1.0f);
+            const vf pre = pre_block(x, w, bias, off, p.K, t0);
+            const vf s = vsigmoid(pre);
+            const vf g = gp.load(t0) * s * (pre * (1.0f - s) + 1.0f);
             storev(gp.at0 + t0, g);
             gb_acc += g;
             for (int i = 0; i < p.K; ++i) gw_acc[i] += g * x.load(t0 + off[i]);
@@ -115,7 +115,7 @@ void bwd_channel(const ConvParams& p, int64_t c, PaddedRow& x, PaddedRow& gp) {
         if (p.gx) {
             float* gx = p.gx + row;
             for (int64_t t0 = 0; t0 < L; t0 += W) {
-                v16 acc = splat(0.0f);
+                vf acc = splat(0.0f);
                 for (int i = 0; i < p.K; ++i) acc += splat(w[i]) * gp.load(t0 - off[i]);
                 store_part(gx + t0, acc, (int)std::min<int64_t>(W, L - t0));
             }

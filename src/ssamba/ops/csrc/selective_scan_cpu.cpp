@@ -5,7 +5,7 @@
 // converts, transposes and pads them. Layouts:
 //
 //   u, delta, z, out, du, ddelta, dz, gout : (batch, dim, L)
-//   A                                      : (dim, NP)         NP = N rounded up to 16
+//   A                                      : (dim, NP)         NP = N rounded up to W lanes
 //   Bt, Ct                                 : (batch, L, NP)    B, C transposed, zero padded
 //   Dv, bias                               : (dim,)            optional (nullptr)
 //   ckpt                                   : (batch*dim, nchunks, NP) state entering each chunk
@@ -15,10 +15,10 @@
 //
 // The recurrence per channel (b, d) and state n:
 //   dt = softplus(delta + bias);  h = exp(dt*A) * h + dt*u*B;  y = C.h + D*u;  out = y*silu(z)
-// runs over L with the state held in SIMD registers (16 states per vector; GCC vector
-// extensions, so the same source becomes AVX-512, AVX2, SSE or NEON code depending on
-// -march, with a few AVX-512 intrinsics where they pay: scalef-based exp2, rcp14, and a
-// transposing 16x16 reduction that turns the per-step dot products C.h into 3 ops a step).
+// runs over L with the state held in SIMD registers (W states per vector, W chosen for the
+// target in scan_simd.h: 16 with AVX-512, 8 with AVX2, 4 with SSE2 or NEON; GCC vector
+// extensions, with a few AVX-512 intrinsics where they pay: scalef-based exp2, rcp14, and
+// a transposing reduction that turns the per-step dot products C.h into a few ops a step).
 // Channels are split over worker threads. The forward stores the state at the start of
 // every chunk of K steps when a backward will follow; the backward recomputes a chunk's
 // states and decays from that checkpoint into a thread-local buffer, then walks the
@@ -90,7 +90,7 @@ INLINE void prefetch_chunk(const Params& p, int64_t c0, std::initializer_list<co
     const int64_t first = p.reverse ? p.L - c0 - K : c0;  // lowest memory index of the chunk
     for (const float* seq : seqs) {
         if (!seq) continue;
-        for (int i = 0; i < K; i += 16) __builtin_prefetch(seq + std::max<int64_t>(0, first + i), 0, 3);
+        for (int i = 0; i < K; i += 64 / (int)sizeof(float)) __builtin_prefetch(seq + std::max<int64_t>(0, first + i), 0, 3);
     }
 }
 
@@ -105,10 +105,10 @@ INLINE void chunk_dt(const Params& p, const float* delta, const float* u, int64_
     load_seq(p, xb, delta, c0, kn);
     load_seq(p, ub, u, c0, kn);
     for (int k = 0; k < K; k += W) {
-        v16 x = loadv(xb + k) + bias;
-        v16 dt = x;
+        vf x = loadv(xb + k) + bias;
+        vf dt = x;
         if (p.softplus) {
-            v16 sg;
+            vf sg;
             dt = vsoftplus(x, sgb ? &sg : nullptr);
             if (sgb) storev(sgb + k, sg);
         } else if (sgb) {
@@ -119,10 +119,10 @@ INLINE void chunk_dt(const Params& p, const float* delta, const float* u, int64_
     }
 }
 
-// Per-thread scratch: chunk states/decays and per-step vectors waiting for reduce16.
+// Per-thread scratch: chunk states/decays and per-step vectors waiting for reduce_lanes.
 struct Work {
-    std::vector<v16> buf;
-    v16 *hbuf, *abuf, *accb, *s1b, *s2b, *ext;
+    std::vector<vf> buf;
+    vf *hbuf, *abuf, *accb, *s1b, *s2b, *ext;
     explicit Work(int nv) : buf((size_t)(2 * K + 1) * nv + 3 * K + 6 * nv) {
         hbuf = buf.data();                 // [K+1][nv]: hbuf[0] = checkpoint, hbuf[k+1] = h_k
         abuf = hbuf + (K + 1) * nv;        // [K][nv]: exp(dt_k A)
@@ -148,8 +148,8 @@ void fwd_channel(const Params& p, int64_t b, int64_t d, Work& w) {
     const int64_t nchunks = (L + K - 1) / K;
 
     constexpr int R = NVT > 0 ? NVT : 1;
-    v16 h_loc[R], A2_loc[R];
-    v16 *h = h_loc, *A2 = A2_loc;
+    vf h_loc[R], A2_loc[R];
+    vf *h = h_loc, *A2 = A2_loc;
     if (NVT == 0) {
         h = w.ext;
         A2 = w.ext + nv;
@@ -158,7 +158,7 @@ void fwd_channel(const Params& p, int64_t b, int64_t d, Work& w) {
         h[j] = p.h0 ? loadv(p.h0 + ch * NP + j * W) : splat(0.0f);
         A2[j] = loadv(p.A + d * NP + j * W) * LOG2E;
     }
-    v16* __restrict accb = w.accb;
+    vf* __restrict accb = w.accb;
 
     alignas(64) float dtb[K], dtub[K], yb[K], ub[K], zb[K];
     for (int64_t c = 0; c < nchunks; ++c) {
@@ -173,22 +173,22 @@ void fwd_channel(const Params& p, int64_t b, int64_t d, Work& w) {
         const float* Bp = Bt + row_of(p, c0) * NP;
         const float* Cp = Ct + row_of(p, c0) * NP;
         for (int k = 0; k < kn; ++k) {
-            const v16 dt = splat(dtb[k]), dtu = splat(dtub[k]);
-            v16 acc = splat(0.0f);
+            const vf dt = splat(dtb[k]), dtu = splat(dtub[k]);
+            vf acc = splat(0.0f);
             for (int j = 0; j < nv; ++j) {
-                const v16 a = vexp2(dt * A2[j]);
+                const vf a = vexp2(dt * A2[j]);
                 h[j] = a * h[j] + dtu * loadv(Bp + k * S + j * W);
                 acc += loadv(Cp + k * S + j * W) * h[j];
             }
             accb[k] = acc;
         }
         for (int k = kn; k < K; ++k) accb[k] = splat(0.0f);
-        for (int k = 0; k < K; k += W) reduce16(accb + k, yb + k);
+        for (int k = 0; k < K; k += W) reduce_lanes(accb + k, yb + k);
         if (z) load_seq(p, zb, z, c0, kn);
         for (int k = 0; k < K; k += W) {
-            v16 o = loadv(yb + k) + loadv(ub + k) * Dd;
+            vf o = loadv(yb + k) + loadv(ub + k) * Dd;
             if (z) {
-                v16 zz = loadv(zb + k);
+                vf zz = loadv(zb + k);
                 o = o * zz * vsigmoid(zz);
             }
             storev(yb + k, o);
@@ -216,28 +216,26 @@ void bwd_channel(const Params& p, int64_t b, int64_t d, float* dBs, float* dCs, 
     const float Dd = p.Dv ? p.Dv[d] : 0.0f;
     const int64_t nchunks = (L + K - 1) / K;
 
-    v16* __restrict hbuf = w.hbuf;
-    v16* __restrict abuf = w.abuf;
-    v16* __restrict accb = w.accb;
-    v16* __restrict s1b = w.s1b;
-    v16* __restrict s2b = w.s2b;
+    vf* __restrict hbuf = w.hbuf;
+    vf* __restrict abuf = w.abuf;
+    vf* __restrict accb = w.accb;
+    vf* __restrict s1b = w.s1b;
+    vf* __restrict s2b = w.s2b;
     constexpr int R = NVT > 0 ? NVT : 1;
-    v16 h_loc[R], A_loc[R], A2_loc[R], carry_loc[R], dA_loc[R];
-    v16 *h = h_loc, *Av = A_loc, *A2 = A2_loc, *carry = carry_loc, *dAacc = dA_loc;
+    vf h_loc[R], A2_loc[R], carry_loc[R], dA_loc[R];
+    vf *h = h_loc, *A2 = A2_loc, *carry = carry_loc, *dAacc = dA_loc;
     if (NVT == 0) {
         h = w.ext;
-        Av = w.ext + nv;
-        A2 = w.ext + 2 * nv;
-        carry = w.ext + 3 * nv;
-        dAacc = w.ext + 4 * nv;
+        A2 = w.ext + nv;
+        carry = w.ext + 2 * nv;
+        dAacc = w.ext + 3 * nv;
     }
     for (int j = 0; j < nv; ++j) {
-        Av[j] = loadv(p.A + d * NP + j * W);
-        A2[j] = Av[j] * LOG2E;
+        A2[j] = loadv(p.A + d * NP + j * W) * LOG2E;
         carry[j] = splat(0.0f);
         dAacc[j] = splat(0.0f);
     }
-    v16 dbias_acc = splat(0.0f), dD_acc = splat(0.0f);
+    vf dbias_acc = splat(0.0f), dD_acc = splat(0.0f);
 
     alignas(64) float dtb[K], dtub[K], sgb[K], gyb[K], yb[K], ub[K], zb[K], gb[K], S1[K], S2[K],
         szb[K];
@@ -250,7 +248,7 @@ void bwd_channel(const Params& p, int64_t b, int64_t d, float* dBs, float* dCs, 
         if (z) {
             load_seq(p, zb, z, c0, kn);
             for (int k = 0; k < K; k += W) {
-                const v16 zz = loadv(zb + k), sz = vsigmoid(zz);
+                const vf zz = loadv(zb + k), sz = vsigmoid(zz);
                 storev(szb + k, sz);
                 storev(gyb + k, loadv(gb + k) * zz * sz);
             }
@@ -268,10 +266,10 @@ void bwd_channel(const Params& p, int64_t b, int64_t d, float* dBs, float* dCs, 
         const float* Cp = Ct + row_of(p, c0) * NP;
         float* dCp = dCs + row_of(p, c0) * NP;
         for (int k = 0; k < kn; ++k) {
-            const v16 dt = splat(dtb[k]), dtu = splat(dtub[k]), gy = splat(gyb[k]);
-            v16 acc = splat(0.0f);
+            const vf dt = splat(dtb[k]), dtu = splat(dtub[k]), gy = splat(gyb[k]);
+            vf acc = splat(0.0f);
             for (int j = 0; j < nv; ++j) {
-                const v16 a = vexp2(dt * A2[j]);
+                const vf a = vexp2(dt * A2[j]);
                 h[j] = a * h[j] + dtu * loadv(Bp + k * S + j * W);
                 abuf[k * nv + j] = a;
                 hbuf[(k + 1) * nv + j] = h[j];
@@ -282,11 +280,11 @@ void bwd_channel(const Params& p, int64_t b, int64_t d, float* dBs, float* dCs, 
         }
         if (z) {
             for (int k = kn; k < K; ++k) accb[k] = splat(0.0f);
-            for (int k = 0; k < K; k += W) reduce16(accb + k, yb + k);
+            for (int k = 0; k < K; k += W) reduce_lanes(accb + k, yb + k);
             alignas(64) float dzb[K];
             for (int k = 0; k < K; k += W) {
-                const v16 zz = loadv(zb + k), s = loadv(szb + k);
-                const v16 y = loadv(yb + k) + loadv(ub + k) * Dd;
+                const vf zz = loadv(zb + k), s = loadv(szb + k);
+                const vf y = loadv(yb + k) + loadv(ub + k) * Dd;
                 storev(dzb + k, loadv(gb + k) * y * s * (zz * (1.0f - s) + 1.0f));
             }
             store_seq(p, dz, dzb, c0, kn);
@@ -295,14 +293,14 @@ void bwd_channel(const Params& p, int64_t b, int64_t d, float* dBs, float* dCs, 
         // Reverse through the chunk: g = dL/dh_k = carry + gy_k C_k; carry <- exp(dt_k A) g.
         float* dBp = dBs + row_of(p, c0) * NP;
         for (int k = kn - 1; k >= 0; --k) {
-            const v16 dt = splat(dtb[k]), dtu = splat(dtub[k]), gy = splat(gyb[k]);
-            v16 s1 = splat(0.0f), s2 = splat(0.0f);
+            const vf dt = splat(dtb[k]), dtu = splat(dtub[k]), gy = splat(gyb[k]);
+            vf s1 = splat(0.0f), s2 = splat(0.0f);
             for (int j = 0; j < nv; ++j) {
-                const v16 a = abuf[k * nv + j];
-                const v16 g = carry[j] + gy * loadv(Cp + k * S + j * W);
-                const v16 t = g * hbuf[k * nv + j] * a;  // dL/d(dt*A), per state
+                const vf a = abuf[k * nv + j];
+                const vf g = carry[j] + gy * loadv(Cp + k * S + j * W);
+                const vf t = g * hbuf[k * nv + j] * a;  // dL/d(dt*A), per state
                 dAacc[j] += t * dt;
-                s1 += t * Av[j];
+                s1 += t * A2[j];  // t * A / ln 2: one register per state vector fewer than keeping A
                 s2 += g * loadv(Bp + k * S + j * W);
                 storev(dBp + k * S + j * W, loadv(dBp + k * S + j * W) + g * dtu);
                 carry[j] = a * g;
@@ -312,13 +310,13 @@ void bwd_channel(const Params& p, int64_t b, int64_t d, float* dBs, float* dCs, 
         }
         for (int k = kn; k < K; ++k) s1b[k] = s2b[k] = splat(0.0f);
         for (int k = 0; k < K; k += W) {
-            reduce16(s1b + k, S1 + k);
-            reduce16(s2b + k, S2 + k);
+            reduce_lanes(s1b + k, S1 + k);
+            reduce_lanes(s2b + k, S2 + k);
         }
         // dt-gradient = S1 + u S2; du = dt S2 + gy D; all tails are zero padded.
         for (int k = 0; k < K; k += W) {
-            const v16 s2 = loadv(S2 + k), uu = loadv(ub + k), gy = loadv(gyb + k);
-            const v16 dd = (loadv(S1 + k) + uu * s2) * loadv(sgb + k);
+            const vf s2 = loadv(S2 + k), uu = loadv(ub + k), gy = loadv(gyb + k);
+            const vf dd = (loadv(S1 + k) * LN2 + uu * s2) * loadv(sgb + k);
             storev(S1 + k, dd);
             storev(gb + k, loadv(dtb + k) * s2 + gy * Dd);
             dbias_acc += dd;
