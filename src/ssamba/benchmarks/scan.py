@@ -22,6 +22,7 @@ slow reference / Hillis-Steele paths). Run: ``ssamba bench scan``.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -36,6 +37,7 @@ import torch.nn.functional as F
 
 from ssamba.ops import build, scan_cpu, selective_scan
 
+from ..errors import UserError
 from ..timing import timeit
 
 DIM, D_STATE, BATCH = 384, 16, 1
@@ -106,11 +108,11 @@ def fwd_bwd(fn, x):
 
 def kernel_bytes(batch: int, dim: int, length: int, d_state: int, threads: int) -> dict[str, int]:
     """Bytes the cpu backend allocates beyond inputs and outputs (fp32 inputs)."""
-    chunk = scan_cpu.chunk_size()
-    np_ = -(-d_state // 16) * 16
-    nv = np_ // 16
+    chunk, lanes = scan_cpu.chunk_size(), scan_cpu.load_library().ssamba_scan_lanes()
+    np_ = -(-d_state // lanes) * lanes
+    nv = np_ // lanes
     nchunks = -(-length // chunk)
-    per_thread = ((2 * chunk + 1) * nv + 3 * chunk + 6 * nv) * 64 + 12 * chunk * 4
+    per_thread = ((2 * chunk + 1) * nv + 3 * chunk + 6 * nv) * lanes * 4 + 12 * chunk * 4
     slots = min(threads, batch * dim) + batch
     return {
         "B, C transposed to (B, L, N)": 2 * batch * length * np_ * 4,
@@ -172,7 +174,7 @@ def mib(n: float) -> str:
 
 
 BOUND_SOURCE = Path(__file__).with_name("csrc") / "scan_bound.cpp"
-_bound_lib = None
+_bound_libs: dict[str, ctypes.CDLL] = {}
 
 
 def kernel_forward(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus: bool = False):
@@ -185,29 +187,37 @@ def kernel_forward(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     return lambda: scan_cpu._forward(lib, operands, delta_softplus, save=False)[0]
 
 
-def _bound_library():
-    global _bound_lib
-    if _bound_lib is None:
-        lib = build.load(BOUND_SOURCE)
+def _bound_library(target: str | None = None):
+    """The bound micro-benchmark built for ``target`` (default: the kernel's target)."""
+    target = target or build.cpu_target()
+    if target not in _bound_libs:
+        lib = build.load(BOUND_SOURCE, target)
+        lib.ssamba_bound_lanes.restype = ctypes.c_int
         lib.ssamba_scan_bound.restype = ctypes.c_int
         lib.ssamba_scan_bound.argtypes = [ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_float)]
         lib.ssamba_scan_inner_loop.restype = ctypes.c_int
         lib.ssamba_scan_inner_loop.argtypes = [ctypes.c_int64, ctypes.c_int, ctypes.POINTER(ctypes.c_float)]
-        _bound_lib = lib
-    return _bound_lib
+        _bound_libs[target] = lib
+    return _bound_libs[target]
 
 
-def bound_benchmark(vector_updates: int, channels: int = 4, threads: int | None = None) -> float:
+def bound_lanes(target: str | None = None) -> int:
+    """The vector width of ``target``'s build (the kernel's: both share scan_simd.h)."""
+    return _bound_library(target).ssamba_bound_lanes()
+
+
+def bound_benchmark(vector_updates: int, channels: int = 4, threads: int | None = None, target: str | None = None) -> float:
     """Seconds the kernel's per-state arithmetic takes with no memory traffic.
 
-    Runs ``vector_updates`` 16-lane state updates - the forward's ``exp2(dt*A)`` (the
-    kernel's polynomial, from the kernel's own header), ``h = a*h + dtu*B`` and
-    ``acc += C*h`` - on register-resident state and operands, ``channels`` (1, 2, 4 or 8)
-    independent states interleaved per thread, over ``threads`` threads (default
-    ``torch.get_num_threads()``) started as the scan starts them (csrc/scan_bound.cpp,
-    built and cached like the kernel). The roofline of ``ssamba bench scan``.
+    Runs ``vector_updates`` state-vector updates (:func:`bound_lanes` lanes each) - the
+    forward's ``exp2(dt*A)`` (the kernel's polynomial, from the kernel's own header),
+    ``h = a*h + dtu*B`` and ``acc += C*h`` - on register-resident state and operands,
+    ``channels`` (1, 2, 4 or 8) independent states interleaved per thread, over
+    ``threads`` threads (default ``torch.get_num_threads()``) started as the scan starts
+    them (csrc/scan_bound.cpp, built for ``target`` and cached like the kernel). The
+    roofline of ``ssamba bench scan``.
     """
-    lib = _bound_library()
+    lib = _bound_library(target)
     sink = ctypes.c_float()
     nthreads = threads or torch.get_num_threads()
     t0 = time.perf_counter()
@@ -218,13 +228,13 @@ def bound_benchmark(vector_updates: int, channels: int = 4, threads: int | None 
     return elapsed
 
 
-def inner_loop_benchmark(vector_updates: int, threads: int | None = None) -> float:
+def inner_loop_benchmark(vector_updates: int, threads: int | None = None, target: str | None = None) -> float:
     """Seconds the forward kernel's inner loop takes with only its own per-step memory
     traffic: :func:`bound_benchmark`'s arithmetic for one channel per thread, plus the
     kernel's loads of B and C (from L1) and its store of each step's ``C*h`` for the
     reduction (csrc/scan_bound.cpp). What the kernel would take if its per-chunk work
     (softplus, reductions, gate, D*u, moving u/delta/z/out) were free."""
-    lib = _bound_library()
+    lib = _bound_library(target)
     sink = ctypes.c_float()
     t0 = time.perf_counter()
     rc = lib.ssamba_scan_inner_loop(int(vector_updates), int(threads or torch.get_num_threads()), ctypes.byref(sink))
@@ -234,18 +244,23 @@ def inner_loop_benchmark(vector_updates: int, threads: int | None = None) -> flo
     return elapsed
 
 
+def _best_bound(vector_updates: int, threads: int, repeats: int, target: str | None = None) -> tuple[float, dict]:
+    """The bound (the fastest of 1/2/4/8 interleaved channels, each a median) and every
+    channel count's median."""
+    bound_benchmark(vector_updates, 4, threads, target)  # warm-up (thread start, page-in)
+    per = {c: statistics.median(bound_benchmark(vector_updates, c, threads, target) for _ in range(repeats))
+           for c in (1, 2, 4, 8)}
+    return min(per.values()), per
+
+
 def bound_report(length: int, threads: int, repeats: int) -> list[str]:
     """Forward kernel time at ``length`` against the arithmetic bound; lines to print."""
-    nv = -(-D_STATE // 16)  # 16-lane state vectors per channel (N padded to a multiple of 16)
+    lanes = bound_lanes()
+    nv = -(-D_STATE // lanes)  # state vectors per channel (N padded to whole vectors)
     vector_updates = BATCH * DIM * length * nv
     updates = BATCH * DIM * length * D_STATE
-    bound_benchmark(vector_updates, 4, threads)  # warm-up (thread start, page-in)
-    bound = {}
-    for channels in (1, 2, 4, 8):
-        bound[channels] = statistics.median(
-            bound_benchmark(vector_updates, channels, threads) for _ in range(repeats))
+    t_bound, bound = _best_bound(vector_updates, threads, repeats)
     best_ch = min(bound, key=bound.get)
-    t_bound = bound[best_ch]
     t_inner = statistics.median(inner_loop_benchmark(vector_updates, threads) for _ in range(repeats))
 
     # The kernel alone: operands already in the kernel's layout, one C call per run.
@@ -255,7 +270,8 @@ def bound_report(length: int, threads: int, repeats: int) -> list[str]:
     per = ", ".join(f"{c}: {t * 1e3:.2f}" for c, t in bound.items())
     return [
         f"forward at L={length}: {updates / 1e6:.2f} M state updates "
-        f"(B={BATCH} x d_inner={DIM} x L x N={D_STATE}) = {vector_updates:,} 16-lane vector updates",
+        f"(B={BATCH} x d_inner={DIM} x L x N={D_STATE}) = {vector_updates:,} {lanes}-lane vector updates "
+        f"({build.cpu_target()} build)",
         "  bound: a micro-benchmark built on the kernel's SIMD header (benchmarks/csrc/scan_bound.cpp) runs the same per-update",
         "  arithmetic - exp2(dt*A) with the kernel's vector polynomial, h = a*h + dt*u*B, acc += C*h -",
         f"  on state and B/C held in registers (dt, dt*u broadcast from a {scan_cpu.chunk_size()}-entry L1 array, as in the",
@@ -276,12 +292,66 @@ def bound_report(length: int, threads: int, repeats: int) -> list[str]:
     ]
 
 
+@contextlib.contextmanager
+def _kernel(lib):
+    """The cpu backend computing with ``lib`` (another target's build) inside the block."""
+    saved, scan_cpu._lib = scan_cpu._lib, lib
+    try:
+        yield
+    finally:
+        scan_cpu._lib = saved
+
+
+def compare_builds(other: str, length: int, threads: int, repeats: int) -> list[str]:
+    """This process's build (``$SSAMBA_CPU_TARGET``, default native) against ``other``'s,
+    built beside it: the forward, forward + backward and the kernel's C call at
+    ``length``, and each build's own bound, the builds alternated run by run so that
+    both see the same machine; lines to print."""
+    mine = build.cpu_target()
+    libs = {mine: scan_cpu.load_library(), other: scan_cpu._configure(build.load(scan_cpu.SOURCE, other))}
+    x = make_inputs(length)
+    cases, bound_args = {}, {}
+    for target, lib in libs.items():
+        with _kernel(lib):
+            cases[target] = {"forward": fwd("cpu", x), "forward + backward": fwd_bwd(scan_cpu.selective_scan_cpu, x),
+                             "kernel C call": kernel_forward(**x, delta_softplus=True)}
+        updates = BATCH * DIM * length * -(-D_STATE // bound_lanes(target))
+        _, per = _best_bound(updates, threads, 3, target)
+        bound_args[target] = (updates, min(per, key=per.get))
+    times = {t: {name: [] for name in [*cases[t], "bound"]} for t in libs}
+    for r in range(repeats + 2):  # the first two rounds warm up
+        for target, lib in libs.items():
+            with _kernel(lib):
+                for name, fn in cases[target].items():
+                    t0 = time.perf_counter()
+                    fn()
+                    if r >= 2:
+                        times[target][name].append(time.perf_counter() - t0)
+            elapsed = bound_benchmark(*bound_args[target], threads, target)
+            if r >= 2:
+                times[target]["bound"].append(elapsed)
+    lanes = {t: bound_lanes(t) for t in libs}
+    lines = [f"{'L=' + str(length):<22} {mine + f' ({lanes[mine]} lanes)':>20} {other + f' ({lanes[other]} lanes)':>20} "
+             f"{other + ' / ' + mine:>16}"]
+    for name in times[mine]:
+        a, b = (statistics.median(times[t][name]) for t in (mine, other))
+        lines.append(f"{name:<22} {a * 1e3:>17.2f} ms {b * 1e3:>17.2f} ms {b / a:>15.2f}x")
+    for target in libs:
+        kernel, bound = (statistics.median(times[target][n]) for n in ("kernel C call", "bound"))
+        lines.append(f"  {target}: kernel at {bound / kernel:.0%} of its own bound ({lanes[target]}-lane, "
+                     f"{bound_args[target][1]} interleaved channel(s))")
+    return lines
+
+
 def run(args) -> int:
     """The ``ssamba bench scan`` command (arguments: :mod:`ssamba.benchmarks.cli`)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
 
+    why_not = args.target and build.runnable_here(args.target)
+    if why_not:
+        raise UserError(f"--target {args.target}: {why_not}")
     t0 = time.perf_counter()
     if scan_cpu.load_library() is None:
         print("the cpu kernel did not compile; nothing to benchmark", file=sys.stderr)
@@ -315,6 +385,12 @@ def run(args) -> int:
         print(f"{name:<36} {t * 1e3:>10.1f} {t / t_cpu:>11.1f}x")
     print(f"{'cpu (fused kernel)':<36} {t_cpu * 1e3:>10.2f}")
     print(f"cpu vs best pure-PyTorch path: {best / t_cpu:.1f}x", flush=True)
+
+    if args.target:
+        print(f"\nbuilds compared, alternated in one run (median of {args.bound_repeats} runs each)")
+        for line in compare_builds(args.target, args.backward_length, threads, args.bound_repeats):
+            print(line)
+        sys.stdout.flush()
 
     if not args.no_bound:
         print(f"\nkernel vs this CPU's bound (median of {args.bound_repeats} runs each)")

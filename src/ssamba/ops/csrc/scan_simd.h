@@ -176,15 +176,15 @@ INLINE vf vround(vf x) {  // to the nearest integer
 #endif
 }
 
-// p * 2^n for integral n, with proper underflow to 0 and overflow to inf.
+// p * 2^n for integral n, with proper underflow to 0 and overflow to inf: without
+// AVX-512's scalef, n is clamped to [-127, 128] and put in the exponent bits, where -127
+// gives the bits of 0 (an exact 0) and 128 those of inf, so no compare is needed.
 INLINE vf vscale(vf p, vf n) {
 #if defined(SSAMBA_AVX512)
     return _mm512_scalef_ps(p, n);
 #else
     const vf nc = vmin(vmax(n, splat(-127.0f)), splat(128.0f));
-    vf res = p * (vf)((__builtin_convertvector(nc, vi) + 127) << 23);
-    res = n < splat(-126.0f) ? splat(0.0f) : res;
-    return n > splat(127.0f) ? splat(__builtin_inff()) : res;
+    return p * (vf)((__builtin_convertvector(nc, vi) + 127) << 23);
 #endif
 }
 

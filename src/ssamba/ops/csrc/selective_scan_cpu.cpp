@@ -222,20 +222,23 @@ void bwd_channel(const Params& p, int64_t b, int64_t d, float* dBs, float* dCs, 
     vf* __restrict s1b = w.s1b;
     vf* __restrict s2b = w.s2b;
     constexpr int R = NVT > 0 ? NVT : 1;
-    vf h_loc[R], A2_loc[R], carry_loc[R], dA_loc[R];
-    vf *h = h_loc, *A2 = A2_loc, *carry = carry_loc, *dAacc = dA_loc;
+    // What runs from chunk to chunk - the state gradient carried backwards, the sums of
+    // dA, dbias and dD - stays in memory (w.ext, which the output stores may alias, so
+    // the compiler keeps it there) between the reverse walks, and is held in registers
+    // only inside them: through the recomputing walk the registers go to the states.
+    vf h_loc[R], A2_loc[R];
+    vf *h = h_loc, *A2 = A2_loc;
+    vf *carry_mem = w.ext + 2 * nv, *dA_mem = w.ext + 3 * nv, *sums = w.ext + 4 * nv;  // sums: dbias, dD
     if (NVT == 0) {
         h = w.ext;
         A2 = w.ext + nv;
-        carry = w.ext + 2 * nv;
-        dAacc = w.ext + 3 * nv;
     }
     for (int j = 0; j < nv; ++j) {
         A2[j] = loadv(p.A + d * NP + j * W) * LOG2E;
-        carry[j] = splat(0.0f);
-        dAacc[j] = splat(0.0f);
+        carry_mem[j] = splat(0.0f);
+        dA_mem[j] = splat(0.0f);
     }
-    vf dbias_acc = splat(0.0f), dD_acc = splat(0.0f);
+    sums[0] = sums[1] = splat(0.0f);
 
     alignas(64) float dtb[K], dtub[K], sgb[K], gyb[K], yb[K], ub[K], zb[K], gb[K], S1[K], S2[K],
         szb[K];
@@ -274,9 +277,9 @@ void bwd_channel(const Params& p, int64_t b, int64_t d, float* dBs, float* dCs, 
                 abuf[k * nv + j] = a;
                 hbuf[(k + 1) * nv + j] = h[j];
                 storev(dCp + k * S + j * W, loadv(dCp + k * S + j * W) + gy * h[j]);
-                if (z) acc += loadv(Cp + k * S + j * W) * h[j];
+                acc += loadv(Cp + k * S + j * W) * h[j];  // y, for dz: cheaper than a second loop version
             }
-            if (z) accb[k] = acc;
+            accb[k] = acc;
         }
         if (z) {
             for (int k = kn; k < K; ++k) accb[k] = splat(0.0f);
@@ -292,6 +295,16 @@ void bwd_channel(const Params& p, int64_t b, int64_t d, float* dBs, float* dCs, 
 
         // Reverse through the chunk: g = dL/dh_k = carry + gy_k C_k; carry <- exp(dt_k A) g.
         float* dBp = dBs + row_of(p, c0) * NP;
+        vf carry_loc[R], dA_loc[R];
+        vf *carry = carry_mem, *dAacc = dA_mem;
+        if (NVT > 0) {
+            carry = carry_loc;
+            dAacc = dA_loc;
+            for (int j = 0; j < nv; ++j) {
+                carry[j] = carry_mem[j];
+                dAacc[j] = dA_mem[j];
+            }
+        }
         for (int k = kn - 1; k >= 0; --k) {
             const vf dt = splat(dtb[k]), dtu = splat(dtub[k]), gy = splat(gyb[k]);
             vf s1 = splat(0.0f), s2 = splat(0.0f);
@@ -308,6 +321,11 @@ void bwd_channel(const Params& p, int64_t b, int64_t d, float* dBs, float* dCs, 
             s1b[k] = s1;
             s2b[k] = s2;
         }
+        if (NVT > 0)
+            for (int j = 0; j < nv; ++j) {
+                carry_mem[j] = carry[j];
+                dA_mem[j] = dAacc[j];
+            }
         for (int k = kn; k < K; ++k) s1b[k] = s2b[k] = splat(0.0f);
         for (int k = 0; k < K; k += W) {
             reduce_lanes(s1b + k, S1 + k);
@@ -319,15 +337,15 @@ void bwd_channel(const Params& p, int64_t b, int64_t d, float* dBs, float* dCs, 
             const vf dd = (loadv(S1 + k) * LN2 + uu * s2) * loadv(sgb + k);
             storev(S1 + k, dd);
             storev(gb + k, loadv(dtb + k) * s2 + gy * Dd);
-            dbias_acc += dd;
-            dD_acc += gy * uu;
+            sums[0] += dd;
+            sums[1] += gy * uu;
         }
         store_seq(p, ddelta, S1, c0, kn);
         store_seq(p, du, gb, c0, kn);
     }
-    for (int j = 0; j < nv; ++j) storev(p.dA + ch * NP + j * W, dAacc[j]);
-    if (p.dD) p.dD[ch] = hsum(dD_acc);
-    if (p.dbias) p.dbias[ch] = hsum(dbias_acc);
+    for (int j = 0; j < nv; ++j) storev(p.dA + ch * NP + j * W, dA_mem[j]);
+    if (p.dD) p.dD[ch] = hsum(sums[1]);
+    if (p.dbias) p.dbias[ch] = hsum(sums[0]);
 }
 
 using FwdFn = void (*)(const Params&, int64_t, int64_t, Work&);
