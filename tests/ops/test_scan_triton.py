@@ -118,6 +118,15 @@ def test_backward_saves_chunk_states_not_every_state(interpreted):
     assert all(torch.Size(s).numel() <= batch * channels * length for s in sizes)  # nothing of size B*D*L*N
 
 
+def test_the_dispatcher_runs_it_on_cpu_tensors_under_the_interpreter_when_named(interpreted):
+    # What the refusal below tells users to do works through the public entry point,
+    # while "auto" still never picks the interpreter.
+    x = make_inputs()
+    assert "triton" not in available_backends(x["u"])
+    got = selective_scan(**x, delta_softplus=True, backend="triton")
+    assert_close(got, selective_scan_reference(**x, delta_softplus=True), 1e-5)
+
+
 def test_cpu_tensors_are_refused_without_the_interpreter(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     u = torch.zeros(1, 2, 3)

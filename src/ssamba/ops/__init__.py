@@ -48,6 +48,9 @@ class ScanBackend:
     # The scan of one piece from a carried state, for inference (see selective_scan_with_state);
     # None where the backend has none.
     with_state: Callable[..., tuple[Tensor, Tensor]] | None = None
+    # Where the backend runs when asked for by name but is never chosen by "auto" (Triton's
+    # interpreter on CPU tensors); None: where is_available says.
+    runs_by_name: Callable[[Tensor], bool] | None = None
 
 
 _BACKENDS: dict[str, ScanBackend] = {}
@@ -60,12 +63,14 @@ def register_backend(
     priority: int = 0,
     unavailable_reason: Callable[[Tensor], str] | None = None,
     with_state: Callable[..., tuple[Tensor, Tensor]] | None = None,
+    runs_by_name: Callable[[Tensor], bool] | None = None,
 ) -> None:
     """Register ``fn`` (same signature as :func:`selective_scan_reference`, ``reverse``
     included) as ``name``; ``unavailable_reason(u)`` explains a failed explicit choice;
     ``with_state`` (the signature of :func:`selective_scan_with_state`, less ``backend``)
-    scans a piece of a longer sequence from a carried state, where the backend can."""
-    _BACKENDS[name] = ScanBackend(name, fn, is_available, priority, unavailable_reason, with_state)
+    scans a piece of a longer sequence from a carried state, where the backend can;
+    ``runs_by_name(u)``: also usable for ``u`` when named, though "auto" never picks it."""
+    _BACKENDS[name] = ScanBackend(name, fn, is_available, priority, unavailable_reason, with_state, runs_by_name)
 
 
 def available_backends(u: Tensor | None = None) -> list[str]:
@@ -104,7 +109,7 @@ def _resolve(backend: str, u: Tensor) -> ScanBackend:
     if backend not in _BACKENDS:
         raise ValueError(f"unknown scan backend {backend!r}; registered: {sorted(_BACKENDS)}")
     chosen = _BACKENDS[backend]
-    if not chosen.is_available(u):
+    if not (chosen.is_available(u) or (chosen.runs_by_name is not None and chosen.runs_by_name(u))):
         why = chosen.unavailable_reason(u) if chosen.unavailable_reason else f"it cannot run on {u.device.type} tensors here"
         raise BackendUnavailableError(
             f"scan backend {backend!r} is unavailable: {why}; available: {available_backends(u)} "
@@ -199,4 +204,4 @@ register_backend("cuda", _scan_cuda.selective_scan_cuda, _scan_cuda.is_available
 # Triton needs no build; below mamba-ssm's kernel until a GPU run measures the two
 # (scripts/gpu_check.sh), above the reference loop.
 register_backend("triton", _scan_triton.selective_scan_triton, _scan_triton.is_available, priority=15,
-                 unavailable_reason=_scan_triton.unavailable_reason)
+                 unavailable_reason=_scan_triton.unavailable_reason, runs_by_name=_scan_triton.runs_interpreted)

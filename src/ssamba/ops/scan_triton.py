@@ -23,7 +23,7 @@ import os
 import torch
 from torch import Tensor
 
-__all__ = ["CHUNK", "is_available", "selective_scan_triton", "unavailable_reason"]
+__all__ = ["CHUNK", "is_available", "runs_interpreted", "selective_scan_triton", "unavailable_reason"]
 
 CHUNK = 32  # steps between the forward's saved states (and the backward's scratch length)
 BLOCK_D = 32  # channels per program
@@ -58,6 +58,12 @@ def _triton_imports() -> bool:
 def is_available(u: Tensor) -> bool:
     """For ``backend="auto"``: CUDA tensors, where Triton imports."""
     return u.device.type == "cuda" and _triton_imports()
+
+
+def runs_interpreted(u: Tensor) -> bool:
+    """CPU tensors under ``TRITON_INTERPRET=1``: the backend runs them when asked for by
+    name (``backend="triton"``), in Triton's interpreter; "auto" never picks it."""
+    return u.device.type == "cpu" and _interpreting() and _triton_imports()
 
 
 def unavailable_reason(u: Tensor) -> str:
