@@ -257,3 +257,16 @@ def test_long_audio_benchmark_smoke(tmp_path, capsys):
     assert int(rows[0]["needle_rank"]) >= 0  # the detector scored the file
     printed = capsys.readouterr().out
     assert "reach s" in printed and "detector rank" in printed
+
+
+def test_bench_scan_times_another_targets_build_beside_this_one():
+    from ssamba.benchmarks.scan import compare_builds
+    from ssamba.ops import build
+
+    other = "x86-64" if build.runnable_here("x86-64") is None else "armv8"
+    lines = compare_builds(other, 70, 1, 1)
+    header, rows = lines[0], lines[1:5]
+    assert other in header and "lanes" in header
+    assert [r.split("  ")[0] for r in rows] == ["forward", "forward + backward", "kernel C call", "bound"]
+    assert all(float(r.split()[-1].rstrip("x")) > 0 for r in rows)  # each row ends in a ratio
+    assert any("of its own bound" in ln for ln in lines[5:])

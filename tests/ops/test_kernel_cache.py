@@ -218,3 +218,31 @@ def test_explicit_cpu_backend_without_compiler_is_an_error(monkeypatch):
             scan_cpu.selective_scan_cpu(u, delta, A, B, C)
         auto = selective_scan(u, delta, A, B, C)  # auto: the reference, after one warning
     assert torch.equal(auto, selective_scan_reference(u, delta, A, B, C))
+
+
+def test_the_cpu_target_comes_from_the_environment_and_an_unknown_one_lists_the_valid(monkeypatch):
+    monkeypatch.delenv("SSAMBA_CPU_TARGET", raising=False)
+    assert build.cpu_target() == "native"
+    monkeypatch.setenv("SSAMBA_CPU_TARGET", "avx2")
+    assert build.cpu_target() == "avx2" and "-march=haswell" in build.flag_sets("avx2")[0]
+    monkeypatch.setenv("SSAMBA_CPU_TARGET", "avx9")
+    with pytest.raises(ValueError, match="avx9.*valid: native, avx512, avx2, x86-64, armv8"):
+        build.cpu_target()
+
+
+def test_a_target_this_cpu_cannot_run_is_refused_before_compiling(tmp_path, monkeypatch):
+    foreign = "armv8" if build.runnable_here("x86-64") is None else "x86-64"
+    monkeypatch.setattr(build, "find_compiler", lambda: pytest.fail("nothing may be compiled"))
+    with pytest.raises(RuntimeError, match=f"SSAMBA_CPU_TARGET={foreign}: .*needs"):
+        build.compile_library(SOURCE, tmp_path / "cache" / "ext", foreign)
+
+
+def test_a_failed_build_names_the_compiler_and_its_first_error(tmp_path, monkeypatch):
+    broken = tmp_path / "broken.cpp"
+    broken.write_text("int main() { return undeclared_name; }\n")
+    monkeypatch.setattr(build, "flag_sets", lambda target: [["-O0"], ["-O1"]])
+    with pytest.raises(RuntimeError) as err:
+        build.compile_library(broken, tmp_path / "cache" / "ext", "native")
+    message = str(err.value)
+    assert "could not compile broken.cpp" in message and "undeclared_name" in message
+    assert message.count("error") == 1 and "\n" not in message  # one line: the first error only

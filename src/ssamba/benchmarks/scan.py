@@ -349,6 +349,9 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
 
+    if args.target is not None and (args.target not in build.TARGETS or args.target == "native"):
+        raise UserError(f"--target {args.target!r} is not a target; valid: "
+                        f"{', '.join(t for t in build.TARGETS if t != 'native')}")
     why_not = args.target and build.runnable_here(args.target)
     if why_not:
         raise UserError(f"--target {args.target}: {why_not}")
